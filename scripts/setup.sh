@@ -24,7 +24,7 @@ fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 # Torch first, CPU wheel: a bare "torch" requirement would otherwise pull a multi-GB CUDA build.
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
-  "$VENV/bin/python" -m pip install -q "torch==${TORCH_VERSION:-2.13.0}" \
+  "$VENV/bin/python" -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
 fi
 "$VENV/bin/python" -m pip install -q -e ".[dev]"
 touch "$STAMP"
