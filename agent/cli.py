@@ -1,0 +1,341 @@
+"""``spatialnav``: one console script, subcommands, Hydra overrides.
+
+    spatialnav eval agent=oracle split=val n_episodes=50 out_dir=runs/oracle
+    spatialnav episodes split=val n=100 out=data/episodes/val.json.gz
+    spatialnav demo
+    spatialnav bench sim
+    spatialnav eval experiment=debug --cfg      # print the composed config, run nothing
+
+Each subcommand is one row of ``COMMANDS``: a name, the ``"module:function"``
+that implements it (imported only when that subcommand runs) and a one-line
+help. The function takes the composed ``DictConfig`` and returns an exit code
+(or None for 0). ``bench <name>`` runs ``benchmarks/bench_<name>.py:run``.
+Config: ``configs/config.yaml`` plus the groups env/ task/ agent/ world_model/
+planner/ experiment/ (Hydra's compose API; unknown keys are an error that lists
+the valid ones).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+# subcommand -> ("module:function", help). Adding a subcommand is one line here.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "eval": ("agent.cli:cmd_eval", "evaluate an agent on episodes (resumable; shard=i/n)"),
+    "merge": ("agent.cli:cmd_merge", "summarise several shard out_dirs: merge.dirs=[a,b] out_dir=c"),
+    "episodes": ("agent.cli:cmd_episodes", "generate an episode file: split=val n=100 out=path.json.gz"),
+    "demo": ("agent.cli:cmd_demo", "run the demo agents on a few val episodes, write videos and a table"),
+    "picture": ("agent.cli:cmd_picture", "save an episode strip + map PNG (README picture)"),
+    "bench": ("agent.cli:cmd_bench", "benchmarks: bench sim | bench wm | bench agent [bench.kwargs.k=v]"),
+    "collect": ("world_model.collect:main", "collect world-model training data from the simulator"),
+    "train": ("world_model.train:main", "train / fine-tune a world model"),
+    "imagine": ("world_model.imagine:main", "imagine a rollout for one episode and save it"),
+    "eval-wm": ("world_model.evaluate:main", "grounding metrics (SD, IF) of a world model"),
+}
+# Short spellings accepted on the command line.
+ALIASES = {"n": "n_episodes", "out": "out_dir"}
+# Where `bench <name>` looks: benchmarks/bench_<name>.py, function run().
+BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def config_dir() -> Path:
+    """The repo's configs/ (next to the agent package)."""
+    env = os.environ.get("SPATIALNAV_CONFIG_DIR")
+    d = Path(env) if env else Path(__file__).resolve().parents[1] / "configs"
+    if not (d / "config.yaml").exists():
+        raise CLIError(f"no config.yaml in {d}; set SPATIALNAV_CONFIG_DIR to the spatialnav configs/ folder")
+    return d
+
+
+class CLIError(Exception):
+    """A user error: printed as one readable message, exit code 2."""
+
+
+# -- config ------------------------------------------------------------------------------
+
+# Free-form sections: their keys are whatever the called function takes, so
+# setting one that is not in the yaml adds it (Hydra's "++") instead of failing.
+FREE_FORM = ("bench.kwargs.",)
+
+
+def _apply_aliases(overrides: list[str]) -> list[str]:
+    out = []
+    for o in overrides:
+        key, sep, val = o.partition("=")
+        if sep and key in ALIASES:
+            o = f"{ALIASES[key]}={val}"
+        elif sep and key.startswith(FREE_FORM):
+            o = f"++{o}"
+        out.append(o)
+    return out
+
+
+def compose_config(overrides: list[str]):
+    """Compose configs/config.yaml with Hydra overrides; readable errors for bad keys."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+
+    overrides = _apply_aliases(list(overrides))
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise CLIError(f"overrides must look like key=value, got {bad}; e.g. agent=oracle n_episodes=5")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        base = compose("config", overrides=[])
+        try:
+            cfg = compose("config", overrides=overrides)
+        except HydraException as e:
+            raise CLIError(_explain_hydra_error(e, overrides, base)) from None
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def _explain_hydra_error(err: Exception, overrides: list[str], base) -> str:
+    from omegaconf import OmegaConf
+
+    msg = str(err).strip()
+    for o in overrides:
+        key = o.partition("=")[0].lstrip("+~")
+        if f"override '{key}'" in msg or f"'{key}'" in msg.splitlines()[0]:
+            parent, _, leaf = key.rpartition(".")
+            node = OmegaConf.select(base, parent) if parent else base
+            if node is not None and OmegaConf.is_dict(node) and leaf not in node:
+                valid = ", ".join(sorted(str(k) for k in node.keys()))
+                where = f"under '{parent}'" if parent else "at the top level"
+                return (f"unknown config key '{key}' (from '{o}').\n"
+                        f"Valid keys {where}: {valid}.\n"
+                        f"Groups: {_groups_help()}")
+            if node is not None and not OmegaConf.is_dict(node):
+                return f"'{parent}' is a value, not a section: '{o}' cannot set a key inside it"
+    first = msg.splitlines()[0] if msg else type(err).__name__
+    rest = [ln for ln in msg.splitlines()[1:] if ln.strip() and "search path" not in ln.lower()
+            and "provider=" not in ln]
+    return "\n".join([first] + rest[:8])
+
+
+def _groups_help() -> str:
+    d = config_dir()
+    parts = []
+    for g in sorted(p for p in d.iterdir() if p.is_dir()):
+        opts = sorted(p.stem for p in g.glob("*.yaml"))
+        if opts:
+            parts.append(f"{g.name}={'|'.join(opts)}")
+    return "; ".join(parts)
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+def env_kwargs(cfg) -> dict[str, Any]:
+    """ObjectNavEnv arguments from cfg.env + cfg.task."""
+    return {
+        "width": int(cfg.env.width), "height": int(cfg.env.height), "hfov_deg": float(cfg.env.hfov_deg),
+        "max_depth": float(cfg.env.max_depth), "backend": str(cfg.env.backend),
+        "threads": None if cfg.env.threads is None else int(cfg.env.threads),
+        "max_episode_steps": int(cfg.task.max_episode_steps),
+        "success_distance": float(cfg.task.success_distance),
+        "episode_seed": int(cfg.task.episode_seed),
+    }
+
+
+def agent_kwargs(cfg) -> dict[str, Any]:
+    """Constructor arguments of the agent: every key of cfg.agent except ``name``."""
+    from omegaconf import OmegaConf
+
+    d = OmegaConf.to_container(cfg.agent, resolve=True)
+    d.pop("name", None)
+    return d
+
+
+def _out_dir(cfg, command: str, agent: str | None = None) -> str:
+    if cfg.out_dir:
+        return str(cfg.out_dir)
+    return f"runs/{command}/{agent or cfg.agent.name}_{cfg.split}"
+
+
+# -- subcommands ---------------------------------------------------------------------------
+
+def cmd_eval(cfg, args: list[str] | None = None) -> int:
+    from agent.runner import evaluate
+
+    summary = evaluate(
+        agent=str(cfg.agent.name), split=str(cfg.split), n_episodes=int(cfg.n_episodes),
+        out_dir=_out_dir(cfg, "eval"), shard=str(cfg.shard), video=cfg.video, seed=int(cfg.seed),
+        episodes=cfg.episodes, agent_kwargs=agent_kwargs(cfg), progress=bool(cfg.progress),
+        **env_kwargs(cfg),
+    )
+    print(f"wrote {_out_dir(cfg, 'eval')}/summary.json ({summary['n_episodes']} episodes)")
+    return 0
+
+
+def cmd_merge(cfg, args: list[str] | None = None) -> int:
+    from agent.runner import merge, print_table
+
+    dirs = list(cfg.merge.dirs)
+    if not dirs:
+        raise CLIError("merge needs shard directories: spatialnav merge merge.dirs=[runs/s0,runs/s1] out_dir=runs/all")
+    summary = merge(dirs, out_dir=cfg.out_dir)
+    print_table(summary)
+    return 0
+
+
+def cmd_episodes(cfg, args: list[str] | None = None) -> int:
+    from envs.episodes import write_split
+
+    out = cfg.out_dir or f"data/episodes/{cfg.split}_{cfg.n_episodes}.json.gz"
+    path = write_split(str(cfg.split), int(cfg.n_episodes), out, seed=int(cfg.task.episode_seed),
+                       progress=bool(cfg.progress))
+    print(f"wrote {cfg.n_episodes} {cfg.split} episodes to {path}")
+    return 0
+
+
+def cmd_demo(cfg, args: list[str] | None = None) -> int:
+    """Evaluate the demo agents (default: oracle, random) on a few val episodes, with videos."""
+    from rich.console import Console
+
+    from agent.runner import evaluate, format_table
+
+    console = Console()
+    tables = []
+    for name in cfg.demo.agents:
+        kw = agent_kwargs(cfg) if name == cfg.agent.name else {}
+        out = Path(str(cfg.demo.out_dir)) / f"{name}_{cfg.split}"
+        summary = evaluate(agent=str(name), split=str(cfg.split), n_episodes=int(cfg.demo.n_episodes),
+                           out_dir=out, video=cfg.demo.video, seed=int(cfg.seed), episodes=cfg.episodes,
+                           agent_kwargs=kw, progress=bool(cfg.progress), print_summary=False,
+                           **env_kwargs(cfg))
+        tables.append(format_table(summary))
+        videos = sorted((out / "videos").glob("*.mp4")) if (out / "videos").exists() else []
+        if videos:
+            console.print(f"[bold]{name}[/bold]: video {videos[0]}")
+    for t in tables:
+        console.print(t)
+    return 0
+
+
+def cmd_picture(cfg, args: list[str] | None = None) -> int:
+    from agent.video import save_episode_picture
+
+    kw = env_kwargs(cfg)
+    kw.pop("width"), kw.pop("height")
+    path = save_episode_picture(str(cfg.picture.out), agent=str(cfg.picture.agent), split=str(cfg.split),
+                                episode_index=int(cfg.picture.episode_index), width=int(cfg.picture.size),
+                                height=int(cfg.picture.size), n_frames=int(cfg.picture.n_frames),
+                                seed=int(cfg.seed), **kw)
+    print(f"wrote {path} ({path.stat().st_size // 1024} KB)")
+    return 0
+
+
+def cmd_bench(cfg, args: list[str] | None = None) -> int:
+    """``bench <name>`` -> benchmarks/bench_<name>.py:run(**kwargs it accepts)."""
+    from omegaconf import OmegaConf
+
+    if not args:
+        have = sorted(p.stem[len("bench_"):] for p in BENCH_DIR.glob("bench_*.py"))
+        raise CLIError(f"bench needs a name: spatialnav bench <name>; available: {', '.join(have) or 'none yet'}")
+    name = args[0]
+    path = BENCH_DIR / f"bench_{name}.py"
+    if not path.exists():
+        have = sorted(p.stem[len("bench_"):] for p in BENCH_DIR.glob("bench_*.py"))
+        raise CLIError(f"no benchmark '{name}': {path} does not exist (available: {', '.join(have) or 'none yet'})")
+    spec = importlib.util.spec_from_file_location(f"spatialnav_bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "run"):
+        raise CLIError(f"{path} has no run() function")
+    kwargs = OmegaConf.to_container(cfg.bench.kwargs, resolve=True)
+    params = inspect.signature(module.run).parameters
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    unknown = [k for k in kwargs if k not in params and not takes_any]
+    if unknown:
+        raise CLIError(f"bench {name}: run() takes no {unknown}; it takes {list(params)}")
+    if "cfg" in params:
+        kwargs["cfg"] = cfg
+    result = module.run(**kwargs)
+    if isinstance(result, dict):
+        from rich.pretty import pprint
+
+        pprint(result)
+    return 0
+
+
+# -- dispatch -----------------------------------------------------------------------------
+
+def _usage() -> str:
+    lines = ["usage: spatialnav <command> [key=value ...] [--cfg]", "", "commands:"]
+    for name, (target, helptext) in COMMANDS.items():
+        lines.append(f"  {name:<10} {helptext}")
+    lines += ["", "overrides (Hydra): agent=oracle split=val n_episodes=50 out_dir=runs/x env=tiny",
+              "  experiment=debug, env.width=64, task.max_episode_steps=200; n= and out= are short",
+              "  for n_episodes= and out_dir=. --cfg prints the composed config and exits."]
+    return "\n".join(lines)
+
+
+def _load_command(name: str):
+    target = COMMANDS[name][0]
+    module_name, _, func = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and module_name.startswith(e.name):
+            raise CLIError(f"'spatialnav {name}' is provided by {module_name}, which is not installed "
+                           f"or not written yet ({e.name} is missing)") from None
+        raise
+    fn = getattr(module, func, None)
+    if fn is None:
+        raise CLIError(f"'spatialnav {name}': {module_name} has no function {func}()")
+    return fn
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"spatialnav: unknown command '{name}'\n\n{_usage()}", file=sys.stderr)
+        return 2
+    show_cfg = "--cfg" in rest
+    positional = [a for a in rest if "=" not in a and not a.startswith("-")]
+    overrides = [a for a in rest if "=" in a]
+    flags = [a for a in rest if a.startswith("-") and a != "--cfg"]
+    try:
+        if flags:
+            raise CLIError(f"unknown option(s) {flags}; settings are key=value overrides (see spatialnav --help)")
+        if positional and name != "bench":
+            raise CLIError(f"unexpected argument(s) {positional}; settings are key=value, e.g. n_episodes=5")
+        cfg = compose_config(overrides)
+        if show_cfg:
+            from omegaconf import OmegaConf
+
+            print(OmegaConf.to_yaml(cfg))
+            return 0
+        fn = _load_command(name)
+        params = inspect.signature(fn).parameters
+        rc = fn(cfg, positional) if len(params) >= 2 else fn(cfg)
+        return int(rc or 0)
+    except CLIError as e:
+        print(f"spatialnav {name}: error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as e:
+        # Bad input (unknown agent or split, missing episode file): the message names
+        # it; SPATIALNAV_DEBUG=1 shows the traceback instead.
+        if os.environ.get("SPATIALNAV_DEBUG"):
+            raise
+        print(f"spatialnav {name}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\nspatialnav {name}: interrupted (eval resumes from its episodes.jsonl)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

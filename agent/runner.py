@@ -1,0 +1,309 @@
+"""Episode runner and evaluation: resumable per-episode JSONL, summaries, shards.
+
+``evaluate`` runs an agent over a split's episodes (or one shard of them) and
+appends one JSON line per finished episode to ``out_dir/episodes.jsonl``,
+flushed and fsync'ed before the next episode starts. Rerunning with the same
+``out_dir`` reads that file first and skips every episode_id already there, so
+a killed run resumes without losing or repeating an episode (a half-written
+last line from the kill is cut off). ``summary.json`` holds the mean and 95%
+confidence interval of each metric (``envs.metrics.summarize``: Wilson for
+success, normal approximation otherwise).
+
+Shards: ``shard="i/n"`` takes episodes i, i+n, i+2n, ... of the first
+``n_episodes``; ``merge([dir_0, ..., dir_{n-1}])`` summarises the union and
+equals a single run's summary (rows are ordered by episode index before
+aggregation, and agents are seeded per episode).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from agent.base import AgentFactory, make_agent
+from envs.metrics import METRIC_KEYS, summarize
+
+EPISODES_FILE = "episodes.jsonl"
+SUMMARY_FILE = "summary.json"
+# Fields that depend on the machine's speed, not on the agent's behaviour.
+TIMING_KEYS = ("seconds", "seconds_per_step", "env_seconds", "agent_seconds")
+
+
+def parse_shard(shard: str | Sequence[int] | None) -> tuple[int, int]:
+    """"i/n" -> (i, n) with 0 <= i < n."""
+    if shard is None:
+        return 0, 1
+    if isinstance(shard, str):
+        parts = shard.split("/")
+        try:
+            i, n = int(parts[0]), int(parts[1])
+            if len(parts) != 2:
+                raise ValueError
+        except (ValueError, IndexError):
+            raise ValueError(f"shard={shard!r}: expected 'i/n', e.g. '0/4' for the first of 4 shards") from None
+    else:
+        i, n = (int(v) for v in shard)
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"shard={shard!r}: need n >= 1 and 0 <= i < n")
+    return i, n
+
+
+def shard_indices(n_episodes: int, shard: str | Sequence[int] | None) -> list[int]:
+    """Episode indices of one shard: every n-th episode starting at i."""
+    i, n = parse_shard(shard)
+    return list(range(i, int(n_episodes), n))
+
+
+# -- the JSONL log ---------------------------------------------------------------
+
+def read_episode_log(path: str | os.PathLike, repair: bool = False) -> list[dict]:
+    """Rows of an episodes.jsonl. A final line without its newline (a run killed while
+    writing) is ignored, and with ``repair=True`` cut from the file so appends stay valid.
+    A corrupt line anywhere else is an error naming the file and line."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    rows: list[dict] = []
+    complete_len = data.rfind(b"\n") + 1  # bytes up to and including the last newline
+    for lineno, line in enumerate(data[:complete_len].splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise ValueError(
+                f"{path}:{lineno}: not valid JSON ({e}); fix or delete that line to resume"
+            ) from None
+    if repair and complete_len < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(complete_len)
+            f.flush()
+            os.fsync(f.fileno())
+    return rows
+
+
+def _append_row(f, row: dict) -> None:
+    f.write(json.dumps(row, sort_keys=True) + "\n")
+    f.flush()
+    os.fsync(f.fileno())
+
+
+# -- summaries ---------------------------------------------------------------------
+
+def summarize_rows(rows: Iterable[dict], agent: str = "", split: str = "") -> dict:
+    """Flat summary of episode rows: mean of each metric plus ``<metric>_ci95`` = [low, high].
+
+    Rows are deduplicated by episode_id and ordered by episode index first, so the
+    result does not depend on the order episodes finished in.
+    """
+    unique: dict[str, dict] = {}
+    for r in rows:
+        unique.setdefault(str(r["episode_id"]), r)
+    ordered = sorted(unique.values(), key=lambda r: (r.get("episode_index", 0), str(r["episode_id"])))
+    stats = summarize(ordered, keys=METRIC_KEYS) if ordered else {}
+    out: dict[str, Any] = {"agent": agent, "split": split, "n_episodes": len(ordered)}
+    for k in METRIC_KEYS:
+        s = stats.get(k)
+        out[k] = s["mean"] if s else math.nan
+        out[f"{k}_ci95"] = [s["ci95_low"], s["ci95_high"]] if s else [math.nan, math.nan]
+    total_steps = sum(float(r.get("steps", 0)) for r in ordered)
+    total_sec = sum(float(r.get("seconds", 0.0)) for r in ordered)
+    out["seconds_per_step"] = total_sec / total_steps if total_steps else math.nan
+    out["env_seconds_per_step"] = (
+        sum(float(r.get("env_seconds", 0.0)) for r in ordered) / total_steps if total_steps else math.nan
+    )
+    out["episode_ids"] = [str(r["episode_id"]) for r in ordered]
+    return out
+
+
+def write_summary(out_dir: str | os.PathLike, summary: dict) -> Path:
+    path = Path(out_dir) / SUMMARY_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)  # atomic: a reader never sees half a summary
+    return path
+
+
+def merge(out_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike | None = None) -> dict:
+    """Summary over the union of several shard directories (optionally written to ``out_dir``)."""
+    rows: list[dict] = []
+    agents, splits = set(), set()
+    for d in out_dirs:
+        path = Path(d) / EPISODES_FILE
+        if not path.exists():
+            raise FileNotFoundError(f"merge: {path} does not exist (is {d} an evaluate() out_dir?)")
+        for r in read_episode_log(path):
+            rows.append(r)
+            agents.add(r.get("agent", ""))
+            splits.add(r.get("split", ""))
+    summary = summarize_rows(rows, agent="+".join(sorted(agents)), split="+".join(sorted(splits)))
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        write_summary(out_dir, summary)
+    return summary
+
+
+def format_table(summary: dict, title: str | None = None):
+    """A rich Table of the metrics with 95% confidence intervals."""
+    from rich.table import Table
+
+    t = Table(title=title or f"{summary.get('agent', '')} on {summary.get('split', '')} "
+                              f"({summary.get('n_episodes', 0)} episodes)")
+    t.add_column("metric")
+    t.add_column("mean", justify="right")
+    t.add_column("95% CI", justify="right")
+    for k in METRIC_KEYS:
+        lo, hi = summary.get(f"{k}_ci95", [math.nan, math.nan])
+        ci = "-" if lo is None or not np.isfinite(lo) else f"[{lo:.3f}, {hi:.3f}]"
+        t.add_row(k, f"{summary.get(k, math.nan):.3f}", ci)
+    sps = summary.get("seconds_per_step", math.nan)
+    t.add_row("seconds_per_step", f"{sps * 1e3:.2f} ms" if np.isfinite(sps) else "-", "")
+    return t
+
+
+def print_table(summary: dict, title: str | None = None) -> None:
+    from rich.console import Console
+
+    Console().print(format_table(summary, title))
+
+
+# -- evaluation ------------------------------------------------------------------------
+
+def run_episode(env, agent, episode_index: int, seed: int | None = None,
+                frame_callback: Callable[[Any], None] | None = None,
+                with_context: bool = False) -> dict:
+    """Run one episode to STOP or truncation; returns the final info plus timings."""
+    sim = env.unwrapped
+    obs, info = env.reset(seed=seed, options={"episode_index": int(episode_index)})
+    context = sim.context_tour() if with_context else None
+    t_agent = time.perf_counter()
+    agent.reset(obs, info, context)
+    agent_sec = time.perf_counter() - t_agent
+    env_sec = 0.0
+    if frame_callback is not None:
+        frame_callback(env.render())
+    done = False
+    while not done:
+        t0 = time.perf_counter()
+        action = agent.act(obs)
+        t1 = time.perf_counter()
+        obs, _, terminated, truncated, info = env.step(action)
+        t2 = time.perf_counter()
+        agent_sec += t1 - t0
+        env_sec += t2 - t1
+        done = terminated or truncated
+        if frame_callback is not None:
+            frame_callback(env.render())
+    row = {k: (float(info[k]) if k in METRIC_KEYS else info[k]) for k in info}
+    row["episode_index"] = int(episode_index)
+    row["called_stop"] = bool(terminated)
+    row["agent_seconds"] = agent_sec
+    row["env_seconds"] = env_sec
+    row["seconds"] = agent_sec + env_sec
+    row["seconds_per_step"] = row["seconds"] / max(1.0, row["steps"])
+    return row
+
+
+def evaluate(
+    agent: str | AgentFactory = "random",
+    split: str = "val",
+    n_episodes: int = 50,
+    out_dir: str | os.PathLike = "runs/eval",
+    shard: str | Sequence[int] | None = "0/1",
+    video: bool | int = False,
+    seed: int = 0,
+    episodes=None,
+    agent_kwargs: dict | None = None,
+    progress: bool = True,
+    print_summary: bool = True,
+    video_fps: int = 8,
+    **env_kwargs: Any,
+) -> dict:
+    """Evaluate ``agent`` on the first ``n_episodes`` of ``split`` (one shard of them).
+
+    Args:
+        agent: a registered agent name (``agent.base.available_agents()``) or a factory
+            ``f(env=, seed=, **agent_kwargs)``.
+        split, episodes, env_kwargs: passed to ``ObjectNavEnv`` (``episodes`` may be a
+            json.gz path or a list; None generates ``n_episodes`` for ``split``).
+        out_dir: where episodes.jsonl, summary.json and videos/ go; rerunning resumes.
+        shard: "i/n": evaluate episodes i, i+n, ...; merge the shards with ``merge``.
+        video: False/0 = none, True = every episode, k = the first k of this shard (mp4).
+        seed: agent seed (per episode it is combined with the episode id).
+    Returns the summary dict (also written to out_dir/summary.json).
+    """
+    from envs.gym_env import ObjectNavEnv
+
+    agent_name = agent if isinstance(agent, str) else getattr(agent, "__name__", type(agent).__name__)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / EPISODES_FILE
+    done_rows = read_episode_log(log_path, repair=True)
+    for r in done_rows:
+        if r.get("agent") != agent_name or r.get("split") != split:
+            raise ValueError(
+                f"{log_path} holds episodes of agent={r.get('agent')!r} split={r.get('split')!r}, not "
+                f"agent={agent_name!r} split={split!r}; use another out_dir or delete that file"
+            )
+    done_ids = {str(r["episode_id"]) for r in done_rows}
+
+    env = ObjectNavEnv(split=split, episodes=episodes, n_episodes=n_episodes, **env_kwargs)
+    try:
+        n_avail = len(env.episodes)
+        if n_episodes > n_avail:
+            raise ValueError(f"n_episodes={n_episodes} but only {n_avail} episodes are available for {split!r}")
+        indices = shard_indices(n_episodes, shard)
+        todo = [i for i in indices if str(env.episodes[i].episode_id) not in done_ids]
+        n_video = len(indices) if video is True else int(video or 0)
+        video_set = set(indices[:n_video])
+        bot = make_agent(agent, env=env, seed=seed, **(agent_kwargs or {}))
+        with_context = bool(getattr(bot, "needs_context", False))
+
+        bar = _progress(todo, total=len(indices), initial=len(indices) - len(todo),
+                        desc=f"{agent_name}/{split} {parse_shard(shard)[0]}/{parse_shard(shard)[1]}",
+                        enable=progress)
+        n_success = sum(float(r.get("success", 0)) for r in done_rows)
+        with open(log_path, "a") as f:
+            for k, idx in enumerate(todo):
+                frames: list[np.ndarray] = []
+                cb = frames.append if idx in video_set else None
+                row = run_episode(env, bot, idx, seed=seed, frame_callback=cb, with_context=with_context)
+                row["agent"] = agent_name
+                row["split"] = split
+                if cb is not None:
+                    from agent.video import write_video
+
+                    vpath = out / "videos" / f"{_safe(row['episode_id'])}.mp4"
+                    row["video"] = str(write_video(frames, vpath, fps=video_fps))
+                _append_row(f, row)
+                n_success += row["success"]
+                bar.update(1)
+                bar.set_postfix(success=f"{n_success / (len(done_rows) + k + 1):.2f}")
+        bar.close()
+    finally:
+        env.close()
+
+    rows = [r for r in read_episode_log(log_path)]
+    summary = summarize_rows(rows, agent=agent_name, split=split)
+    summary["shard"] = "/".join(map(str, parse_shard(shard)))
+    write_summary(out, summary)
+    if print_summary:
+        print_table(summary)
+    return summary
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name))
+
+
+def _progress(items, total: int, initial: int, desc: str, enable: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, disable=not enable, unit="ep", dynamic_ncols=True)

@@ -1,0 +1,434 @@
+"""ObjectNav episodes with spatial instructions: generation and habitat json.gz I/O.
+
+An episode = scene, start pose, target instance, instruction (text + spec),
+view points (navigable poses near the target that see it) and the geodesic
+start-to-goal distance d0 (to the nearest view point, as habitat ObjectNav).
+
+Coordinate convention of the episode FILE (habitat's, so habitat users can read it)
+----------------------------------------------------------------------------------
+habitat is y-up with the agent looking along -z; spatialnav is z-up with yaw
+counter-clockwise from +x. A point and a yaw convert as
+
+    position:  (x, y, z)_ours  ->  [x, z, -y]_habitat      (inverse: [a, b, c] -> (a, -c, b))
+    rotation:  yaw theta       ->  quaternion [x, y, z, w] = [0, sin(phi/2), 0, cos(phi/2)]
+               about habitat's +y, with phi = theta - pi/2
+               (inverse: theta = 2 atan2(q_y, q_w) + pi/2, wrapped to (-pi, pi])
+
+Check: theta = pi/2 (looking along our +y) gives phi = 0, the habitat identity,
+which looks along habitat -z = our +y. Positions are the agent's base on the
+floor (z = scene.floor_z), as habitat's. Position conversion is exact in floating
+point (a permutation and a negation); yaw survives the quaternion round trip to
+~1e-15 rad. ``NavEpisode.start_position``/``start_rotation`` hold the habitat
+values (as in the file); ``NavEpisode.start_pose`` gives ours (x, y, yaw), and
+``view_points`` (K, 3) and ``target_center`` are in our frame.
+
+Generation (``generate_episodes``): for each scene of the split, targets in
+random order get the simplest sound instruction (``envs.instructions.describe``);
+view points are navigable cells within ``VIEW_RADIUS`` m of the target's box
+footprint, on a ~0.1 m lattice, from whose camera (sensor height) a ray to at
+least one of 9 points of the target's box hits the target first and lies inside
+the camera's field of view when facing the target's centre; a start is a random
+navigable cell whose geodesic distance to the view points lies in
+[``MIN_GEODESIC``, ``MAX_GEODESIC``]. Everything is seeded by (split, seed).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+
+from envs.instructions import InstructionSpec, describe, point_box_distance_xy, resolve
+from envs.scene import ObjectInstance, Scene
+
+VIEW_RADIUS = 1.0  # m from the target's box footprint (habitat ObjectNav view points: 1.0 m)
+VIEW_SPACING = 0.1  # m lattice of view points: any point of the region is <= 0.071 m from one
+MIN_GEODESIC = 1.5  # m
+MAX_GEODESIC = 15.0  # m
+SENSOR_HEIGHT = 0.88  # m
+HFOV_DEG = 79.0
+TURN_DEG = 30.0
+
+
+# -- coordinate conversion ------------------------------------------------------------
+
+def wrap_angle(a: float) -> float:
+    """Wrap to (-pi, pi]."""
+    a = math.fmod(float(a) + math.pi, 2 * math.pi)
+    if a <= 0:
+        a += 2 * math.pi
+    return a - math.pi
+
+
+def to_habitat_position(xyz) -> list[float]:
+    """Our z-up (x, y, z) -> habitat y-up [x, z, -y]."""
+    x, y, z = (float(v) for v in xyz)
+    return [x, z, -y]
+
+
+def from_habitat_position(p) -> np.ndarray:
+    """habitat [x, y_up, z] -> our (x, -z, y_up)."""
+    a, b, c = (float(v) for v in p)
+    return np.array([a, -c, b])
+
+
+def yaw_to_habitat_rotation(yaw: float) -> list[float]:
+    """Our yaw -> habitat quaternion [x, y, z, w] about +y by phi = yaw - pi/2."""
+    phi = wrap_angle(float(yaw) - math.pi / 2)
+    return [0.0, math.sin(phi / 2), 0.0, math.cos(phi / 2)]
+
+
+def habitat_rotation_to_yaw(q) -> float:
+    """habitat quaternion [x, y, z, w] (a rotation about +y) -> our yaw."""
+    qx, qy, qz, qw = (float(v) for v in q)
+    n = math.sqrt(qx * qx + qy * qy + qz * qz + qw * qw)
+    if n < 1e-9 or abs(qx) / n > 1e-6 or abs(qz) / n > 1e-6:
+        raise ValueError(f"rotation {list(q)} is not a unit quaternion about habitat's +y axis "
+                         "(navigation episodes rotate the agent about the vertical only)")
+    return wrap_angle(2.0 * math.atan2(qy, qw) + math.pi / 2)
+
+
+# -- the episode ------------------------------------------------------------------------
+
+@dataclass
+class NavEpisode:
+    """One ObjectNav episode. Positions/rotations named like habitat's are habitat-frame."""
+
+    episode_id: str
+    scene_id: str
+    start_position: list[float]  # habitat [x, y_up, z]: see the module docstring
+    start_rotation: list[float]  # habitat quaternion [x, y, z, w] about +y
+    target_id: int
+    object_category: str
+    instruction: str
+    instruction_spec: dict
+    view_points: np.ndarray  # (K, 3) ours: [x, y, yaw facing the target]
+    geodesic_distance: float  # d0: start to the nearest view point (m)
+    needs_relation: bool  # another instance shares the target's category and colour
+    target_center: np.ndarray = field(default_factory=lambda: np.zeros(3))  # ours (x, y, z)
+    target_color: str = ""
+    target_room: str = ""
+    floor_z: float = 0.0
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.start_position = [float(v) for v in self.start_position]
+        self.start_rotation = [float(v) for v in self.start_rotation]
+        self.view_points = np.asarray(self.view_points, np.float64).reshape(-1, 3)
+        self.target_center = np.asarray(self.target_center, np.float64).reshape(3)
+
+    @property
+    def start_pose(self) -> np.ndarray:
+        """Start (x, y, yaw) in our z-up frame."""
+        xyz = from_habitat_position(self.start_position)
+        return np.array([xyz[0], xyz[1], habitat_rotation_to_yaw(self.start_rotation)])
+
+    @property
+    def spec(self) -> InstructionSpec:
+        return InstructionSpec.from_dict(self.instruction_spec)
+
+    # habitat layout
+    def to_habitat(self) -> dict[str, Any]:
+        fz = self.floor_z
+        return {
+            "episode_id": str(self.episode_id),
+            "scene_id": self.scene_id,
+            "start_position": list(self.start_position),
+            "start_rotation": list(self.start_rotation),
+            "info": {**self.info, "geodesic_distance": float(self.geodesic_distance)},
+            "goals": [{
+                "object_id": int(self.target_id),
+                "object_category": self.object_category,
+                "object_color": self.target_color,
+                "object_room": self.target_room,
+                "position": to_habitat_position(self.target_center),
+                "view_points": [
+                    {"agent_state": {"position": to_habitat_position((x, y, fz)),
+                                     "rotation": yaw_to_habitat_rotation(yaw)}}
+                    for x, y, yaw in self.view_points
+                ],
+            }],
+            "object_category": self.object_category,
+            "instruction": {"instruction_text": self.instruction, "spec": self.instruction_spec},
+            "needs_relation": bool(self.needs_relation),
+        }
+
+    @classmethod
+    def from_habitat(cls, d: dict[str, Any]) -> "NavEpisode":
+        goal = d["goals"][0]
+        vps = []
+        floor_z = float(d["start_position"][1])
+        for v in goal["view_points"]:
+            st = v["agent_state"]
+            xyz = from_habitat_position(st["position"])
+            vps.append([xyz[0], xyz[1], habitat_rotation_to_yaw(st["rotation"])])
+        info = dict(d.get("info", {}))
+        gd = float(info.pop("geodesic_distance"))
+        return cls(
+            episode_id=str(d["episode_id"]),
+            scene_id=str(d["scene_id"]),
+            start_position=d["start_position"],
+            start_rotation=d["start_rotation"],
+            target_id=int(goal["object_id"]),
+            object_category=str(d.get("object_category", goal["object_category"])),
+            instruction=str(d["instruction"]["instruction_text"]),
+            instruction_spec=dict(d["instruction"]["spec"]),
+            view_points=np.array(vps, np.float64).reshape(-1, 3),
+            geodesic_distance=gd,
+            needs_relation=bool(d.get("needs_relation", False)),
+            target_center=from_habitat_position(goal["position"]),
+            target_color=str(goal.get("object_color", "")),
+            target_room=str(goal.get("object_room", "")),
+            floor_z=floor_z,
+            info=info,
+        )
+
+
+def save_episodes(path: str | os.PathLike, episodes: Iterable[NavEpisode]) -> str:
+    """Write episodes as habitat's ``{"episodes": [...]}`` json.gz; returns the path."""
+    path = os.fspath(path)
+    data = {"episodes": [e.to_habitat() for e in episodes]}
+    parent = os.path.dirname(path)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    opener = gzip.open if path.endswith(".gz") else open
+    tmp = path + ".tmp"
+    with opener(tmp, "wt", encoding="utf-8") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)  # never leave a half-written episode file behind
+    return path
+
+
+def load_episodes(path: str | os.PathLike) -> list[NavEpisode]:
+    """Read a habitat-layout episode file (.json.gz or .json)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"episode file {path!r} does not exist; create it with "
+            "`spatialnav episodes split=val n=100` or envs.episodes.write_split('val', 100, path)")
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"episode file {path!r} is corrupt or not json(.gz): {e}; regenerate it") from e
+    if not isinstance(data, dict) or not isinstance(data.get("episodes"), list):
+        raise ValueError(f"episode file {path!r}: expected an object with an 'episodes' list (habitat layout)")
+    out = []
+    for i, d in enumerate(data["episodes"]):
+        try:
+            out.append(NavEpisode.from_habitat(d))
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            raise ValueError(f"episode file {path!r}: episode #{i} is malformed ({type(e).__name__}: {e})") from e
+    return out
+
+
+# -- view points -------------------------------------------------------------------------
+
+def _box_sample_points(o: ObjectInstance) -> np.ndarray:
+    """9 points (9, 3) on/in the box: centre, top-face centre, 4 top and 4 mid-height
+    points halfway to the corners. Several points so that a partly occluded target
+    still counts as visible, and thin parts (chair backs, lamp shades) get hit."""
+    hx, hy, hz = o.size / 2
+    top = hz - min(0.03, hz * 0.5)
+    local = [(0, 0, 0), (0, 0, top)]
+    for sx in (-0.5, 0.5):
+        for sy in (-0.5, 0.5):
+            local.append((sx * hx, sy * hy, top))
+            local.append((sx * hx, sy * hy, 0.0))
+    local = np.array(local, np.float64)
+    f, l = o.front, o.left
+    xy = o.center[:2] + local[:, :1] * f + local[:, 1:2] * l
+    return np.column_stack([xy, o.center[2] + local[:, 2]])
+
+
+def _grid_cells_xy(grid) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) indices and world xy (N, 2) of all navigable cells."""
+    rows, cols = np.nonzero(grid.navigable)
+    xy = np.asarray(grid.cell_to_world(np.stack([rows, cols], 1)), np.float64).reshape(-1, 2)
+    return np.stack([rows, cols], 1), xy
+
+
+def compute_view_points(scene: Scene, grid, renderer, target: ObjectInstance,
+                        radius: float = VIEW_RADIUS, spacing: float = VIEW_SPACING,
+                        hfov_deg: float = HFOV_DEG, vfov_deg: float | None = None,
+                        fov_margin: float = 0.85, cells=None) -> np.ndarray:
+    """View points (K, 3) [x, y, yaw] of ``target``: navigable, within ``radius`` of its
+    footprint, on a ``spacing`` lattice, seeing it (see module docstring).
+
+    Visibility: camera c = (x, y, floor_z + sensor height), facing the target's
+    centre (yaw only, pitch 0). A sample point p of the box is seen if the first
+    hit of the ray c -> p belongs to the target instance and p's direction lies
+    within ``fov_margin`` x half the horizontal / vertical field of view.
+    All rays of all candidate cells go through one batched ``cast``.
+    """
+    rc, xy = cells if cells is not None else _grid_cells_xy(grid)
+    near = point_box_distance_xy(xy, target) <= radius
+    # keep one cell per spacing x spacing lattice square (grid cells are finer)
+    step = max(1, int(round(spacing / float(grid.cell_size))))
+    near &= (rc[:, 0] % step == 0) & (rc[:, 1] % step == 0)
+    cand = xy[near]
+    if len(cand) == 0:
+        return np.zeros((0, 3))
+    cam_z = float(scene.floor_z) + float(getattr(renderer, "sensor_height", SENSOR_HEIGHT))
+    pts = _box_sample_points(target)  # (P, 3)
+    cam = np.column_stack([cand, np.full(len(cand), cam_z)])  # (N, 3)
+    d = pts[None, :, :] - cam[:, None, :]  # (N, P, 3)
+    dist = np.linalg.norm(d, axis=2)
+    dirs = d / np.maximum(dist, 1e-9)[..., None]
+    rays = np.concatenate([np.broadcast_to(cam[:, None, :], d.shape), dirs], axis=2).reshape(-1, 6)
+    hit = renderer.cast(rays.astype(np.float32))
+    prim = hit["primitive_ids"].astype(np.int64)
+    nf = len(scene.tri_instance)
+    first = np.where((prim >= 0) & (prim < nf), scene.tri_instance[np.clip(prim, 0, nf - 1)], 0)
+    seen = (first == target.id).reshape(len(cand), len(pts))
+    # field of view when facing the target centre
+    yaw = np.arctan2(target.center[1] - cand[:, 1], target.center[0] - cand[:, 0])
+    horiz = np.arctan2(d[..., 1], d[..., 0]) - yaw[:, None]
+    horiz = np.abs((horiz + np.pi) % (2 * np.pi) - np.pi)
+    vert = np.abs(np.arctan2(d[..., 2], np.hypot(d[..., 0], d[..., 1])))
+    w, h = getattr(renderer, "width", 1), getattr(renderer, "height", 1)
+    half_h = math.radians(hfov_deg) / 2
+    half_v = math.atan(math.tan(half_h) * h / w) if vfov_deg is None else math.radians(vfov_deg) / 2
+    in_fov = (horiz <= fov_margin * half_h) & (vert <= fov_margin * half_v)
+    ok = (seen & in_fov).any(axis=1)
+    return np.column_stack([cand[ok], yaw[ok]])
+
+
+# -- generation ---------------------------------------------------------------------------
+
+def _field_at(grid, field_: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Geodesic distance of continuous points (N, 2) in a field, as the env measures it."""
+    return np.asarray(grid.field_distance(field_, np.asarray(xy, np.float64).reshape(-1, 2))).reshape(-1)
+
+
+def _split_seeds(split: str):
+    from envs.scenes import SPLITS
+
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
+    return SPLITS[split]
+
+
+def episodes_for_scene(scene: Scene, grid, renderer, rng: np.random.Generator, n: int,
+                       split: str = "", id_prefix: str = "",
+                       min_geodesic: float = MIN_GEODESIC, max_geodesic: float = MAX_GEODESIC,
+                       start_candidates: int = 256) -> list[NavEpisode]:
+    """Up to ``n`` episodes in one scene, each with a distinct target."""
+    out: list[NavEpisode] = []
+    instances = list(scene.instances)
+    cells = _grid_cells_xy(grid)
+    for t_idx in rng.permutation(len(instances)):
+        if len(out) >= n:
+            break
+        target = instances[int(t_idx)]
+        spec = describe(target, instances, rng)
+        if spec is None:
+            continue
+        vps = compute_view_points(scene, grid, renderer, target, cells=cells)
+        if len(vps) == 0:
+            continue
+        field_ = grid.geodesic_field(vps[:, :2])
+        starts = np.asarray(grid.sample_navigable(rng, start_candidates), np.float64).reshape(-1, 2)
+        d = _field_at(grid, field_, starts)
+        ok = np.isfinite(d) & (d >= min_geodesic) & (d <= max_geodesic)
+        if not ok.any():
+            continue
+        k = int(rng.choice(np.flatnonzero(ok)))
+        start_xy, d0 = starts[k], float(d[k])
+        # keep only view points reachable from this start (a view point in a
+        # sealed pocket would be a goal nobody can reach)
+        from_start = grid.geodesic_field(start_xy[None])
+        vps = vps[np.isfinite(_field_at(grid, from_start, vps[:, :2]))]
+        yaw = wrap_angle(math.radians(TURN_DEG) * int(rng.integers(12)))
+        same = [o for o in instances if o.id != target.id and o.category == target.category
+                and o.color == target.color]
+        assert resolve(spec, instances) == [target]
+        out.append(NavEpisode(
+            episode_id=f"{id_prefix}{len(out)}",
+            scene_id=scene.scene_id,
+            start_position=to_habitat_position((start_xy[0], start_xy[1], scene.floor_z)),
+            start_rotation=yaw_to_habitat_rotation(yaw),
+            target_id=target.id,
+            object_category=target.category,
+            instruction=spec.to_text(),
+            instruction_spec=spec.to_dict(),
+            view_points=vps,
+            geodesic_distance=d0,
+            needs_relation=bool(same),
+            target_center=target.center.copy(),
+            target_color=target.color,
+            target_room=target.room,
+            floor_z=float(scene.floor_z),
+            info={"split": split},
+        ))
+    return out
+
+
+def generate_episodes(split: str, n: int, seed: int = 0, scenes_per_split: int | None = None,
+                      episodes_per_scene: int = 5, renderer_threads: int | None = None,
+                      progress: bool = False) -> list[NavEpisode]:
+    """``n`` episodes from procedural scenes of ``split``; deterministic in (split, seed).
+
+    Scenes are a seeded permutation of the split's seed range; each contributes up
+    to ``episodes_per_scene`` episodes (or ceil(n / scenes_per_split) when that is
+    given). Scenes that yield fewer (undescribable targets, no valid start) are
+    topped up from further scenes. Episode ids are "<scene seed>_<k>".
+    """
+    from envs.navigation import NavGrid
+    from envs.renderer import Renderer
+    from envs.scenes import load_scene, procgen_scene_id
+
+    if int(n) < 1:
+        raise ValueError(f"n must be >= 1 episodes, got {n}")
+    seeds = _split_seeds(split)
+    if scenes_per_split is not None:
+        if int(scenes_per_split) < 1:
+            raise ValueError(f"scenes_per_split must be >= 1, got {scenes_per_split}")
+        episodes_per_scene = math.ceil(n / int(scenes_per_split))
+    split_key = zlib.crc32(split.encode())
+    order = np.random.default_rng([int(seed), split_key]).permutation(len(seeds))
+    out: list[NavEpisode] = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n, desc=f"episodes {split}")
+    max_scenes = max(4 * math.ceil(n / episodes_per_scene), 8)
+    for used, j in enumerate(order):
+        if len(out) >= n:
+            break
+        if used >= max_scenes:
+            raise RuntimeError(f"generate_episodes({split!r}, n={n}): only {len(out)} episodes from "
+                               f"{used} scenes; the scenes yield too few describable targets")
+        scene_seed = int(seeds[int(j)])
+        scene = load_scene(procgen_scene_id(split, scene_seed))
+        grid = NavGrid.from_scene(scene)
+        renderer = Renderer(scene, width=32, height=32, threads=renderer_threads)
+        rng = np.random.default_rng([int(seed), split_key, scene_seed])
+        eps = episodes_for_scene(scene, grid, renderer, rng, min(episodes_per_scene, n - len(out)),
+                                 split=split, id_prefix=f"{split}_{scene_seed}_")
+        for e in eps:
+            e.info.update({"seed": int(seed), "scene_seed": scene_seed})
+        out.extend(eps)
+        if bar is not None:
+            bar.update(len(eps))
+    if bar is not None:
+        bar.close()
+    if len(out) < n:
+        raise RuntimeError(f"generate_episodes({split!r}, n={n}): the split has only {len(seeds)} scenes "
+                           f"and they yielded {len(out)} episodes")
+    return out[:n]
+
+
+def write_split(split: str, n: int, out_path: str | os.PathLike, seed: int = 0, **kwargs) -> str:
+    """Generate ``n`` episodes of ``split`` and save them to ``out_path`` (json.gz); returns the path.
+    For the CLI: ``spatialnav episodes split=val n=100``."""
+    eps = generate_episodes(split, n, seed=seed, **kwargs)
+    return save_episodes(out_path, eps)

@@ -1,0 +1,231 @@
+"""Egocentric RGB-D / instance / semantic rendering by CPU ray casting (open3d + Embree).
+
+The whole scene goes into one ``RaycastingScene`` as ONE mesh, so the
+``primitive_ids`` Embree returns index the scene's triangles directly and every
+per-pixel output is a single gather from a per-triangle table.
+
+Camera model (pinhole, square pixels, as habitat-sim's default sensor):
+
+    fx = fy = (W / 2) / tan(hfov / 2),  cx = W / 2,  cy = H / 2
+    pixel (row r, col c) looks along camera-frame (right, up, forward) =
+        ((c + 0.5 - cx) / fx,  -(r + 0.5 - cy) / fy,  1)
+
+Row 0 is the top of the view and column 0 its left. Because every ray has
+forward component exactly 1 in the camera frame (and rotations preserve that
+component along the rotated forward axis), the ray parameter ``t_hit`` *is* the
+z-depth: depth = t_hit * (dir . forward) = t_hit.
+
+World frame z-up; a pose (x, y, yaw) puts the camera at
+(x, y, floor_z + sensor_height) looking along (cos yaw, sin yaw, 0), tilted by
+an optional pitch (radians, positive looks up).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import open3d as o3d
+
+from envs.scene import Scene
+
+OUTPUTS = ("rgb", "depth", "instance", "semantic")
+_INVALID = np.uint32(o3d.t.geometry.RaycastingScene.INVALID_ID)
+
+
+def _as_poses(poses) -> np.ndarray:
+    p = np.asarray(poses, dtype=np.float64)
+    if p.ndim == 1:
+        p = p[None]
+    if p.ndim != 2 or p.shape[1] != 3:
+        raise ValueError(f"poses must be (3,) or (N, 3) [x, y, yaw], got shape {np.shape(poses)}")
+    if not np.isfinite(p).all():
+        raise ValueError("poses contain NaN or inf")
+    return p
+
+
+def camera_rotations(yaw: np.ndarray, pitch: np.ndarray | None = None) -> np.ndarray:
+    """World-from-camera rotations (N, 3, 3) with camera axes (right, up, forward) as columns.
+
+    forward = (cos p cos y, cos p sin y, sin p),  right = (sin y, -cos y, 0),
+    up = right x forward = (-sin p cos y, -sin p sin y, cos p).
+    """
+    yaw = np.asarray(yaw, np.float64)
+    p = np.zeros_like(yaw) if pitch is None else np.asarray(pitch, np.float64)
+    cy, sy, cp, sp = np.cos(yaw), np.sin(yaw), np.cos(p), np.sin(p)
+    r = np.empty(yaw.shape + (3, 3))
+    r[..., :, 0] = np.stack([sy, -cy, np.zeros_like(yaw)], -1)  # right
+    r[..., :, 1] = np.stack([-sp * cy, -sp * sy, cp], -1)  # up
+    r[..., :, 2] = np.stack([cp * cy, cp * sy, sp], -1)  # forward
+    return r
+
+
+class Renderer:
+    """Renders many agent poses of one scene with one ``cast_rays`` call.
+
+    Args:
+        scene: the Scene to render (its triangles become one Embree mesh).
+        width, height: image size in pixels.
+        hfov_deg: horizontal field of view (79 deg = habitat ObjectNav).
+        sensor_height: camera height above ``scene.floor_z`` in metres.
+        max_depth: depth beyond this (and misses) reads 0, as habitat's depth sensor.
+        threads: Embree threads per cast; None = all cores.
+        background: RGB of pixels whose ray hits nothing.
+    """
+
+    def __init__(self, scene: Scene, width: int = 128, height: int = 128, hfov_deg: float = 79.0,
+                 sensor_height: float = 0.88, max_depth: float = 10.0, threads: int | None = None,
+                 background: Sequence[int] = (0, 0, 0)) -> None:
+        if not isinstance(scene, Scene):
+            raise TypeError(f"Renderer needs an envs.scene.Scene, got {type(scene).__name__}")
+        if int(width) < 1 or int(height) < 1:
+            raise ValueError(f"width and height must be >= 1, got {width}x{height}")
+        if not 0.0 < float(hfov_deg) < 180.0:
+            raise ValueError(f"hfov_deg must be in (0, 180), got {hfov_deg}")
+        if float(max_depth) <= 0:
+            raise ValueError(f"max_depth must be > 0, got {max_depth}")
+        if threads is not None and int(threads) < 1:
+            raise ValueError(f"threads must be >= 1 or None (all cores), got {threads}")
+        self.scene = scene
+        self.width, self.height = int(width), int(height)
+        self.hfov_deg = float(hfov_deg)
+        self.sensor_height = float(sensor_height)
+        self.max_depth = float(max_depth)
+        self.threads = threads
+        self._nthreads = 0 if threads is None else int(threads)  # 0 = Embree's automatic choice
+
+        # Intrinsics (square pixels; vertical FOV follows from the aspect ratio).
+        self.fx = self.fy = (self.width / 2.0) / np.tan(np.radians(self.hfov_deg) / 2.0)
+        self.cx, self.cy = self.width / 2.0, self.height / 2.0
+        cols = (np.arange(self.width) + 0.5 - self.cx) / self.fx
+        rows = -(np.arange(self.height) + 0.5 - self.cy) / self.fy
+        right, up = np.meshgrid(cols, rows)  # (H, W): row 0 = top, col 0 = left
+        # Camera-frame directions (right, up, forward=1), one row per pixel.
+        self._cam_dirs = np.stack([right, up, np.ones_like(right)], -1).reshape(-1, 3).astype(np.float32)
+
+        self._rs = o3d.t.geometry.RaycastingScene(nthreads=self._nthreads)
+        self._rs.add_triangles(
+            o3d.core.Tensor.from_numpy(scene.vertices),
+            o3d.core.Tensor.from_numpy(scene.triangles.astype(np.uint32)),
+        )
+        # Per-triangle tables with one extra row for misses (index F).
+        nf = scene.num_triangles
+        self._nf = nf
+        bg = np.asarray(background, np.int64).reshape(3)
+        if (bg < 0).any() or (bg > 255).any():
+            raise ValueError(f"background must be an RGB triple in 0..255, got {background}")
+        self._color = np.vstack([scene.tri_color, bg.astype(np.uint8)[None]])
+        self._instance = np.append(scene.tri_instance, np.int32(0)).astype(np.int32)
+        self._semantic = np.append(scene.tri_semantic, np.int32(0)).astype(np.int32)
+        self._buf: np.ndarray | None = None  # reused rays buffer for the last batch size
+
+    # -- camera ----------------------------------------------------------
+    @property
+    def intrinsics(self) -> np.ndarray:
+        """3x3 pinhole matrix K (pixel centres at +0.5; y down in the image)."""
+        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
+
+    @property
+    def camera_z(self) -> float:
+        return float(self.scene.floor_z + self.sensor_height)
+
+    def _rays(self, poses: np.ndarray, pitch) -> np.ndarray:
+        n, p = len(poses), len(self._cam_dirs)
+        if self._buf is None or self._buf.shape[0] != n:
+            self._buf = np.empty((n, p, 6), np.float32)
+        buf = self._buf
+        if pitch is None:
+            pit = None
+        else:
+            pit = np.broadcast_to(np.asarray(pitch, np.float64).reshape(-1), (n,))
+            if not np.isfinite(pit).all():
+                raise ValueError("pitch contains NaN or inf")
+        rot = camera_rotations(poses[:, 2], pit).astype(np.float32)  # (N, 3, 3)
+        # dirs_world = cam_dirs @ R^T, all poses in one batched matmul.
+        buf[:, :, 3:6] = np.matmul(self._cam_dirs[None], rot.transpose(0, 2, 1))
+        buf[:, :, 0] = poses[:, 0, None]
+        buf[:, :, 1] = poses[:, 1, None]
+        buf[:, :, 2] = self.camera_z
+        return buf
+
+    # -- rendering -------------------------------------------------------
+    def cast(self, rays: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw ``cast_rays`` on a float32 (..., 6) array; returns t_hit and primitive_ids as numpy."""
+        rays = np.ascontiguousarray(rays, np.float32)
+        out = self._rs.cast_rays(o3d.core.Tensor.from_numpy(rays), nthreads=self._nthreads)
+        return {"t_hit": out["t_hit"].numpy(), "primitive_ids": out["primitive_ids"].numpy()}
+
+    def render(self, poses, pitch=None, outputs: Sequence[str] = ("rgb", "depth")) -> dict[str, np.ndarray]:
+        """Render poses (N, 3) or (3,) [x, y, yaw]; pitch (N,) or scalar radians, + looks up.
+
+        Returns the requested subset of rgb (N,H,W,3) uint8, depth (N,H,W) float32 z-depth in
+        metres (0 = miss or beyond max_depth), instance (N,H,W) int32 and semantic (N,H,W)
+        int32 (0 = miss). The leading N is kept even for a single (3,) pose.
+        """
+        if isinstance(outputs, str):
+            outputs = (outputs,)
+        bad = [o for o in outputs if o not in OUTPUTS]
+        if bad:
+            raise ValueError(f"unknown render outputs {bad}; choose from {OUTPUTS}")
+        poses = _as_poses(poses)
+        n, h, w = len(poses), self.height, self.width
+        rays = self._rays(poses, pitch)
+        hit = self._rs.cast_rays(o3d.core.Tensor.from_numpy(rays), nthreads=self._nthreads)
+        res: dict[str, np.ndarray] = {}
+        if "depth" in outputs:
+            t = hit["t_hit"].numpy().reshape(n, h, w)
+            # t is z-depth (forward component of every ray is 1); inf (miss) fails the test too.
+            res["depth"] = np.where(t <= self.max_depth, t, np.float32(0.0))
+        if "rgb" in outputs or "instance" in outputs or "semantic" in outputs:
+            prim = hit["primitive_ids"].numpy().reshape(-1)
+            # INVALID_ID (uint32 max) -> F, the extra "miss" row of every table.
+            idx = np.minimum(prim, np.uint32(self._nf)).astype(np.intp)
+            if "rgb" in outputs:
+                res["rgb"] = np.take(self._color, idx, axis=0).reshape(n, h, w, 3)
+            if "instance" in outputs:
+                res["instance"] = np.take(self._instance, idx).reshape(n, h, w)
+            if "semantic" in outputs:
+                res["semantic"] = np.take(self._semantic, idx).reshape(n, h, w)
+        return {k: res[k] for k in outputs}
+
+    def visible_instances(self, poses, pitch=None, min_pixels: int = 1) -> list[dict[int, int]]:
+        """Per pose, {instance_id: pixel count} of the object instances in view (ids >= 1)."""
+        inst = self.render(poses, pitch, outputs=("instance",))["instance"]
+        out = []
+        for img in inst:
+            ids, counts = np.unique(img, return_counts=True)
+            out.append({int(i): int(c) for i, c in zip(ids, counts) if i > 0 and c >= min_pixels})
+        return out
+
+    def line_of_sight(self, points_a, points_b, target_instance=None, tol: float = 1e-3) -> np.ndarray:
+        """Whether each segment a->b is unobstructed: first hit distance >= |b - a| - tol.
+
+        points_a, points_b: (N, 3) or (3,) world points (broadcast against each other).
+        target_instance: optional int or (N,) ints; a segment whose first hit is a triangle of
+        that instance also counts as clear, so b may lie inside or on the target object.
+        """
+        a = np.atleast_2d(np.asarray(points_a, np.float64))
+        b = np.atleast_2d(np.asarray(points_b, np.float64))
+        if a.shape[-1] != 3 or b.shape[-1] != 3:
+            raise ValueError(f"points must be (N, 3), got {a.shape} and {b.shape}")
+        a, b = np.broadcast_arrays(a, b)
+        d = b - a
+        length = np.linalg.norm(d, axis=1)
+        rays = np.concatenate([a, d / np.maximum(length, 1e-12)[:, None]], 1).astype(np.float32)
+        hit = self.cast(rays)
+        clear = hit["t_hit"] >= length - tol
+        if target_instance is not None:
+            prim = hit["primitive_ids"]
+            idx = np.minimum(prim, np.uint32(self._nf)).astype(np.intp)
+            tgt = np.broadcast_to(np.asarray(target_instance, np.int64), clear.shape)
+            clear |= (prim != _INVALID) & (self._instance[idx] == tgt) & (tgt > 0)
+        return clear | (length <= tol)
+
+
+def default_threads() -> int:
+    """Number of CPU cores available to this process (what threads=None uses)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1

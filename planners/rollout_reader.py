@@ -1,0 +1,330 @@
+"""Read an imagined rollout: find the red auxiliary box, turn it into a world-frame goal.
+
+The world model ends each rollout with bbox frames: the final view with a pure red
+(255, 0, 0) rectangle outline (2 px) drawn around the target (world_model/rollout.py).
+Generated frames blur it and shift its colour, and scenes may hold red furniture, so
+``find_box`` looks for a *thin rectangular outline* of red, not for red pixels:
+
+1. red mask: r - max(g, b) >= min_redness and r >= min_red;
+2. thin part: mask minus its morphological opening by a (max_line_width+1)^2 square,
+   which removes solid red regions (red objects) and keeps lines; an outline drawn
+   around a red object keeps its free sides;
+3. 8-connected components (scipy.ndimage.label) of the thin part; for each:
+   * thickness t from pixel count n and bbox h x w, solving n = 2t(h + w) - 4t^2
+     (a solid rectangle gives t = min(h, w) / 2, an outline its line width);
+     hollowness = 1 - t / (min(h, w) / 2);
+   * side coverage: for each bbox side, the fraction of positions along it with a
+     component pixel within a band of ceil(t) + 1 px; rectangularity = geometric mean
+     of the four (a disc or blob covers its bbox sides only near their midpoints);
+   * purity = 90th percentile of (r - max(g, b)) / 255 over the component;
+   * confidence = purity * rectangularity^2 * hollowness * size factor;
+4. the best component above ``min_confidence`` gives the box; each side is refined
+   to sub-pixel precision as the redness-weighted mean position of the line, and the
+   reported box is the outline's outer edge (line centre -/+ (line_width - 1) / 2).
+
+Coordinates are pixel indices: column x, row y, inclusive; a box drawn on pixels
+[x0..x1] x [y0..y1] reads back as (x0, y0, x1, y1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+from scipy import ndimage
+
+from planners.camera import HFOV_DEG, SENSOR_HEIGHT, check_depth, check_pose, column_bearing, compose, focal_length
+
+
+@dataclass(frozen=True)
+class BoxDetection:
+    """A red box found in a frame (pixel-index coordinates, inclusive outer edge)."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    cx: float
+    cy: float
+    confidence: float  # in [0, 1]
+    image_hw: tuple[int, int] = (0, 0)  # size of the frame it was found in
+    purity: float = 1.0
+    rectangularity: float = 1.0
+    support: float = 1.0  # fraction of frames agreeing (find_box_in_frames), 1 for one frame
+
+    @property
+    def width(self) -> float:
+        return self.x1 - self.x0 + 1.0
+
+    @property
+    def height(self) -> float:
+        return self.y1 - self.y0 + 1.0
+
+    def as_array(self) -> np.ndarray:
+        return np.array([self.x0, self.y0, self.x1, self.y1])
+
+    def scaled_to(self, hw: tuple[int, int]) -> "BoxDetection":
+        """The same box in a frame of another size (e.g. the real depth's)."""
+        sy, sx = hw[0] / self.image_hw[0], hw[1] / self.image_hw[1]
+        # Pixel edges scale, so map the continuous edges [x0, x1 + 1) and back.
+        x0, x1 = self.x0 * sx, (self.x1 + 1.0) * sx - 1.0
+        y0, y1 = self.y0 * sy, (self.y1 + 1.0) * sy - 1.0
+        return replace(self, x0=x0, y0=y0, x1=x1, y1=y1, cx=(x0 + x1) / 2, cy=(y0 + y1) / 2,
+                       image_hw=(int(hw[0]), int(hw[1])))
+
+
+def box_iou(a: BoxDetection, b: BoxDetection) -> float:
+    """Intersection over union of two boxes (inclusive pixel coordinates)."""
+    ix = max(0.0, min(a.x1, b.x1) - max(a.x0, b.x0) + 1.0)
+    iy = max(0.0, min(a.y1, b.y1) - max(a.y0, b.y0) + 1.0)
+    inter = ix * iy
+    union = a.width * a.height + b.width * b.height - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def _check_frame(frame) -> np.ndarray:
+    f = np.asarray(frame)
+    if f.ndim != 3 or f.shape[-1] != 3:
+        raise ValueError(f"frame must be (H, W, 3) RGB, got shape {f.shape}")
+    if f.dtype != np.uint8:
+        if np.issubdtype(f.dtype, np.floating) and f.size and float(np.nanmax(f)) <= 1.0:
+            f = f * 255.0  # float frames in [0, 1]
+        f = np.clip(np.nan_to_num(f), 0, 255)
+    return f.astype(np.float32)
+
+
+def redness(frame) -> np.ndarray:
+    """r - max(g, b), in 0..255 (H, W) float32: how red a pixel is, whatever its brightness."""
+    f = _check_frame(frame)
+    return np.clip(f[..., 0] - np.maximum(f[..., 1], f[..., 2]), 0.0, 255.0)
+
+
+def find_box(frame, min_redness: float = 70.0, min_red: float = 110.0, line_width: int = 2,
+             max_line_width: int = 4, min_side: int = 4, max_aspect: float = 8.0,
+             min_side_coverage: float = 0.5, min_confidence: float = 0.2) -> BoxDetection | None:
+    """The most box-like red rectangle outline in an RGB frame (H, W, 3), or None (see module doc)."""
+    f = _check_frame(frame)
+    h_img, w_img = f.shape[:2]
+    red = np.clip(f[..., 0] - np.maximum(f[..., 1], f[..., 2]), 0.0, 255.0)
+    mask = (red >= min_redness) & (f[..., 0] >= min_red)
+    if not mask.any():
+        return None
+    k = int(max_line_width) + 1
+    thin = mask & ~ndimage.binary_opening(mask, structure=np.ones((k, k), bool))
+    labels, n = ndimage.label(thin, structure=np.ones((3, 3), bool))
+    best: BoxDetection | None = None
+    for lab, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        comp = labels[sl] == lab
+        # Trim red clutter attached to the outline (reddish background, noise): an outline's
+        # sides are the outermost rows/columns holding at least half the fullest one's pixels.
+        rows_on = np.nonzero(comp.sum(1) >= 0.5 * comp.sum(1).max())[0]
+        cols_on = np.nonzero(comp.sum(0) >= 0.5 * comp.sum(0).max())[0]
+        r_lo, r_hi = max(rows_on[0] - 1, 0), min(rows_on[-1] + 2, comp.shape[0])
+        c_lo, c_hi = max(cols_on[0] - 1, 0), min(cols_on[-1] + 2, comp.shape[1])
+        sl = (slice(sl[0].start + r_lo, sl[0].start + r_hi), slice(sl[1].start + c_lo, sl[1].start + c_hi))
+        comp = comp[r_lo:r_hi, c_lo:c_hi]
+        h, w = comp.shape
+        if min(h, w) < min_side or max(h, w) > max_aspect * min(h, w):
+            continue
+        npx = float(comp.sum())
+        # Thickness t from n = 2t(h + w) - 4t^2 (smaller root).
+        disc = max((h + w) ** 2 - 4.0 * npx, 0.0)
+        t = ((h + w) - math.sqrt(disc)) / 4.0
+        hollow = float(np.clip(1.0 - t / (min(h, w) / 2.0), 0.0, 1.0))
+        if hollow <= 0:
+            continue
+        band = int(min(math.ceil(t) + 1, max(1, min(h, w) // 2)))
+        cov = np.array([comp[:band].any(0).mean(), comp[-band:].any(0).mean(),
+                        comp[:, :band].any(1).mean(), comp[:, -band:].any(1).mean()])
+        if cov.min() < min_side_coverage:
+            continue
+        rect = float(np.exp(np.log(np.maximum(cov, 0.05)).mean()))
+        purity = float(min(1.0, np.percentile(red[sl][comp], 90) / 255.0))
+        size = float(np.clip((min(h, w) - min_side) / float(min_side) + 0.5, 0.0, 1.0))
+        conf = purity * rect ** 2 * hollow * size
+        if conf < min_confidence or (best is not None and conf <= best.confidence):
+            continue
+        # Sub-pixel sides: redness-weighted mean line position within each side band.
+        wgt = red[sl] * comp
+        rows = np.arange(h, dtype=np.float64)[:, None]
+        cols = np.arange(w, dtype=np.float64)[None, :]
+
+        def centre(wb, coord):
+            s = wb.sum()
+            return float((wb * coord).sum() / s) if s > 0 else float(coord.mean())
+
+        top = centre(wgt[:band], rows[:band])
+        bottom = centre(wgt[-band:], rows[-band:])
+        left = centre(wgt[:, :band], cols[:, :band])
+        right = centre(wgt[:, -band:], cols[:, -band:])
+        half = (line_width - 1) / 2.0
+        y0, y1 = sl[0].start + top - half, sl[0].start + bottom + half
+        x0, x1 = sl[1].start + left - half, sl[1].start + right + half
+        best = BoxDetection(x0=x0, y0=y0, x1=x1, y1=y1, cx=(x0 + x1) / 2.0, cy=(y0 + y1) / 2.0,
+                            confidence=float(conf), image_hw=(h_img, w_img), purity=purity, rectangularity=rect)
+    return best
+
+
+def find_box_in_frames(frames, min_iou: float = 0.5, min_confidence: float = 0.2, **kwargs) -> BoxDetection | None:
+    """Aggregate ``find_box`` over several bbox frames (B, H, W, 3).
+
+    The box is the per-coordinate median of the detections that overlap (IoU >= min_iou)
+    the median of all detections; support = agreeing frames / all frames; confidence =
+    mean confidence of the agreeing detections * support. None if it falls below
+    ``min_confidence``.
+    """
+    fr = np.asarray(frames)
+    if fr.ndim == 3:
+        fr = fr[None]
+    if fr.ndim != 4 or fr.shape[0] == 0:
+        raise ValueError(f"frames must be (B, H, W, 3) with B >= 1, got shape {np.shape(frames)}")
+    frame_min = min(min_confidence, kwargs.pop("frame_min_confidence", 0.1))
+    dets = [d for d in (find_box(f, min_confidence=frame_min, **kwargs) for f in fr) if d is not None]
+    if not dets:
+        return None
+
+    def median_box(ds):
+        a = np.median(np.stack([d.as_array() for d in ds]), axis=0)
+        return BoxDetection(*a, cx=(a[0] + a[2]) / 2, cy=(a[1] + a[3]) / 2, confidence=0.0,
+                            image_hw=ds[0].image_hw)
+
+    med = median_box(dets)
+    agree = [d for d in dets if box_iou(d, med) >= min_iou]
+    if not agree:
+        return None
+    med = median_box(agree)
+    support = len(agree) / float(fr.shape[0])
+    conf = float(np.mean([d.confidence for d in agree])) * support
+    if conf < min_confidence:
+        return None
+    return replace(med, confidence=conf, support=support,
+                   purity=float(np.mean([d.purity for d in agree])),
+                   rectangularity=float(np.mean([d.rectangularity for d in agree])))
+
+
+def view_similarity(a, b, size: int = 16) -> float:
+    """Normalised cross-correlation of two RGB frames block-averaged to size x size grey images.
+
+    In [-1, 1]; near 1 when an imagined view shows the same scene as the real one
+    (used to decide whether the real depth may range an imagined box).
+    """
+    def small(x):
+        g = _check_frame(x).mean(-1)
+        h, w = g.shape
+        ys = (np.arange(size + 1) * h) // size
+        xs = (np.arange(size + 1) * w) // size
+        return np.add.reduceat(np.add.reduceat(g, ys[:-1], 0), xs[:-1], 1) / np.outer(np.diff(ys), np.diff(xs))
+
+    p, q = small(a), small(b)
+    p, q = p - p.mean(), q - q.mean()
+    den = math.sqrt(float((p * p).sum() * (q * q).sum()))
+    return float((p * q).sum() / den) if den > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class GoalEstimate:
+    """A goal position in the episode-start frame with a Gaussian uncertainty."""
+
+    xy: np.ndarray  # (2,)
+    cov: np.ndarray  # (2, 2) m^2
+    range_m: float  # distance from the view pose
+    bearing: float  # radians, CCW, relative to the view pose's heading
+    source: str  # "depth", "ground", "size" or "ground+size", or "fused"
+    confidence: float  # the box confidence behind it
+
+    @property
+    def radius_m(self) -> float:
+        """2-sigma radius along the most uncertain direction."""
+        return float(2.0 * math.sqrt(max(np.linalg.eigvalsh(self.cov).max(), 0.0)))
+
+
+def fuse_goals(a: GoalEstimate, b: GoalEstimate) -> GoalEstimate:
+    """Product of the two Gaussians (information form): P = (A^-1 + B^-1)^-1, x = P (A^-1 a + B^-1 b)."""
+    ia, ib = np.linalg.inv(a.cov), np.linalg.inv(b.cov)
+    cov = np.linalg.inv(ia + ib)
+    xy = cov @ (ia @ a.xy + ib @ b.xy)
+    return GoalEstimate(xy=xy, cov=cov, range_m=b.range_m, bearing=b.bearing, source="fused",
+                        confidence=max(a.confidence, b.confidence))
+
+
+def box_to_goal(box: BoxDetection, depth, pose, hfov_deg: float = HFOV_DEG, sensor_height: float = SENSOR_HEIGHT,
+                object_height_m: float = 0.8, line_width: int = 2, depth_percentile: float = 30.0) -> GoalEstimate:
+    """World-frame (episode-start) goal estimate from a box seen from ``pose`` (x, y, yaw).
+
+    bearing = -atan((cx + 0.5 - W/2) / f), f = (W/2) / tan(hfov/2) (left positive).
+    Range, in order of preference:
+    * ``depth`` (H, W[, 1]) given (the real view matches the imagined final view): the
+      ``depth_percentile`` of valid z-depths inside the box (the target is in front of what
+      it occludes), made horizontal: range = z * sqrt(1 + ((cx + 0.5 - W/2) / f)^2);
+      sigma_r = 0.1 + 0.1 range;
+    * otherwise fuse (inverse variance) ground contact, when the box bottom lies below the
+      horizon and above the image's bottom edge: z = f * sensor_height / (v_b - H/2), with
+      v_b the object's lowest row, sigma_r = z^2 / (f * sensor_height) * 2 px + 0.15 z;
+      and the size prior z = f * object_height_m / box inner height, sigma_r = 0.5 z.
+    Lateral sigma = range * (1.5 px + box half-width / 2) / f.
+    """
+    p = check_pose(pose)
+    h_img, w_img = box.image_hw
+    if h_img <= 0 or w_img <= 0:
+        raise ValueError("box.image_hw is unset: build the box with find_box or give image_hw")
+    f = focal_length(w_img, hfov_deg)
+    bearing = column_bearing(box.cx, w_img, hfov_deg)
+    lateral = (box.cx + 0.5 - w_img / 2.0) / f
+    inner_h = max(box.height - 2 * line_width, 1.0)
+    z, sigma, source = None, None, None
+    if depth is not None:
+        d = check_depth(depth)
+        b = box.scaled_to(d.shape)
+        lw = line_width * d.shape[1] / float(w_img)
+        mx, my = 0.15 * b.width + lw, 0.15 * b.height + lw
+        r0, r1 = int(math.floor(b.y0 + my)), int(math.ceil(b.y1 - my)) + 1
+        c0, c1 = int(math.floor(b.x0 + mx)), int(math.ceil(b.x1 - mx)) + 1
+        r0, c0 = max(r0, 0), max(c0, 0)
+        r1, c1 = min(max(r1, r0 + 1), d.shape[0]), min(max(c1, c0 + 1), d.shape[1])
+        vals = d[r0:r1, c0:c1]
+        vals = vals[vals > 0]
+        if vals.size:
+            z = float(np.percentile(vals, depth_percentile))
+            rng = z * math.sqrt(1.0 + lateral * lateral)
+            sigma, source = 0.1 + 0.1 * rng, "depth"
+    if z is None:
+        ests = []
+        v_b = box.y1 - line_width + 0.5  # continuous row of the object's bottom inside the outline
+        below = v_b - h_img / 2.0
+        if below >= 2.0 and box.y1 < h_img - 1.5:
+            zg = f * sensor_height / below
+            ests.append(("ground", zg, zg * zg / (f * sensor_height) * 2.0 + 0.15 * zg))
+        zs = f * object_height_m / inner_h
+        ests.append(("size", zs, 0.5 * zs))
+        wts = np.array([1.0 / s ** 2 for _, _, s in ests])
+        z = float(sum(w * e[1] for w, e in zip(wts, ests)) / wts.sum())
+        sigma = float(1.0 / math.sqrt(wts.sum()))
+        source = "+".join(e[0] for e in ests)
+        rng = z * math.sqrt(1.0 + lateral * lateral)
+        sigma *= math.sqrt(1.0 + lateral * lateral)
+    sig_t = rng * (1.5 + box.width / 4.0) / f
+    ang = p[2] + bearing
+    u = np.array([math.cos(ang), math.sin(ang)])
+    v = np.array([-u[1], u[0]])
+    cov = sigma ** 2 * np.outer(u, u) + sig_t ** 2 * np.outer(v, v)
+    xy = p[:2] + rng * u
+    return GoalEstimate(xy=xy, cov=cov, range_m=float(rng), bearing=float(bearing), source=source,
+                        confidence=float(box.confidence))
+
+
+def read_rollout(bbox_frames, pose, depth=None, final_rel_pose=None, hfov_deg: float = HFOV_DEG,
+                 **box_kwargs) -> tuple[BoxDetection | None, GoalEstimate | None]:
+    """Box from the rollout's bbox frames and the goal it implies.
+
+    ``final_rel_pose`` (dx, dy, dyaw): where the imagined final view stands relative to the
+    current ``pose`` (from inverse dynamics over the imagined frames); None = the final view
+    is the current view. Pass ``depth`` only when the real view matches the imagined one.
+    """
+    box = find_box_in_frames(bbox_frames, **box_kwargs)
+    if box is None:
+        return None, None
+    view = check_pose(pose) if final_rel_pose is None else compose(pose, final_rel_pose)
+    return box, box_to_goal(box, depth, view, hfov_deg)

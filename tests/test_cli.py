@@ -1,0 +1,82 @@
+"""The spatialnav CLI: Hydra composition, readable errors, eval end to end, dispatcher."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agent import cli
+
+
+def test_unknown_key_is_a_clear_error(capsys):
+    assert cli.main(["eval", "foo=1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'foo'" in err
+    assert "n_episodes" in err and "agent=" in err  # lists valid keys and groups
+    assert "Traceback" not in err
+
+    assert cli.main(["eval", "env.widht=64"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'env.widht'" in err and "width" in err
+
+    assert cli.main(["eval", "agent=nope"]) == 2
+    err = capsys.readouterr().err
+    assert "agent/nope" in err and "oracle" in err and "Traceback" not in err
+
+
+def test_compose_overrides_aliases_and_presets(capsys):
+    cfg = cli.compose_config(["agent=oracle", "n=7", "out=runs/x", "env=tiny"])
+    assert cfg.agent.name == "oracle" and cfg.n_episodes == 7 and cfg.out_dir == "runs/x"
+    assert cfg.env.width == 32 and cli.env_kwargs(cfg)["height"] == 32
+    assert cli.agent_kwargs(cfg) == {"stop_distance": None}
+    dbg = cli.compose_config(["experiment=debug"])
+    assert dbg.env.width == 32 and dbg.n_episodes == 2 and dbg.task.max_episode_steps == 100
+    assert cli.main(["eval", "experiment=acceptance", "--cfg"]) == 0
+    assert "name: oracle" in capsys.readouterr().out
+
+
+def test_eval_end_to_end(tmp_path, nav_episode_file, capsys):
+    out = tmp_path / "oracle"
+    rc = cli.main(["eval", "agent=oracle", "split=val", "n_episodes=2", f"out_dir={out}", "env=tiny",
+                   f"episodes={nav_episode_file}", "progress=false"])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_episodes"] == 2 and summary["agent"] == "oracle"
+    assert summary["success"] == 1.0
+    assert len((out / "episodes.jsonl").read_text().splitlines()) == 2
+    printed = capsys.readouterr().out
+    assert "success" in printed and "95% CI" in printed
+
+
+def test_dispatcher_missing_module_and_bench(monkeypatch, capsys):
+    monkeypatch.setitem(cli.COMMANDS, "later", ("world_model.not_written_yet:main", "comes later"))
+    assert cli.main(["later"]) == 2
+    err = capsys.readouterr().err
+    assert "world_model.not_written_yet" in err and "not written yet" in err
+
+    assert cli.main(["bench", "no_such_bench"]) == 2
+    assert "bench_no_such_bench.py does not exist" in capsys.readouterr().err
+
+    assert cli.main(["frobnicate"]) == 2
+    assert "unknown command" in capsys.readouterr().err
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in ("eval", "episodes", "demo", "bench", "collect", "train", "imagine", "eval-wm"):
+        assert name in out
+
+
+def test_bench_runs_a_benchmark_file(tmp_path, monkeypatch, capsys):
+    (tmp_path / "bench_toy.py").write_text("def run(n=3):\n    return {'n': n, 'ok': True}\n")
+    monkeypatch.setattr(cli, "BENCH_DIR", tmp_path)
+    assert cli.main(["bench", "toy", "bench.kwargs.n=5"]) == 0
+    assert "'n': 5" in capsys.readouterr().out
+    assert cli.main(["bench", "toy", "bench.kwargs.m=5"]) == 2
+    assert "takes no ['m']" in capsys.readouterr().err
+
+
+def test_bad_values_are_reported_not_raised(tmp_path, capsys):
+    rc = cli.main(["eval", "split=nosuch", f"out_dir={tmp_path}", "n=1", "env=tiny", "progress=false"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "nosuch" in err and "Traceback" not in err

@@ -1,0 +1,139 @@
+"""Renderer: orientation, z-depth, ids, batching, line of sight, habitat backend error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from envs.geometry import MeshBuilder
+from envs.renderer import Renderer
+from envs.scene import ObjectInstance, Room, semantic_id
+
+WALL_T = 0.1  # wall thickness; inner faces at |x|, |y| = 3 - WALL_T / 2
+RED, BLUE, GREY = (220, 30, 30), (30, 30, 220), (128, 128, 128)
+
+
+def one_room_scene():
+    """A 6 x 6 m room centred at the origin; a red box (id 1) at (2, 1), a blue one (id 2) at (2, -1)."""
+    b = MeshBuilder()
+    b.add_box([0, 0, -0.05], [6.2, 6.2, 0.1], GREY, semantic=semantic_id("floor"), shaded=False)
+    b.add_box([0, 0, 2.55], [6.2, 6.2, 0.1], (240, 240, 240), semantic=semantic_id("ceiling"))
+    for cx, cy, sx, sy in [(3, 0, WALL_T, 6), (-3, 0, WALL_T, 6), (0, 3, 6, WALL_T), (0, -3, 6, WALL_T)]:
+        b.add_box([cx, cy, 1.25], [sx, sy, 2.5], (200, 180, 150), semantic=semantic_id("wall"))
+    objs = [
+        ObjectInstance(1, "chair", "red", "room", center=[2, 1, 0.4], size=[0.5, 0.5, 0.8]),
+        ObjectInstance(2, "table", "blue", "room", center=[2, -1, 0.4], size=[0.5, 0.5, 0.8]),
+    ]
+    for o, col in zip(objs, (RED, BLUE)):
+        b.add_box(o.center, o.size, col, instance=o.id, semantic=semantic_id(o.category), shaded=False)
+    return b.build("test/one_room", objs, [Room(0, "room", (-3, -3, 3, 3))])
+
+
+@pytest.fixture(scope="module")
+def renderer():
+    return Renderer(one_room_scene(), width=64, height=48, threads=1)
+
+
+def test_left_right_and_up_down(renderer):
+    out = renderer.render([0.0, 0.0, 0.0], outputs=("rgb", "instance", "semantic"))
+    inst, sem = out["instance"][0], out["semantic"][0]
+    w, h = renderer.width, renderer.height
+    red_cols = np.nonzero((inst == 1).any(0))[0]
+    blue_cols = np.nonzero((inst == 2).any(0))[0]
+    # Red box is at +y = the agent's left when looking along +x.
+    assert len(red_cols) and red_cols.max() < w // 2
+    assert len(blue_cols) and blue_cols.min() >= w // 2
+    floor = sem == semantic_id("floor")
+    ceil = sem == semantic_id("ceiling")
+    assert floor[h // 2:].sum() > 0 and floor[: h // 2].sum() == 0
+    assert ceil[: h // 2].sum() > 0 and ceil[h // 2:].sum() == 0
+    # Flat-shaded red box pixels carry exactly its colour.
+    assert (out["rgb"][0][inst == 1] == RED).all()
+    # Turning left (yaw +90 deg) puts the +y wall ahead; the boxes leave the view.
+    left = renderer.render([0.0, 0.0, np.pi / 2], outputs=("instance",))["instance"][0]
+    assert not (left > 0).any()
+
+
+def test_z_depth_of_a_flat_wall(renderer):
+    depth = renderer.render([0.0, 0.0, np.pi], outputs=("depth",))["depth"][0]
+    wall = 3 - WALL_T / 2
+    h = renderer.height
+    for row in (h // 2 - 1, h // 2):
+        assert np.allclose(depth[row], wall, atol=0.01)
+    # Off-centre pixels on the same flat wall: equal z-depth (not ray length).
+    sem = renderer.render([0.0, 0.0, np.pi], outputs=("semantic",))["semantic"][0]
+    on_wall = sem == semantic_id("wall")
+    assert on_wall.sum() > 0.3 * on_wall.size
+    assert np.allclose(depth[on_wall], wall, atol=0.01)
+    assert depth.dtype == np.float32
+
+
+def test_depth_max_and_misses():
+    r = Renderer(one_room_scene(), width=16, height=16, max_depth=2.0, threads=1)
+    d = r.render([0.0, 0.0, np.pi], outputs=("depth",))["depth"][0]
+    assert (d[8] == 0).all()  # wall at 2.95 m is beyond max_depth
+    # Outside the building, looking away: nothing is hit -> depth 0, ids 0, background colour.
+    r2 = Renderer(one_room_scene(), width=16, height=16, threads=1, background=(1, 2, 3))
+    out = r2.render([10.0, 0.0, 0.0], outputs=("rgb", "depth", "instance", "semantic"))
+    assert (out["depth"] == 0).all() and (out["instance"] == 0).all() and (out["semantic"] == 0).all()
+    assert (out["rgb"] == (1, 2, 3)).all()
+
+
+def test_pitch_up_sees_more_ceiling(renderer):
+    sem = renderer.render([[0, 0, np.pi]] * 2, pitch=[0.0, 0.5], outputs=("semantic",))["semantic"]
+    ceil = (sem == semantic_id("ceiling")).sum(axis=(1, 2))
+    floor = (sem == semantic_id("floor")).sum(axis=(1, 2))
+    assert ceil[1] > ceil[0] and floor[1] < floor[0]
+
+
+def test_batch_equals_one_by_one(renderer):
+    rng = np.random.default_rng(0)
+    poses = np.c_[rng.uniform(-2, 2, (5, 2)), rng.uniform(-np.pi, np.pi, 5)]
+    pitch = rng.uniform(-0.3, 0.3, 5)
+    outs = ("rgb", "depth", "instance", "semantic")
+    batch = renderer.render(poses, pitch, outputs=outs)
+    for i in range(5):
+        one = renderer.render(poses[i], pitch[i], outputs=outs)
+        for k in outs:
+            assert one[k].shape[0] == 1
+            np.testing.assert_array_equal(batch[k][i], one[k][0])
+    assert batch["rgb"].shape == (5, renderer.height, renderer.width, 3) and batch["rgb"].dtype == np.uint8
+    assert batch["instance"].dtype == np.int32 and batch["semantic"].dtype == np.int32
+
+
+def test_only_requested_outputs_and_bad_input(renderer):
+    assert set(renderer.render([0, 0, 0], outputs=("depth",))) == {"depth"}
+    with pytest.raises(ValueError, match="unknown render outputs"):
+        renderer.render([0, 0, 0], outputs=("normals",))
+    with pytest.raises(ValueError, match="poses must be"):
+        renderer.render([[0, 0]])
+
+
+def test_visible_instances_and_line_of_sight(renderer):
+    vis = renderer.visible_instances([[0, 0, 0], [0, 0, np.pi]])
+    assert set(vis[0]) == {1, 2} and vis[1] == {}
+    a = np.array([[0.0, 0.0, 0.88], [0.0, 0.0, 0.88], [0.0, 1.0, 0.4]])
+    b = np.array([[1.0, 0.0, 0.88], [4.0, 0.0, 0.88], [2.0, 1.0, 0.4]])
+    los = renderer.line_of_sight(a, b)
+    # clear; through the +x wall; ends inside the red box (its face blocks first)
+    assert los.tolist() == [True, False, False]
+    assert renderer.line_of_sight(a[2], b[2], target_instance=1).tolist() == [True]
+    assert renderer.line_of_sight(a[2], b[2], target_instance=2).tolist() == [False]
+
+
+def test_habitat_backend_clear_import_error():
+    try:
+        import habitat_sim  # noqa: F401
+    except ImportError:
+        pass
+    else:  # pragma: no cover - only where habitat-sim is installed
+        pytest.skip("habitat_sim is installed here")
+    from envs.backends import make_renderer
+
+    with pytest.raises(ImportError, match="habitat-sim"):
+        make_renderer("some/scene.glb", backend="habitat")
+    with pytest.raises(ImportError, match="conda install habitat-sim"):
+        import envs.backends.habitat  # noqa: F401
+    with pytest.raises(ValueError, match="backend"):
+        make_renderer(one_room_scene(), backend="nope")
+    assert isinstance(make_renderer(one_room_scene(), width=8, height=8), Renderer)

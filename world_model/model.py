@@ -1,0 +1,269 @@
+"""Video4Spatial: diffusers' Wan video transformer conditioned on a context video.
+
+Three changes to ``WanTransformer3DModel`` (Xiao et al. 2025, "Video4Spatial",
+arXiv 2512.03040), none of which re-implements the transformer:
+
+1. Context latents are concatenated with the noisy target latents on the
+   frame axis and get timestep 0 through Wan2.2's per-token timesteps
+   (``timestep`` of shape ``(B, seq_len)``), so they act as clean evidence.
+   Only target tokens are returned (and so enter the loss).
+2. Rotary frame positions are the frames' *original* indices
+   (:class:`IndexedWanRotaryPosEmbed` replaces ``transformer.rope``), so a
+   sparse, non-contiguous context keeps its true temporal layout. Target frames
+   sit after the last context index (``target_index_offset``); the auxiliary
+   bbox frames are simply the last target frames.
+3. The instruction enters through Wan's text cross-attention; ``text_dim`` is
+   the offline text encoder's width and a learned null embedding stands in for
+   "no instruction" (classifier-free guidance).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed, WanTransformer3DModel
+
+# A CPU-sized backbone (DESIGN.md "Compute budget"): 4 layers, 4 heads x 48,
+# 32x32 RGB frames in pixel space with (1, 4, 4) patches = 64 tokens per frame.
+SMALL_TRANSFORMER_CONFIG: dict[str, Any] = {
+    "patch_size": [1, 4, 4],
+    "num_attention_heads": 4,
+    "attention_head_dim": 48,
+    "in_channels": 3,
+    "out_channels": 3,
+    "text_dim": 384,
+    "freq_dim": 256,
+    "ffn_dim": 768,
+    "num_layers": 4,
+    "cross_attn_norm": True,
+    "qk_norm": "rms_norm_across_heads",
+    "eps": 1e-6,
+    "rope_max_seq_len": 1024,
+}
+
+
+class IndexedWanRotaryPosEmbed(WanRotaryPosEmbed):
+    """Wan's 3-axis RoPE with arbitrary per-frame positions.
+
+    Wan splits each head's channels into (t, h, w) parts and rotates them by
+    ``pos * theta^(-2i/d)`` (RoFormer, Su et al. 2021). diffusers' module uses
+    frame positions ``0..F-1``; here the frame positions are read from
+    ``self.frame_indices`` ((F,) or (B, F) integer tensor, set by the caller
+    right before the transformer's forward), so frame ``f`` is rotated as if it
+    sat at position ``frame_indices[..., f]``. With ``frame_indices=None`` it is
+    exactly diffusers' contiguous embedding. Positions must lie in
+    ``[0, max_seq_len)`` because the frequencies come from the same table.
+    """
+
+    frame_indices: torch.Tensor | None = None
+
+    def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = self.frame_indices
+        if idx is None:
+            return super().forward(hidden_states)
+        batch_size, _, num_frames, height, width = hidden_states.shape
+        p_t, p_h, p_w = self.patch_size
+        ppf, pph, ppw = num_frames // p_t, height // p_h, width // p_w
+        idx = torch.as_tensor(idx, device=self.freqs_cos.device).long()
+        if idx.ndim == 1:
+            idx = idx[None]
+        if idx.shape[-1] != ppf or idx.shape[0] not in (1, batch_size):
+            raise ValueError(
+                f"frame_indices has shape {tuple(idx.shape)} but the latent video has "
+                f"{ppf} frames and batch size {batch_size}; pass (F,) or (B, F) indices"
+            )
+        if int(idx.min()) < 0 or int(idx.max()) >= self.max_seq_len:
+            raise ValueError(
+                f"frame indices must lie in [0, {self.max_seq_len}) (rope_max_seq_len); got "
+                f"[{int(idx.min())}, {int(idx.max())}]. Raise rope_max_seq_len or use fewer frames."
+            )
+        split = [self.t_dim, self.h_dim, self.w_dim]
+        out = []
+        for table in (self.freqs_cos, self.freqs_sin):
+            f_t, f_h, f_w = table.split(split, dim=1)
+            nb = idx.shape[0]
+            ft = f_t[idx.reshape(-1)].view(nb, ppf, 1, 1, -1).expand(nb, ppf, pph, ppw, -1)
+            fh = f_h[:pph].view(1, 1, pph, 1, -1).expand(nb, ppf, pph, ppw, -1)
+            fw = f_w[:ppw].view(1, 1, 1, ppw, -1).expand(nb, ppf, pph, ppw, -1)
+            # (nb, seq, 1, head_dim): broadcasts over heads in Wan's apply_rotary_emb
+            out.append(torch.cat([ft, fh, fw], dim=-1).reshape(nb, ppf * pph * ppw, 1, -1))
+        return out[0], out[1]
+
+
+class Video4SpatialModel(ModelMixin, ConfigMixin):
+    """Context-conditioned video velocity model around a ``WanTransformer3DModel``.
+
+    Args:
+        transformer_config: keyword arguments of ``WanTransformer3DModel``
+            (``text_dim`` must equal the text encoder's hidden size).
+        text_len: number of instruction tokens the text encoder pads/cuts to.
+        text_encoder: name understood by ``world_model.text_encoder.load_text_encoder``
+            ("minilm", or "umt5:<path>" for Wan weights).
+        target_index_offset: target frame ``j`` gets RoPE position
+            ``last_context_index + target_index_offset + j``.
+        frame_size: (height, width) of the frames the pipeline feeds (pixels).
+        latent_space: "pixel" (frames normalised to [-1, 1] are the latents) or
+            "autoencoder" (an autoencoder in the pipeline maps frames to latents).
+    """
+
+    config_name = "config.json"
+    _supports_gradient_checkpointing = True
+
+    @register_to_config
+    def __init__(
+        self,
+        transformer_config: dict[str, Any] | None = None,
+        text_len: int = 32,
+        text_encoder: str = "minilm",
+        target_index_offset: int = 1,
+        frame_size: tuple[int, int] = (32, 32),
+        latent_space: str = "pixel",
+    ) -> None:
+        super().__init__()
+        cfg = dict(SMALL_TRANSFORMER_CONFIG if transformer_config is None else transformer_config)
+        self.transformer = WanTransformer3DModel(**cfg)
+        self._install_indexed_rope()
+        text_dim = self.transformer.config.text_dim
+        # Learned "no instruction" sequence; zero-initialised like Wan's padded prompts.
+        self.null_text_embedding = nn.Parameter(torch.zeros(text_len, text_dim))
+
+    def _install_indexed_rope(self) -> None:
+        cfg = self.transformer.config
+        old = self.transformer.rope
+        rope = IndexedWanRotaryPosEmbed(cfg.attention_head_dim, tuple(cfg.patch_size), cfg.rope_max_seq_len)
+        self.transformer.rope = rope.to(old.freqs_cos.device)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_wan_pretrained(
+        cls,
+        path: str,
+        subfolder: str = "transformer",
+        torch_dtype: torch.dtype | None = None,
+        text_encoder: str | None = None,
+        text_len: int = 512,
+        frame_size: tuple[int, int] = (256, 416),
+        target_index_offset: int = 1,
+    ) -> "Video4SpatialModel":
+        """Wrap pretrained Wan weights (e.g. Wan2.2-TI2V-5B-Diffusers) without a second copy.
+
+        Loads ``WanTransformer3DModel.from_pretrained(path, subfolder=...)``,
+        builds the wrapper with empty weights and swaps the loaded transformer in.
+        The text encoder defaults to the UMT5 encoder next to the weights.
+        """
+        from accelerate import init_empty_weights
+
+        transformer = WanTransformer3DModel.from_pretrained(path, subfolder=subfolder, torch_dtype=torch_dtype)
+        tcfg = {k: v for k, v in dict(transformer.config).items() if not k.startswith("_")}
+        with init_empty_weights():
+            model = cls(
+                transformer_config=tcfg,
+                text_len=text_len,
+                text_encoder=text_encoder or f"umt5:{path}",
+                target_index_offset=target_index_offset,
+                frame_size=tuple(frame_size),
+                latent_space="autoencoder",
+            )
+        model.transformer = transformer
+        model._install_indexed_rope()
+        dtype = torch_dtype or torch.float32
+        model.null_text_embedding = nn.Parameter(torch.zeros(text_len, transformer.config.text_dim, dtype=dtype))
+        return model
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def patch_size(self) -> tuple[int, int, int]:
+        return tuple(self.transformer.config.patch_size)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.transformer.config.in_channels)
+
+    def target_indices_for(self, context_indices: torch.Tensor, num_target: int) -> torch.Tensor:
+        """RoPE positions of the target frames: after the last context index (per sample)."""
+        last = context_indices.max(dim=-1, keepdim=True).values
+        steps = torch.arange(num_target, device=context_indices.device)
+        return last + self.config.target_index_offset + steps
+
+    def null_text(self, batch_size: int) -> torch.Tensor:
+        return self.null_text_embedding[None].expand(batch_size, -1, -1)
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        context_latents: torch.Tensor,
+        noisy_latents: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        context_indices: torch.Tensor,
+        target_indices: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Predict the flow-matching velocity of the target frames.
+
+        Args:
+            context_latents: (B, C, Fc, h, w) clean context latents.
+            noisy_latents: (B, C, Ft, h, w) noisy target latents (target + bbox frames).
+            timestep: (B,) noise level in Wan's units, ``1000 * sigma``.
+            encoder_hidden_states: (B, L, text_dim) instruction tokens (or the null embedding).
+            context_indices: (B, Fc) or (Fc,) original frame indices of the context.
+            target_indices: optional (B, Ft) positions of the target frames; by
+                default ``last context index + target_index_offset + j``.
+
+        Returns:
+            (B, C, Ft, h, w) velocity ``eps - x0`` of the target frames only.
+        """
+        b, c, fc, h, w = context_latents.shape
+        ft = noisy_latents.shape[2]
+        if noisy_latents.shape[0] != b or noisy_latents.shape[1] != c or noisy_latents.shape[3:] != (h, w):
+            raise ValueError(
+                f"context latents {tuple(context_latents.shape)} and target latents "
+                f"{tuple(noisy_latents.shape)} must share batch, channels and spatial size"
+            )
+        p_t, p_h, p_w = self.patch_size
+        if p_t != 1:
+            raise ValueError("Video4SpatialModel needs a temporal patch size of 1 (one RoPE index per frame)")
+        ctx_idx = torch.as_tensor(context_indices, device=context_latents.device).long()
+        if ctx_idx.ndim == 1:
+            ctx_idx = ctx_idx[None].expand(b, -1)
+        if ctx_idx.shape != (b, fc):
+            raise ValueError(f"context_indices must have shape ({b}, {fc}); got {tuple(ctx_idx.shape)}")
+        if target_indices is None:
+            tgt_idx = self.target_indices_for(ctx_idx, ft)
+        else:
+            tgt_idx = torch.as_tensor(target_indices, device=ctx_idx.device).long()
+            tgt_idx = tgt_idx[None].expand(b, -1) if tgt_idx.ndim == 1 else tgt_idx
+        frame_indices = torch.cat([ctx_idx, tgt_idx], dim=1)
+        # RoPE attention depends only on index differences, so re-basing each
+        # sample to start at 0 changes nothing but keeps long agent histories
+        # inside the rope table (rope_max_seq_len).
+        frame_indices = frame_indices - frame_indices.min(dim=1, keepdim=True).values
+
+        tokens_per_frame = (h // p_h) * (w // p_w)
+        t = torch.as_tensor(timestep, device=noisy_latents.device, dtype=torch.float32).reshape(-1)
+        t = t.expand(b) if t.numel() == 1 else t
+        # Per-token timesteps (Wan2.2 TI2V convention): clean context at 0.
+        per_token = torch.cat(
+            [torch.zeros(b, fc * tokens_per_frame, device=t.device), t[:, None].expand(b, ft * tokens_per_frame)],
+            dim=1,
+        )
+        x = torch.cat([context_latents.to(noisy_latents.dtype), noisy_latents], dim=2)
+        rope = self.transformer.rope
+        rope.frame_indices = frame_indices
+        try:
+            out = self.transformer(
+                hidden_states=x,
+                timestep=per_token,
+                encoder_hidden_states=encoder_hidden_states.to(x.dtype),
+                return_dict=False,
+            )[0]
+        finally:
+            rope.frame_indices = None
+        return out[:, :, fc:]
+
+    def num_parameters_m(self) -> float:
+        return sum(p.numel() for p in self.parameters()) / 1e6

@@ -1,0 +1,244 @@
+"""`Video4SpatialPipeline`: imagine a rollout from a context video and an instruction.
+
+Sampling integrates the flow-matching ODE with diffusers'
+``FlowMatchEulerDiscreteScheduler``. Guidance (Video4Spatial, Xiao et al. 2025):
+
+* joint CFG (default), both branches in one batched forward::
+
+      v = v(null, z_ctx) + w * (v(instr, ctx) - v(null, z_ctx))
+
+  where ``z_ctx`` is pure noise in place of the context frames;
+* separate scales (3 branches, InstructPix2Pix-style; Brooks et al. 2023)::
+
+      v = v(null, z_ctx) + s_c * (v(null, ctx) - v(null, z_ctx)) + s_i * (v(instr, ctx) - v(null, ctx))
+
+* text-only CFG (ablation): ``v = v(null, ctx) + w * (v(instr, ctx) - v(null, ctx))``;
+* none: ``v = v(instr, ctx)``.
+
+Best-of-N draws N samples in the same batch and keeps the best by a score
+(default: red-box evidence in the bbox frames).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
+
+from .latents import decode_latents, encode_frames
+from .model import Video4SpatialModel
+from .rollout import Rollout, red_box_score
+
+CFG_MODES = ("joint", "text", "none")
+
+
+class Video4SpatialPipeline(DiffusionPipeline):
+    """Holds the model, the scheduler and an optional autoencoder.
+
+    The instruction encoder is not saved with the pipeline (it is a frozen,
+    separately packaged model); it is rebuilt from ``model.config.text_encoder``
+    on first use, or passed in as ``text_encoder``.
+
+    Args:
+        model: a :class:`Video4SpatialModel`.
+        scheduler: a ``FlowMatchEulerDiscreteScheduler``.
+        autoencoder: ``None`` for pixel space, else an autoencoder (ours or Wan's VAE).
+        text_encoder: optional pre-built :class:`world_model.text_encoder.TextEncoder`.
+        num_target_frames: frames imagined along the path (first = current view).
+        num_bbox_frames: auxiliary frames with the red box, after the target frames.
+    """
+
+    model_cpu_offload_seq = "model"
+    _optional_components = ["autoencoder"]
+
+    def __init__(self, model: Video4SpatialModel, scheduler: FlowMatchEulerDiscreteScheduler,
+                 autoencoder=None, text_encoder=None, num_target_frames: int = 4, num_bbox_frames: int = 1):
+        super().__init__()
+        self.register_modules(model=model, scheduler=scheduler, autoencoder=autoencoder)
+        self.register_to_config(num_target_frames=int(num_target_frames), num_bbox_frames=int(num_bbox_frames))
+        self._text_encoder = text_encoder
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):  # noqa: D401 - diffusers API
+        """Load a saved pipeline directory, with a clear error when it is missing or incompatible."""
+        path = Path(pretrained_model_name_or_path)
+        if not (path / "model_index.json").exists():
+            raise FileNotFoundError(
+                f"no Video4Spatial pipeline at {path} (model_index.json missing); train one with "
+                "`spatialnav train` or save one with `Video4SpatialPipeline.save_pretrained`"
+            )
+        try:
+            return super().from_pretrained(str(path), **kwargs)
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
+            raise ValueError(f"checkpoint at {path} is incompatible with Video4SpatialPipeline: {e}") from e
+
+    @property
+    def text_encoder(self):
+        if self._text_encoder is None:
+            from .text_encoder import load_text_encoder
+
+            cfg = self.model.config
+            self._text_encoder = load_text_encoder(cfg.text_encoder, max_length=cfg.text_len)
+        return self._text_encoder
+
+    # ------------------------------------------------------------------ checks
+    def _check_inputs(self, context_frames, context_indices, instruction):
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise ValueError(f"instruction must be a non-empty string, got {instruction!r}")
+        frames = np.asarray(context_frames)
+        h, w = (int(v) for v in self.model.config.frame_size)
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"context_frames must be (K, H, W, 3) uint8; got shape {frames.shape}")
+        if frames.shape[1:3] != (h, w):
+            raise ValueError(
+                f"context frames are {frames.shape[1]}x{frames.shape[2]} but this model works at {h}x{w}; "
+                f"render or resize the frames to {h}x{w}"
+            )
+        if frames.dtype != np.uint8:
+            raise ValueError(f"context_frames must be uint8 RGB, got dtype {frames.dtype}")
+        idx = np.asarray(context_indices, dtype=np.int64).reshape(-1)
+        if idx.shape[0] != frames.shape[0]:
+            raise ValueError(f"got {frames.shape[0]} context frames but {idx.shape[0]} context indices")
+        if (idx < 0).any() or (np.diff(idx) <= 0).any():
+            raise ValueError(f"context indices must be non-negative and strictly increasing; got {idx.tolist()}")
+        return frames, idx
+
+    # ------------------------------------------------------------------ sampling
+    def velocity(self, latents, timestep, ctx, z_ctx, text, null, ctx_idx, cfg_mode, guidance_scale,
+                 context_scale=None, instruction_scale=None) -> torch.Tensor:
+        """Guided velocity for ``latents`` (N, C, F, h, w); all branches in one forward."""
+        n = latents.shape[0]
+        if cfg_mode == "none":
+            branches = [(text, ctx)]
+        elif cfg_mode == "text":
+            branches = [(text, ctx), (null, ctx)]
+        elif context_scale is not None or instruction_scale is not None:
+            branches = [(text, ctx), (null, ctx), (null, z_ctx)]
+        else:
+            branches = [(text, ctx), (null, z_ctx)]
+        k = len(branches)
+        v = self.model(
+            context_latents=torch.cat([c for _, c in branches]),
+            noisy_latents=latents.repeat(k, 1, 1, 1, 1),
+            timestep=timestep.expand(n * k),
+            encoder_hidden_states=torch.cat([t for t, _ in branches]),
+            context_indices=ctx_idx.expand(n * k, -1),
+        ).chunk(k)
+        if cfg_mode == "none":
+            return v[0]
+        if cfg_mode == "text":
+            return v[1] + guidance_scale * (v[0] - v[1])
+        if k == 3:
+            s_c = guidance_scale if context_scale is None else context_scale
+            s_i = guidance_scale if instruction_scale is None else instruction_scale
+            return v[2] + s_c * (v[1] - v[2]) + s_i * (v[0] - v[1])
+        return v[1] + guidance_scale * (v[0] - v[1])
+
+    @torch.no_grad()
+    def imagine(
+        self,
+        context_frames: np.ndarray,
+        context_indices,
+        instruction: str,
+        num_steps: int = 16,
+        guidance_scale: float = 3.0,
+        context_scale: float | None = None,
+        instruction_scale: float | None = None,
+        cfg_mode: str = "joint",
+        num_samples: int = 1,
+        seed: int | None = 0,
+        num_target_frames: int | None = None,
+        num_bbox_frames: int | None = None,
+        score_fn: Callable[[np.ndarray, np.ndarray], float] | None = None,
+    ) -> Rollout:
+        """Imagine the rollout that follows ``instruction`` from the last context frame.
+
+        Args:
+            context_frames: (K, H, W, 3) uint8 context video at the model's frame size.
+            context_indices: (K,) strictly increasing original frame indices.
+            instruction: non-empty instruction text.
+            num_steps: Euler steps of the flow-matching ODE.
+            guidance_scale: CFG weight ``w`` (joint or text mode).
+            context_scale, instruction_scale: separate scales (3-branch joint CFG).
+            cfg_mode: "joint", "text" (ablation) or "none".
+            num_samples: best-of-N; all N share one batch.
+            seed: seed for the initial noise and ``z_ctx`` (None: nondeterministic).
+            score_fn: ``score_fn(frames (T,H,W,3), bbox_frames (B,H,W,3)) -> float``;
+                defaults to red-box evidence in the bbox frames.
+        """
+        if cfg_mode not in CFG_MODES:
+            raise ValueError(f"cfg_mode must be one of {CFG_MODES}, got {cfg_mode!r}")
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        frames, idx = self._check_inputs(context_frames, context_indices, instruction)
+        t_total = time.perf_counter()
+        device = self.model.device
+        dtype = self.model.dtype
+        n_t = self.config.num_target_frames if num_target_frames is None else int(num_target_frames)
+        n_b = self.config.num_bbox_frames if num_bbox_frames is None else int(num_bbox_frames)
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed(int(seed) if seed is not None else int(torch.seed() % (2**63)))
+
+        t0 = time.perf_counter()
+        ctx = encode_frames(frames[None], self.autoencoder, device=device, dtype=dtype)
+        text = self.text_encoder.encode([instruction]).to(device, dtype)
+        null = self.model.null_text(1).to(device, dtype)
+        t_encode = time.perf_counter() - t0
+
+        n = num_samples
+        c, _, h, w = ctx.shape[1:]
+        latents = torch.randn((n, c, n_t + n_b, h, w), generator=gen).to(device, dtype)
+        z_ctx = torch.randn((n, *ctx.shape[1:]), generator=gen).to(device, dtype)
+        ctx_n, text_n, null_n = ctx.expand(n, -1, -1, -1, -1), text.expand(n, -1, -1), null.expand(n, -1, -1)
+        ctx_idx = torch.as_tensor(idx, device=device)[None]
+
+        t0 = time.perf_counter()
+        self.scheduler.set_timesteps(num_steps, device=device)
+        for t in self.scheduler.timesteps:
+            v = self.velocity(latents, t.reshape(1).to(device), ctx_n, z_ctx, text_n, null_n, ctx_idx,
+                              cfg_mode, guidance_scale, context_scale, instruction_scale)
+            latents = self.scheduler.step(v, t, latents, return_dict=False)[0]
+        t_denoise = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        video = decode_latents(latents.float() if self.autoencoder is None else latents, self.autoencoder)
+        t_decode = time.perf_counter() - t0
+
+        tgt, box = video[:, :n_t], video[:, n_t:]
+        score = score_fn or (lambda f, b: red_box_score(b))
+        scores = np.array([score(tgt[i], box[i]) for i in range(n)], dtype=np.float64)
+        best = int(np.argmax(scores)) if n > 1 else 0
+        target_idx = self.model.target_indices_for(ctx_idx.cpu(), n_t + n_b)[0].numpy()
+        timings = {
+            "encode": t_encode,
+            "denoise": t_denoise,
+            "decode": t_decode,
+            "per_step": t_denoise / max(num_steps, 1),
+            "total": time.perf_counter() - t_total,
+        }
+        return Rollout(
+            frames=tgt[best],
+            bbox_frames=box[best],
+            instruction=instruction,
+            context_indices=idx,
+            target_indices=target_idx,
+            timings=timings,
+            samples=tgt if n > 1 else None,
+            sample_bbox_frames=box if n > 1 else None,
+            scores=scores,
+            best_index=best,
+            seed=seed,
+        )
+
+    __call__ = imagine
+
+
+def make_scheduler(shift: float = 1.0) -> FlowMatchEulerDiscreteScheduler:
+    """The flow-matching Euler scheduler used for training-time shifts and sampling."""
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)

@@ -1,0 +1,382 @@
+"""CLIP for SSG spatial prompting: a small in-project CLIP or a standard checkpoint.
+
+No pretrained CLIP can be downloaded on the project's machines, so the default is
+a small ``transformers.CLIPModel`` (ViT 64x64 / patch 8 / 4 layers / width 128, a
+4-layer width-128 text transformer) trained on rendered views with captions
+generated from scene annotations (``world_model.ssg.clip_data``,
+``world_model.ssg.train_clip``). Its text side uses a *word-level* tokenizer over
+the caption and instruction grammar's vocabulary: the grammar is closed, so BPE
+would only waste capacity.
+
+Either kind is stored as a standard Hugging Face CLIP directory
+(``config.json`` + ``model.safetensors`` + tokenizer files +
+``preprocessor_config.json``), so :func:`load_clip` reads both the same way, and
+``openai/clip-vit-base-patch32`` works where a user has a local copy.
+
+Facts this relies on (DESIGN.md, transformers 5.x):
+* ``CLIPModel`` returns attention maps only with ``attn_implementation="eager"``;
+  :func:`load_clip` and :func:`build_small_clip` always ask for it.
+* ``CLIPTextModel`` pools the hidden state at the first ``eos_token_id``, except
+  when ``eos_token_id == 2`` (a legacy path that pools at the *largest* token id).
+  Our vocabulary therefore puts [EOS] at id 3 and keeps every special id inside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from transformers import AutoTokenizer, CLIPConfig, CLIPModel, PreTrainedTokenizerFast
+
+# Special tokens and their ids. id 2 must not be [EOS] (see module docstring).
+PAD, BOS, UNK, EOS = "[PAD]", "[BOS]", "[UNK]", "[EOS]"
+SPECIAL_TOKENS = (PAD, BOS, UNK, EOS)
+
+# OpenAI CLIP's pixel statistics; our small CLIP uses them too so both kinds of
+# checkpoint share one preprocessing path.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+_WORD_RE = re.compile(r"[a-z]+")
+
+# Room names a scene may annotate, in case the generator's list is not importable
+# (user meshes bring their own); the vocabulary is the union with what envs knows.
+_FALLBACK_ROOMS = (
+    "bedroom", "kitchen", "living_room", "bathroom", "dining_room", "office",
+    "hallway", "study", "corridor", "entrance", "laundry", "closet", "room",
+)
+# Words of our generated captions (world_model.ssg.clip_data) beyond the grammar.
+_CAPTION_WORDS = ("a", "an", "the", "of", "in", "and", "to", "left", "right", "front",
+                  "behind", "next", "near", "between", "view", "with")
+
+
+def words(text: str) -> list[str]:
+    """Lower-case word split used by the word-level tokenizer (punctuation dropped)."""
+    return _WORD_RE.findall(text.lower())
+
+
+def grammar_vocabulary(extra_texts: Iterable[str] = ()) -> list[str]:
+    """Every word of the instruction grammar and of our captions, sorted.
+
+    Enumerates ``envs.instructions.InstructionSpec.to_text`` over all templates and
+    relations (so verbs and relation phrasings come from the grammar itself, not a
+    copy), plus categories, colour names, room names and ``extra_texts``.
+    """
+    from envs.furniture import COLORS
+    from envs.instructions import NUM_TEMPLATES, RELATIONS, InstructionSpec, ObjectRef
+    from envs.scene import FURNITURE_CATEGORIES
+
+    rooms = set(_FALLBACK_ROOMS)
+    try:  # the generator's own room names, when that module exists
+        from envs import procgen  # noqa: PLC0415
+
+        for name in ("ROOM_TYPES", "ROOM_NAMES", "ROOMS"):
+            value = getattr(procgen, name, None)
+            if value:
+                rooms.update(str(r) for r in (value.keys() if isinstance(value, dict) else value))
+    except Exception:  # noqa: BLE001 - optional source of names only
+        pass
+
+    texts: list[str] = list(extra_texts)
+    texts += list(FURNITURE_CATEGORIES) + list(COLORS) + [r.replace("_", " ") for r in rooms]
+    texts += list(_CAPTION_WORDS)
+    for rel in (None,) + RELATIONS:
+        refs = () if rel is None else tuple(ObjectRef("bed", "red") for _ in range(2 if rel == "between" else 1))
+        spec = InstructionSpec("chair", "blue", "bedroom", rel, refs)
+        for k in range(NUM_TEMPLATES * 6):  # every verb x phrase x separator combination
+            texts.append(spec.to_text(template=k))
+    vocab = sorted({w for t in texts for w in words(t)})
+    return vocab
+
+
+def build_word_tokenizer(vocab: Sequence[str], max_length: int = 32) -> PreTrainedTokenizerFast:
+    """A word-level ``PreTrainedTokenizerFast``: ``[BOS] w1 ... wn [EOS]``, lower-cased.
+
+    ids: [PAD]=0, [BOS]=1, [UNK]=2, [EOS]=3, then ``vocab`` in order. Saved with
+    ``save_pretrained`` it reloads through ``AutoTokenizer.from_pretrained``.
+    """
+    from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordLevel
+
+    vocab = [w for w in dict.fromkeys(vocab) if w not in SPECIAL_TOKENS]
+    bad = [w for w in vocab if words(w) != [w]]
+    if bad:
+        raise ValueError(f"vocabulary entries must be single lower-case words, got {bad[:5]}")
+    ids = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + tuple(vocab))}
+    tok = Tokenizer(WordLevel(ids, unk_token=UNK))
+    tok.normalizer = normalizers.Lowercase()
+    # Letters only, matching ``words``: digits and punctuation are dropped.
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(r"[^a-z]+"), behavior="removed"), pre_tokenizers.Whitespace()]
+    )
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A {EOS}", special_tokens=[(BOS, ids[BOS]), (EOS, ids[EOS])]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, unk_token=UNK, pad_token=PAD,
+        model_max_length=max_length,
+    )
+    return fast
+
+
+@dataclass
+class SmallClipSpec:
+    """Size of the in-project CLIP (``transformers.CLIPConfig`` fields)."""
+
+    image_size: int = 64  # input resolution (rendered views are resized to it)
+    patch_size: int = 8  # 8x8 = 64 patch tokens at 64 px
+    vision_layers: int = 4
+    vision_width: int = 128
+    vision_heads: int = 4
+    text_layers: int = 4
+    text_width: int = 128
+    text_heads: int = 4
+    max_text_len: int = 32  # the longest grammar sentence is ~20 words
+    projection_dim: int = 128
+
+
+def build_small_clip(tokenizer: PreTrainedTokenizerFast, spec: SmallClipSpec | None = None,
+                     seed: int = 0) -> "SpatialClip":
+    """A randomly initialised small CLIP whose text vocabulary is ``tokenizer``'s."""
+    spec = spec or SmallClipSpec()
+    if spec.image_size % spec.patch_size:
+        raise ValueError(f"image_size {spec.image_size} must be a multiple of patch_size {spec.patch_size}")
+    config = CLIPConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer), hidden_size=spec.text_width, intermediate_size=4 * spec.text_width,
+            num_hidden_layers=spec.text_layers, num_attention_heads=spec.text_heads,
+            max_position_embeddings=spec.max_text_len, pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        ),
+        vision_config=dict(
+            image_size=spec.image_size, patch_size=spec.patch_size, hidden_size=spec.vision_width,
+            intermediate_size=4 * spec.vision_width, num_hidden_layers=spec.vision_layers,
+            num_attention_heads=spec.vision_heads,
+        ),
+        projection_dim=spec.projection_dim,
+    )
+    config._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    model = CLIPModel(config)
+    model.config._attn_implementation = "eager"
+    return SpatialClip(model, tokenizer, image_size=spec.image_size, mean=CLIP_MEAN, std=CLIP_STD)
+
+
+class SpatialClip(nn.Module):
+    """A ``CLIPModel`` with its tokenizer and pixel preprocessing, in torch.
+
+    ``encode_images`` takes uint8 ``(N, H, W, 3)`` arrays/tensors or float
+    ``(N, 3, H, W)`` in [0, 1]; it resizes the short side to ``image_size``
+    (bicubic, antialiased), centre-crops, and normalises with ``mean``/``std``,
+    as ``CLIPImageProcessor`` does, but batched and without PIL.
+    """
+
+    def __init__(self, model: CLIPModel, tokenizer, image_size: int,
+                 mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.image_size = int(image_size)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+    # -- sizes ---------------------------------------------------------------
+    @property
+    def vision_config(self):
+        return self.model.config.vision_config
+
+    @property
+    def grid_size(self) -> int:
+        """Patches per side of the vision tower's input."""
+        return self.image_size // self.vision_config.patch_size
+
+    @property
+    def embed_dim(self) -> int:
+        return self.model.config.projection_dim
+
+    # -- inputs --------------------------------------------------------------
+    def preprocess(self, images) -> torch.Tensor:
+        """Images -> normalised pixel values ``(N, 3, S, S)``, S = ``image_size``."""
+        x = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images)
+        if x.dtype == torch.uint8:
+            if x.ndim == 3:
+                x = x[None]
+            if x.ndim != 4 or x.shape[-1] != 3:
+                raise ValueError(f"uint8 images must be (N, H, W, 3), got shape {tuple(x.shape)}")
+            x = x.permute(0, 3, 1, 2).float() / 255.0
+        else:
+            if x.ndim == 3:
+                x = x[None]
+            if x.ndim != 4 or x.shape[1] != 3:
+                raise ValueError(f"float images must be (N, 3, H, W) in [0, 1], got shape {tuple(x.shape)}")
+            x = x.float()
+        x = x.to(self.mean.device)
+        h, w = x.shape[-2:]
+        s = self.image_size
+        if (h, w) != (s, s):
+            scale = s / min(h, w)
+            nh, nw = max(s, round(h * scale)), max(s, round(w * scale))
+            x = F.interpolate(x, size=(nh, nw), mode="bicubic", antialias=True, align_corners=False)
+            top, left = (nh - s) // 2, (nw - s) // 2
+            x = x[..., top:top + s, left:left + s]
+        return (x.clamp(0, 1) - self.mean) / self.std
+
+    def tokenize(self, texts: Sequence[str] | str) -> dict[str, torch.Tensor]:
+        """Texts -> ``input_ids``/``attention_mask``, padded to the longest, truncated to the model's length."""
+        if isinstance(texts, str):
+            texts = [texts]
+        max_len = self.model.config.text_config.max_position_embeddings
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+        return {"input_ids": enc["input_ids"].to(self.mean.device),
+                "attention_mask": enc["attention_mask"].to(self.mean.device)}
+
+    # -- embeddings ----------------------------------------------------------
+    def image_embeds(self, pixel_values: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Projected CLS embedding ``(N, projection_dim)`` of preprocessed pixels."""
+        out = self.model.vision_model(pixel_values=pixel_values)
+        z = self.model.visual_projection(out.pooler_output)
+        return F.normalize(z, dim=-1) if normalize else z
+
+    def text_embeds(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                    normalize: bool = True) -> torch.Tensor:
+        """Projected EOS embedding ``(N, projection_dim)`` of tokenised texts."""
+        out = self.model.text_model(input_ids=input_ids, attention_mask=attention_mask)
+        z = self.model.text_projection(out.pooler_output)
+        return F.normalize(z, dim=-1) if normalize else z
+
+    def encode_images(self, images, normalize: bool = True) -> torch.Tensor:
+        return self.image_embeds(self.preprocess(images), normalize)
+
+    def encode_texts(self, texts: Sequence[str] | str, normalize: bool = True) -> torch.Tensor:
+        return self.text_embeds(**self.tokenize(texts), normalize=normalize)
+
+    def logit_scale(self) -> torch.Tensor:
+        return self.model.logit_scale.exp()
+
+    # -- persistence ---------------------------------------------------------
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """A standard HF CLIP directory: model, tokenizer, preprocessor config."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        # Written by hand: CLIPImageProcessor's writer wants torchvision, which this
+        # CPU torch cannot have (DESIGN.md); the file is the standard format.
+        s = self.image_size
+        pre = {
+            "image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": s},
+            "resample": 3, "do_center_crop": True, "crop_size": {"height": s, "width": s},
+            "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+            "image_mean": self.mean.flatten().tolist(), "image_std": self.std.flatten().tolist(),
+            "do_convert_rgb": True,
+        }
+        (path / "preprocessor_config.json").write_text(json.dumps(pre, indent=2))
+
+
+def default_clip_dir() -> Path:
+    """Where the shipped small CLIP lives inside the package."""
+    return Path(__file__).resolve().parent / "weights" / "clip-small"
+
+
+def load_clip(path_or_name: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> SpatialClip:
+    """Load a CLIP directory with ``CLIPModel.from_pretrained`` (eager attention).
+
+    ``path_or_name``: a local directory holding a Hugging Face CLIP checkpoint (ours
+    or e.g. a downloaded ``openai/clip-vit-base-patch32``), a hub name that is
+    already in the local cache, or None for the shipped small CLIP. The tokenizer
+    comes from ``AutoTokenizer`` (word-level for ours, ``CLIPTokenizer`` for
+    OpenAI's); pixel size and statistics from ``preprocessor_config.json`` when
+    present, else the vision config's ``image_size`` and OpenAI's statistics.
+    """
+    path = default_clip_dir() if path_or_name is None else path_or_name
+    p = Path(path)
+    if not p.is_dir():
+        # Not a directory: only a name already in the local hub cache can work offline.
+        looks_like_name = isinstance(path, str) and path.count("/") == 1 and not p.suffix and not p.is_absolute()
+        if not looks_like_name:
+            raise FileNotFoundError(
+                f"CLIP checkpoint {str(path)!r} not found. Pass a directory written by "
+                f"SpatialClip.save_pretrained / CLIPModel.save_pretrained (it needs config.json, model weights "
+                f"and tokenizer files), or train one: python -m world_model.ssg.train_clip"
+            )
+    elif not (p / "config.json").is_file():
+        raise FileNotFoundError(f"{p} has no config.json: not a saved CLIP checkpoint")
+    try:
+        model = CLIPModel.from_pretrained(str(path), attn_implementation="eager")
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except OSError as e:
+        raise FileNotFoundError(
+            f"could not load CLIP {str(path)!r} (no network here: hub names work only if cached; "
+            f"otherwise pass a local directory): {e}"
+        ) from e
+    image_size = int(model.config.vision_config.image_size)
+    mean, std = CLIP_MEAN, CLIP_STD
+    pre = Path(path) / "preprocessor_config.json"
+    if pre.is_file():
+        cfg = json.loads(pre.read_text())
+        crop = cfg.get("crop_size")
+        if isinstance(crop, dict):
+            image_size = int(crop.get("height", image_size))
+        elif isinstance(crop, int):
+            image_size = crop
+        mean, std = tuple(cfg.get("image_mean", mean)), tuple(cfg.get("image_std", std))
+    model.eval()
+    return SpatialClip(model, tokenizer, image_size=image_size, mean=mean, std=std).to(device)
+
+
+def clip_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale: torch.Tensor,
+              targets: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE of CLIP (Radford et al. 2021, eq. in Fig. 3).
+
+    ``L = (CE(s * I T^T, y) + CE(s * T I^T, y)) / 2`` with unit-norm embeddings I, T
+    and temperature ``s = exp(logit_scale)``. ``targets`` (N, N) optionally gives a
+    soft target distribution per row (rows sum to 1) so that identical captions in
+    a batch are not counted as negatives of each other; default: the identity.
+    """
+    logits = logit_scale * image_embeds @ text_embeds.t()
+    if targets is None:
+        y = torch.arange(len(logits), device=logits.device)
+        return 0.5 * (F.cross_entropy(logits, y) + F.cross_entropy(logits.t(), y))
+    return 0.5 * (-(targets * logits.log_softmax(-1)).sum(-1).mean()
+                  - (targets.t() * logits.t().log_softmax(-1)).sum(-1).mean())
+
+
+def recall_at_k(similarity: torch.Tensor, ks: Sequence[int] = (1, 5),
+                positives: torch.Tensor | None = None) -> dict[str, float]:
+    """Retrieval recall@k in both directions from an (N_img, N_txt) similarity matrix.
+
+    Image i -> text: a hit if any positive text of i is among its k most similar
+    texts; text -> image likewise over columns. ``positives`` (N_img, N_txt) bool
+    marks correct pairs (default: the diagonal, which requires a square matrix);
+    with generated captions several views may share a caption, so the caller
+    passes caption equality as positives. Returns ``{"i2t_r1": ..., "t2i_r1": ...}``.
+    """
+    s = torch.as_tensor(similarity, dtype=torch.float32)
+    if s.ndim != 2:
+        raise ValueError(f"similarity must be 2-D (N_img, N_txt), got shape {tuple(s.shape)}")
+    if positives is None:
+        if s.shape[0] != s.shape[1]:
+            raise ValueError(f"a non-square similarity {tuple(s.shape)} needs an explicit positives matrix")
+        positives = torch.eye(s.shape[0], dtype=torch.bool)
+    positives = torch.as_tensor(positives, dtype=torch.bool)
+    if positives.shape != s.shape:
+        raise ValueError(f"positives shape {tuple(positives.shape)} != similarity shape {tuple(s.shape)}")
+    out: dict[str, float] = {}
+    for k in ks:
+        k_t, k_i = min(k, s.shape[1]), min(k, s.shape[0])
+        top_t = s.topk(k_t, dim=1).indices  # (N_img, k)
+        i2t = positives.gather(1, top_t).any(1)
+        top_i = s.t().topk(k_i, dim=1).indices  # (N_txt, k)
+        t2i = positives.t().gather(1, top_i).any(1)
+        out[f"i2t_r{k}"] = float(i2t.float().mean())
+        out[f"t2i_r{k}"] = float(t2i.float().mean())
+    return out

@@ -1,0 +1,225 @@
+"""Train the in-project small CLIP on rendered views and generated captions.
+
+    python -m world_model.ssg.train_clip --out runs/clip/small --steps 6000
+
+Symmetric InfoNCE (``clip_loss``) with soft targets so that identical captions
+in a batch are not each other's negatives; AdamW with linear warm-up and cosine
+decay; a resumable checkpoint (model, optimiser, step, RNG) every
+``eval_every`` steps; held-out image->text and text->image recall@1/@5 on the
+val-split scenes, logged to ``<out>/log.jsonl``; the final model is written as a
+standard Hugging Face CLIP directory (``<out>/clip-small``), loadable with
+``world_model.ssg.clip.load_clip``. ``main(cfg)`` is what the CLI calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from world_model.ssg.clip import (SmallClipSpec, SpatialClip, build_small_clip, build_word_tokenizer, clip_loss,
+                                  grammar_vocabulary, load_clip, recall_at_k)
+
+
+@dataclass
+class ClipTrainConfig:
+    """Hyper-parameters of small-CLIP training (one field per knob)."""
+
+    out: str = "runs/clip/small"  # run directory: data cache, checkpoint, log, final model
+    train_scenes: int = 400  # procgen train-split scenes rendered for training
+    val_scenes: int = 40  # procgen val-split scenes for held-out recall
+    views_per_scene: int = 40  # captioned views per scene (fewer survive the min-area filter)
+    image_size: int = 64  # CLIP input resolution
+    steps: int = 6000  # optimiser steps
+    batch_size: int = 128
+    lr: float = 5e-4
+    weight_decay: float = 0.1  # on weight matrices only (not norms, biases, embeddings' scale)
+    warmup: int = 200
+    eval_every: int = 250  # steps between val recall + checkpoint
+    max_shift: int = 4  # random translation augmentation, pixels (no flips: they swap left/right)
+    threads: int = 1  # torch CPU threads (the machine is shared)
+    seed: int = 0
+    export: str = ""  # also copy the final model here (e.g. the package's shipped weights dir)
+    spec: SmallClipSpec = field(default_factory=SmallClipSpec)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ClipTrainConfig":
+        d = dict(d)
+        spec = d.pop("spec", None)
+        known = {f.name for f in fields(cls)}
+        bad = sorted(set(d) - known)
+        if bad:
+            raise ValueError(f"unknown CLIP training options {bad}; known: {sorted(known)}")
+        cfg = cls(**d)
+        if spec:
+            cfg.spec = SmallClipSpec(**dict(spec))
+        return cfg
+
+
+def load_or_build_data(cfg: ClipTrainConfig) -> tuple[dict, dict]:
+    """Render (once) and cache the train/val pairs under ``<out>/data``."""
+    from world_model.ssg.clip_data import build_split, load_shard, save_shard
+
+    out = Path(cfg.out) / "data"
+    shards = {}
+    for split, n in (("train", cfg.train_scenes), ("val", cfg.val_scenes)):
+        path = out / f"{split}_{n}x{cfg.views_per_scene}_{cfg.image_size}.npz"
+        if not path.is_file():
+            t0 = time.time()
+            save_shard(path, build_split(split, n, cfg.views_per_scene, seed=cfg.seed, image_size=cfg.image_size))
+            print(f"rendered {split} pairs -> {path} in {time.time() - t0:.0f}s", flush=True)
+        shards[split] = load_shard(path)
+    return shards["train"], shards["val"]
+
+
+def _augment(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Random translation by up to ``max_shift`` px (replicate padding), per image."""
+    if max_shift <= 0:
+        return x
+    n, _, h, w = x.shape
+    xp = F.pad(x, (max_shift,) * 4, mode="replicate")
+    dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen)
+    dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen)
+    return torch.stack([xp[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+
+
+@torch.no_grad()
+def evaluate_recall(clip: SpatialClip, images: np.ndarray, captions: np.ndarray, batch: int = 256) -> dict:
+    """Held-out retrieval: images vs the set of distinct captions.
+
+    image->text: rank all distinct captions for each image, hit if its own caption
+    is in the top k. text->image: rank all images for each distinct caption, hit
+    if any image with that caption is in the top k.
+    """
+    clip.eval()
+    uniq, inverse = np.unique(captions, return_inverse=True)
+    img = torch.cat([clip.encode_images(images[i:i + batch]) for i in range(0, len(images), batch)])
+    txt = torch.cat([clip.encode_texts(list(uniq[i:i + batch])) for i in range(0, len(uniq), batch)])
+    positives = torch.zeros(len(images), len(uniq), dtype=torch.bool)
+    positives[torch.arange(len(images)), torch.as_tensor(inverse.reshape(-1))] = True
+    res = recall_at_k(img @ txt.t(), (1, 5), positives)
+    res.update(num_images=len(images), num_captions=len(uniq))
+    return res
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.ndim >= 2 and "embedding" not in name else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def main(cfg: ClipTrainConfig | dict | None = None) -> dict:
+    """Train (or resume) and return the final val recall metrics."""
+    cfg = ClipTrainConfig.from_dict(cfg) if isinstance(cfg, dict) else (cfg or ClipTrainConfig())
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    train, val = load_or_build_data(cfg)
+    print(f"{len(train['images'])} train pairs ({len(set(train['captions']))} captions), "
+          f"{len(val['images'])} val pairs", flush=True)
+
+    tokenizer = build_word_tokenizer(grammar_vocabulary(list(train["captions"]) + list(val["captions"])),
+                                     max_length=cfg.spec.max_text_len)
+    clip = build_small_clip(tokenizer, cfg.spec, seed=cfg.seed)
+    opt = torch.optim.AdamW(_param_groups(clip.model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+
+    def lr_at(step: int) -> float:
+        if step < cfg.warmup:
+            return cfg.lr * (step + 1) / cfg.warmup
+        t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    step, ckpt = 0, out / "checkpoint.pt"
+    gen = torch.Generator().manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    if ckpt.is_file():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        clip.model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        gen.set_state(state["torch_rng"])
+        rng.bit_generator.state = state["np_rng"]
+        print(f"resumed from {ckpt} at step {step}", flush=True)
+
+    images = torch.from_numpy(train["images"])
+    captions = train["captions"]
+    log = (out / "log.jsonl").open("a")
+    clip.model.train()
+    t0, seen = time.time(), 0
+    metrics: dict = {}
+    n = len(images)
+    if n < cfg.batch_size:
+        raise ValueError(f"only {n} training pairs for batch_size {cfg.batch_size}: render more scenes")
+    while step < cfg.steps:
+        idx = rng.choice(n, cfg.batch_size, replace=False)
+        pix = _augment(clip.preprocess(images[idx]), cfg.max_shift, gen)
+        caps = captions[idx]
+        same = torch.as_tensor(caps[:, None] == caps[None, :], dtype=torch.float32)
+        targets = same / same.sum(1, keepdim=True)
+        tok = clip.tokenize(list(caps))
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        loss = clip_loss(clip.image_embeds(pix), clip.text_embeds(**tok), clip.logit_scale(), targets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(clip.model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():  # CLIP's clamp: temperature at most 100
+            clip.model.logit_scale.clamp_(0, math.log(100))
+        step += 1
+        seen += cfg.batch_size
+        if step % 25 == 0:
+            print(f"step {step} loss {loss.item():.4f} lr {lr_at(step):.2e} "
+                  f"{seen / (time.time() - t0):.1f} img/s", flush=True)
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            metrics = evaluate_recall(clip, val["images"], val["captions"])
+            clip.model.train()
+            rec = {"step": step, "loss": float(loss), "time_s": time.time() - t0, **metrics}
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            print(json.dumps(rec), flush=True)
+            tmp = ckpt.with_suffix(".tmp")
+            torch.save({"model": clip.model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                        "torch_rng": gen.get_state(), "np_rng": rng.bit_generator.state}, tmp)
+            tmp.replace(ckpt)  # atomic: a kill mid-save keeps the previous checkpoint
+            clip.save_pretrained(out / "clip-small")
+    if not metrics:
+        metrics = evaluate_recall(clip, val["images"], val["captions"])
+    clip.save_pretrained(out / "clip-small")
+    if cfg.export:
+        clip.save_pretrained(cfg.export)
+    (out / "final_metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def _cli(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    for f in fields(ClipTrainConfig):
+        if f.name == "spec":
+            continue
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+    p.add_argument("--eval-only", default="", help="a CLIP directory to evaluate on the val pairs instead of training")
+    a = vars(p.parse_args(argv))
+    eval_only = a.pop("eval_only")
+    cfg = ClipTrainConfig(**a)
+    if eval_only:
+        torch.set_num_threads(cfg.threads)
+        _, val = load_or_build_data(cfg)
+        print(json.dumps(evaluate_recall(load_clip(eval_only), val["images"], val["captions"]), indent=2))
+        return
+    print(json.dumps(main(cfg), indent=2))
+
+
+if __name__ == "__main__":
+    _cli()

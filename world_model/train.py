@@ -1,0 +1,401 @@
+"""Train the Video4Spatial world model with flow matching (as Wan), on one CPU or many GPUs.
+
+Objective (rectified flow / flow matching; Lipman et al. 2023, Esser et al. 2024, Wan 2025):
+
+    x_t = (1 - t) * x0 + t * eps,   target velocity  v* = eps - x0,
+    loss = || v_theta(x_t, t | ctx, instr) - v* ||^2   over target (and bbox) tokens only.
+
+``t`` is drawn logit-normal (``sigmoid(N(m, s))``, SD3) or uniform, then shifted
+as Wan's / SD3's scheduler does: ``t' = shift * t / (1 + (shift - 1) * t)``.
+Condition dropout makes joint CFG possible: with probability ``p_drop_context``
+the context frames become pure noise, with ``p_drop_text`` the instruction
+becomes the learned null embedding, and with ``p_drop_both`` both.
+
+Accelerate runs the same script on a CPU or under ``accelerate launch`` (DDP,
+many GPUs/nodes). Checkpoints (model, EMA, optimizer, RNG, step) go to
+``out_dir/ckpt/step_XXXXXXXX`` every ``ckpt_every_steps`` steps or
+``ckpt_every_minutes`` minutes; a restarted run resumes from the newest one.
+The EMA weights are also exported as a loadable pipeline to ``out_dir/pipeline``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .latents import encode_frames
+from .model import SMALL_TRANSFORMER_CONFIG, Video4SpatialModel
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs (``configs/world_model/*.yaml`` -> ``train:``).
+
+    Attributes:
+        data_dir: a directory written by ``world_model.data.collect``.
+        out_dir: checkpoints, log file, exported pipeline.
+        transformer: ``WanTransformer3DModel`` kwargs (default: the CPU-sized config).
+        text_encoder: "minilm" or "umt5:<wan dir>".
+        text_len: instruction tokens.
+        target_index_offset: RoPE gap between the last context frame and the first target.
+        init_from: optional pipeline dir (or Wan checkpoint dir with ``wan=True``) to start from.
+        wan: ``init_from`` is a Wan diffusers checkpoint (loads its transformer + VAE).
+        autoencoder: optional path of a saved autoencoder (latent space); None = pixel space.
+        frame_size: model frame size (pixels, square).
+        num_context, num_target, num_bbox: frames per sample (K, T, B).
+        contiguous_context: the contiguous-context ablation.
+        batch_size: per process.
+        lr, weight_decay, warmup_steps, grad_clip: AdamW and schedule (linear warm-up, then constant).
+        max_steps: stop after this many optimizer steps (total, across resumes).
+        max_minutes: stop after this many minutes of this invocation (None: no limit).
+        t_sampling: "logit_normal" or "uniform"; logit_mean, logit_std; shift.
+        p_drop_context, p_drop_text, p_drop_both: condition dropout probabilities.
+        ema_decay: EMA decay (with diffusers' warm-up: min(decay, (1+n)/(10+n))).
+        ckpt_every_steps, ckpt_every_minutes, keep_checkpoints: checkpointing.
+        log_every: steps between log lines.
+        num_workers: DataLoader workers.
+        mixed_precision: "no", "fp16" or "bf16" (Accelerate).
+        seed: global seed.
+        num_threads: torch CPU threads (None: leave torch's default).
+    """
+
+    data_dir: str = "runs/wm/data/train"
+    out_dir: str = "runs/wm"
+    transformer: dict[str, Any] = field(default_factory=lambda: dict(SMALL_TRANSFORMER_CONFIG))
+    text_encoder: str = "minilm"
+    text_len: int = 32
+    target_index_offset: int = 1
+    init_from: str | None = None
+    wan: bool = False
+    autoencoder: str | None = None
+    frame_size: int = 32
+    num_context: int = 6
+    num_target: int = 4
+    num_bbox: int = 1
+    contiguous_context: bool = False
+    batch_size: int = 16
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 200
+    grad_clip: float = 1.0
+    max_steps: int = 200_000
+    max_minutes: float | None = None
+    t_sampling: str = "logit_normal"
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    shift: float = 1.0
+    p_drop_context: float = 0.1
+    p_drop_text: float = 0.1
+    p_drop_both: float = 0.1
+    ema_decay: float = 0.999
+    ckpt_every_steps: int = 1000
+    ckpt_every_minutes: float = 5.0
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    num_workers: int = 0
+    mixed_precision: str = "no"
+    seed: int = 0
+    num_threads: int | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown train config key(s) {unknown}; valid keys: {sorted(names)}")
+        return cls(**d)
+
+
+# ----------------------------------------------------------------------------- flow matching
+def sample_t(n: int, cfg: TrainConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Noise levels t in (0, 1): logit-normal or uniform, then Wan/SD3's shift."""
+    if cfg.t_sampling == "logit_normal":
+        t = torch.sigmoid(cfg.logit_mean + cfg.logit_std * torch.randn(n, generator=generator))
+    elif cfg.t_sampling == "uniform":
+        t = torch.rand(n, generator=generator)
+    else:
+        raise ValueError(f"t_sampling must be 'logit_normal' or 'uniform', got {cfg.t_sampling!r}")
+    return cfg.shift * t / (1 + (cfg.shift - 1) * t)
+
+
+def condition_dropout(ctx: torch.Tensor, text: torch.Tensor, null: torch.Tensor, cfg: TrainConfig,
+                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Replace the context by noise / the instruction by null per sample; returns (ctx, text, mode).
+
+    mode per sample: 0 kept, 1 context dropped, 2 instruction dropped, 3 both.
+    """
+    b = ctx.shape[0]
+    u = torch.rand(b, generator=generator)
+    p1, p2, p3 = cfg.p_drop_context, cfg.p_drop_text, cfg.p_drop_both
+    mode = torch.zeros(b, dtype=torch.long)
+    mode[u < p1] = 1
+    mode[(u >= p1) & (u < p1 + p2)] = 2
+    mode[(u >= p1 + p2) & (u < p1 + p2 + p3)] = 3
+    mode = mode.to(ctx.device)
+    drop_c = ((mode == 1) | (mode == 3)).view(b, 1, 1, 1, 1)
+    drop_t = ((mode == 2) | (mode == 3)).view(b, 1, 1)
+    noise = torch.randn(ctx.shape, generator=generator).to(ctx.device, ctx.dtype)
+    ctx = torch.where(drop_c, noise, ctx)
+    text = torch.where(drop_t, null.to(text.dtype).expand_as(text), text)
+    return ctx, text, mode
+
+
+def flow_matching_loss(model, ctx, target, text, ctx_idx, t, noise=None) -> torch.Tensor:
+    """Mean squared velocity error over the target frames: ``|| v(x_t) - (eps - x0) ||^2``."""
+    eps = torch.randn_like(target) if noise is None else noise
+    tt = t.view(-1, 1, 1, 1, 1).to(target.dtype)
+    x_t = (1 - tt) * target + tt * eps
+    v = model(context_latents=ctx, noisy_latents=x_t, timestep=t * 1000.0,
+              encoder_hidden_states=text, context_indices=ctx_idx)
+    return F.mse_loss(v.float(), (eps - target).float())
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
+    d = Path(out_dir) / "ckpt"
+    if not d.is_dir():
+        return None
+    cands = sorted(p for p in d.glob("step_*") if (p / "train_state.json").exists())
+    return cands[-1] if cands else None
+
+
+def build_model(cfg: TrainConfig) -> Video4SpatialModel:
+    if cfg.init_from and cfg.wan:
+        return Video4SpatialModel.from_wan_pretrained(cfg.init_from, text_encoder=cfg.text_encoder
+                                                      if cfg.text_encoder != "minilm" else None)
+    if cfg.init_from:
+        from .pipeline import Video4SpatialPipeline
+
+        return Video4SpatialPipeline.from_pretrained(cfg.init_from).model
+    return Video4SpatialModel(
+        transformer_config=dict(cfg.transformer), text_len=cfg.text_len, text_encoder=cfg.text_encoder,
+        target_index_offset=cfg.target_index_offset, frame_size=(cfg.frame_size, cfg.frame_size),
+        latent_space="pixel" if cfg.autoencoder is None else "autoencoder",
+    )
+
+
+def load_autoencoder(cfg: TrainConfig):
+    if cfg.autoencoder is None:
+        return None
+    if cfg.wan:
+        from diffusers import AutoencoderKLWan
+
+        return AutoencoderKLWan.from_pretrained(cfg.autoencoder, subfolder="vae")
+    from .autoencoder import FrameAutoencoder
+
+    return FrameAutoencoder.from_pretrained(cfg.autoencoder)
+
+
+def export_pipeline(model, ema, cfg: TrainConfig, autoencoder, path: Path) -> None:
+    """Save the EMA weights as a ``Video4SpatialPipeline`` (what eval and the agent load)."""
+    import copy
+
+    from .pipeline import Video4SpatialPipeline, make_scheduler
+
+    m = copy.deepcopy(model).eval()
+    if ema is not None:
+        ema.copy_to(m.parameters())
+    pipe = Video4SpatialPipeline(m, make_scheduler(cfg.shift), autoencoder=autoencoder,
+                                 num_target_frames=cfg.num_target, num_bbox_frames=cfg.num_bbox)
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp)
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.replace(path)
+
+
+# ----------------------------------------------------------------------------- training
+def _infinite(loader):
+    while True:
+        yield from loader
+
+
+def train(cfg: TrainConfig, dataset=None) -> dict[str, Any]:
+    """Run (or resume) training; returns a summary dict (final step, last loss, s/step).
+
+    ``dataset`` overrides ``cfg.data_dir`` (any map-style dataset yielding the
+    items of ``ContextVideoDataset``).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from diffusers.training_utils import EMAModel
+    from tqdm import tqdm
+
+    from .data import ContextVideoDataset
+    from .text_encoder import load_text_encoder
+
+    if cfg.num_threads:
+        torch.set_num_threads(int(cfg.num_threads))
+    out = Path(cfg.out_dir)
+    acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    set_seed(cfg.seed + acc.process_index)
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    log_path = out / "train.log"
+
+    def log(msg: str) -> None:
+        if acc.is_main_process:
+            with open(log_path, "a") as f:
+                f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + msg + "\n")
+
+    if dataset is None:
+        dataset = ContextVideoDataset(cfg.data_dir, cfg.num_context, cfg.num_target, cfg.num_bbox,
+                                      cfg.frame_size, cfg.contiguous_context, seed=cfg.seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                                         num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
+    model = build_model(cfg)
+    autoencoder = load_autoencoder(cfg)
+    if autoencoder is not None:
+        autoencoder.requires_grad_(False).eval().to(acc.device)
+    text_encoder = load_text_encoder(model.config.text_encoder, max_length=model.config.text_len)
+    ema = EMAModel(model.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, inv_gamma=1.0, power=2 / 3)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
+    model, opt, loader, sched = acc.prepare(model, opt, loader, sched)
+    acc.register_for_checkpointing(ema)
+
+    step = 0
+    ckpt = latest_checkpoint(out)
+    if ckpt is not None:
+        acc.load_state(str(ckpt))
+        step = int(json.loads((ckpt / "train_state.json").read_text())["step"])
+        log(f"resumed from {ckpt} at step {step}")
+        # fresh data order after a resume instead of replaying the first batches
+        set_seed(cfg.seed + 1000 * step + acc.process_index)
+    else:
+        log(f"start: {sum(p.numel() for p in acc.unwrap_model(model).parameters()) / 1e6:.2f}M params, "
+            f"{len(dataset)} samples, config {json.dumps(dataclasses.asdict(cfg))}")
+    ema.to(acc.device)
+
+    saved = {"step": step}
+
+    def save(step: int) -> None:
+        saved["step"] = step
+        acc.wait_for_everyone()
+        if not acc.is_main_process:
+            return
+        d = out / "ckpt" / f"step_{step:08d}"
+        acc.save_state(str(d))
+        (d / "train_state.json").write_text(json.dumps({"step": step, "time": time.time()}))
+        old = sorted((out / "ckpt").glob("step_*"))[: -max(1, cfg.keep_checkpoints)]
+        for p in old:
+            shutil.rmtree(p, ignore_errors=True)
+        export_pipeline(acc.unwrap_model(model), ema, cfg, autoencoder, out / "pipeline")
+        log(f"checkpoint {d.name}")
+
+    t_start = time.time()
+    t_last_ckpt = time.time()
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="train wm", disable=not acc.is_main_process,
+               dynamic_ncols=True)
+    it = _infinite(loader)
+    losses, t_window = [], time.time()
+    loss_val = float("nan")
+    start_step = step
+    null = acc.unwrap_model(model).null_text_embedding
+    model.train()
+    while step < cfg.max_steps:
+        if cfg.max_minutes is not None and (time.time() - t_start) / 60 >= cfg.max_minutes:
+            log(f"max_minutes={cfg.max_minutes} reached at step {step}")
+            break
+        batch = next(it)
+        with torch.no_grad():
+            ctx = encode_frames(batch["context"], autoencoder, device=acc.device)
+            tgt = encode_frames(batch["target"], autoencoder, device=acc.device)
+            text = text_encoder.encode(list(batch["instruction"])).to(acc.device)
+        ctx_idx = batch["context_indices"].to(acc.device)
+        with acc.accumulate(model):
+            ctx_d, text_d, _ = condition_dropout(ctx, text, null[None], cfg)
+            t = sample_t(ctx.shape[0], cfg).to(acc.device)
+            loss = flow_matching_loss(model, ctx_d, tgt, text_d, ctx_idx, t)
+            acc.backward(loss)
+            if acc.sync_gradients and cfg.grad_clip:
+                acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+        if acc.sync_gradients:
+            ema.step(acc.unwrap_model(model).parameters())
+            step += 1
+            loss_val = float(loss.detach())
+            losses.append(loss_val)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_val:.4f}")
+            if step % cfg.log_every == 0:
+                dt = (time.time() - t_window) / len(losses)
+                log(f"step {step} loss {np.mean(losses):.5f} lr {sched.get_last_lr()[0]:.2e} "
+                    f"{dt:.2f}s/step {cfg.batch_size * acc.num_processes / dt:.1f} samples/s")
+                losses, t_window = [], time.time()
+            if step % cfg.ckpt_every_steps == 0 or (time.time() - t_last_ckpt) / 60 >= cfg.ckpt_every_minutes:
+                save(step)
+                t_last_ckpt = time.time()
+    bar.close()
+    if step > saved["step"]:
+        save(step)
+    elapsed = time.time() - t_start
+    summary = {"step": step, "loss": loss_val, "s_per_step": elapsed / max(1, step - start_step),
+               "out_dir": str(out)}
+    log(f"finished: {json.dumps(summary)}")
+    return summary
+
+
+def main(cfg=None) -> dict[str, Any]:
+    """Entry point for ``spatialnav train`` (a ``world_model`` config node) or the command line.
+
+    ``cfg`` may be a :class:`TrainConfig`, a mapping of its keys, or a
+    ``configs/world_model/*.yaml`` node with a ``train:`` section (and an optional
+    ``model:`` section whose keys are merged in). With ``cfg=None`` the command
+    line is read: ``python -m world_model.train [config=FILE.yaml] key=value ...``.
+    """
+    if cfg is None:
+        cfg = _from_argv(sys.argv[1:])
+    if isinstance(cfg, TrainConfig):
+        return train(cfg)
+    try:
+        from omegaconf import OmegaConf
+
+        if OmegaConf.is_config(cfg):
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    d = dict(cfg)
+    if "train" in d:
+        flat = dict(d.get("model") or {})
+        flat.update(d["train"] or {})
+        d = flat
+    return train(TrainConfig.from_dict(d))
+
+
+def _from_argv(argv: list[str]) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    base = OmegaConf.create({})
+    rest = []
+    for a in argv:
+        if a.startswith("config="):
+            base = OmegaConf.load(a.split("=", 1)[1])
+        else:
+            rest.append(a)
+    node = OmegaConf.to_container(base, resolve=True) or {}
+    if "train" in node:
+        flat = dict(node.get("model") or {})
+        flat.update(node["train"] or {})
+        node = flat
+    merged = OmegaConf.merge(OmegaConf.create(node), OmegaConf.from_dotlist(rest))
+    return OmegaConf.to_container(merged, resolve=True)
+
+
+if __name__ == "__main__":
+    main()
