@@ -1,0 +1,11 @@
+"""Agents, the episode runner and the ``spatialnav`` CLI.
+
+``agent.base``: the ``Agent`` protocol and the name -> factory registry;
+``agent.baselines``: Random and (privileged) Oracle; ``agent.runner``:
+resumable evaluation; ``agent.video``: episode videos and pictures;
+``agent.cli``: the console script.
+"""
+
+from agent.base import Agent, available_agents, make_agent, register_agent
+
+__all__ = ["Agent", "available_agents", "make_agent", "register_agent"]

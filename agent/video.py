@@ -61,6 +61,20 @@ def episode_strip(obs_frames: Sequence[np.ndarray], final_map: np.ndarray, n: in
     return np.concatenate(row[:-1], axis=1)
 
 
+def add_caption(img: np.ndarray, text: str, band: int = 22) -> np.ndarray:
+    """A white band with ``text`` above ``img``."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    out = Image.new("RGB", (img.shape[1], img.shape[0] + band), (255, 255, 255))
+    out.paste(Image.fromarray(img), (0, band))
+    try:
+        font = ImageFont.load_default(size=14)
+    except TypeError:  # Pillow < 10.1 has no sized default font
+        font = ImageFont.load_default()
+    ImageDraw.Draw(out).text((6, 3), text, fill=(20, 20, 20), font=font)
+    return np.asarray(out)
+
+
 def record_episode(env, agent, episode_index: int = 0, seed: int | None = 0) -> dict:
     """Run one episode, keeping each egocentric RGB and the final map and render frame."""
     obs, info = env.reset(seed=seed, options={"episode_index": int(episode_index)})
@@ -93,6 +107,10 @@ def save_episode_picture(path: str | os.PathLike, agent: str = "oracle", split: 
     finally:
         env.close()
     strip = episode_strip(rec["rgb"], rec["map"], n=n_frames, height=height)
+    info = rec["info"]
+    caption = (f'"{rec["instruction"]}"   {agent}: success {info["success"]:.0f}, SPL {info["spl"]:.2f}, '
+               f'{info["steps"]:.0f} steps')
+    strip = add_caption(strip, caption)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(strip).save(path, optimize=True)

@@ -349,7 +349,8 @@ def episodes_for_scene(scene: Scene, grid, renderer, rng: np.random.Generator, n
         yaw = wrap_angle(math.radians(TURN_DEG) * int(rng.integers(12)))
         same = [o for o in instances if o.id != target.id and o.category == target.category
                 and o.color == target.color]
-        assert resolve(spec, instances) == [target]
+        if resolve(spec, instances) != [target]:  # describe() guarantees it; never write a wrong episode
+            raise RuntimeError(f"{scene.scene_id}: instruction {spec.to_dict()} does not single out {target.id}")
         out.append(NavEpisode(
             episode_id=f"{id_prefix}{len(out)}",
             scene_id=scene.scene_id,

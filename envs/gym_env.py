@@ -13,6 +13,8 @@ discrete action (``envs.actions``: 0 STOP, 1 MOVE_FORWARD 0.25 m, 2 TURN_LEFT
 * ``info``: success, spl, softspl, distance_to_goal, path_length, collisions,
   steps (``envs.metrics``), collided (the last action was blocked),
   episode_id, scene_id.
+* reward: sparse, the episode's success (0 or 1) on STOP and 0 otherwise; this
+  is an evaluation env, so shaping is left to wrappers.
 
 Episodes come from ``episodes`` (a list of ``NavEpisode`` or a json.gz path)
 or are generated for ``split``. ``reset(seed=s)`` picks the episode from the
@@ -47,6 +49,9 @@ INSTRUCTION_MAX_LENGTH = 256
 
 _TURN = math.radians(TURN_ANGLE_DEG)
 _MAX_CACHED_SCENES = 8  # renderer + grid per scene; a few hundred MB at most
+# Generated episode lists per (split, n, seed): several envs in one process (the
+# demo's agents, a SyncVectorEnv) share one generation. Episodes are read-only here.
+_GENERATED: OrderedDict[tuple, list] = OrderedDict()
 
 
 def wrap_angle(a: float) -> float:
@@ -78,6 +83,34 @@ def episode_start_pose(episode) -> np.ndarray:
 
     xyz = from_habitat_position(episode.start_position)
     return np.array([xyz[0], xyz[1], habitat_rotation_to_yaw(episode.start_rotation)])
+
+
+def point_field_distance(grid, field: np.ndarray, x: float, y: float) -> float:
+    """``grid.field_distance(field, (x, y))`` for a single point:
+
+        d(p) = min over the 3x3 cells c around p of field[c] + |p - centre(c)|
+
+    (see ``NavGrid.field_distance``; tests check the two agree). inf if none is reachable.
+    """
+    cs = grid.cell_size
+    ox, oy = float(grid.origin[0]), float(grid.origin[1])
+    col = math.floor((x - ox) / cs)
+    row = math.floor((y - oy) / cs)
+    rows, cols = field.shape
+    best = math.inf
+    for r in (row - 1, row, row + 1):
+        if r < 0 or r >= rows:
+            continue
+        cy = oy + (r + 0.5) * cs
+        for c in (col - 1, col, col + 1):
+            if c < 0 or c >= cols:
+                continue
+            f = field[r, c]
+            if f < best:
+                d = f + math.hypot(x - (ox + (c + 0.5) * cs), y - cy)
+                if d < best:
+                    best = d
+    return float(best)
 
 
 @dataclass
@@ -177,6 +210,8 @@ class ObjectNavEnv(gym.Env):
         self.path: list[np.ndarray] = []
         self.episode_index = -1
         self._goals_xy = np.zeros((0, 2))
+        self._goal_field = None
+        self._start_cs = (1.0, 0.0)
         self._last_obs: dict | None = None
         self._done = True
         self._collided = False
@@ -192,7 +227,12 @@ class ObjectNavEnv(gym.Env):
         from envs import episodes as ep_mod
 
         if source is None:
-            eps = ep_mod.generate_episodes(split, self.n_episodes, seed=self.episode_seed)
+            key = (split, self.n_episodes, self.episode_seed)
+            if key not in _GENERATED:
+                _GENERATED[key] = ep_mod.generate_episodes(split, self.n_episodes, seed=self.episode_seed)
+                while len(_GENERATED) > 4:
+                    _GENERATED.popitem(last=False)
+            eps = list(_GENERATED[key])
             origin = f"generate_episodes({split!r}, n={self.n_episodes}, seed={self.episode_seed})"
         elif isinstance(source, (str, os.PathLike)):
             if not os.path.exists(source):
@@ -260,8 +300,8 @@ class ObjectNavEnv(gym.Env):
         if "episode_file" in options:
             self._episodes = self._load_episodes(options["episode_file"], self.split)
         elif "split" in options and options["split"] != self.split:
+            self._episodes = self._load_episodes(None, options["split"])  # raises before any change
             self.split = options["split"]
-            self._episodes = self._load_episodes(None, self.split)
         n = len(self.episodes)
         if options.get("episode_index") is not None:
             idx = int(options["episode_index"])
@@ -287,6 +327,9 @@ class ObjectNavEnv(gym.Env):
         if len(vp) == 0:
             raise ValueError(f"episode {ep.episode_id} has no view points; regenerate the episode file")
         self._goals_xy = vp[:, :2]
+        # One geodesic field per episode; each step is then a local lookup.
+        self._goal_field = self.grid.geodesic_field(self._goals_xy)
+        self._start_cs = (math.cos(self.start_pose[2]), math.sin(self.start_pose[2]))
         d0 = float(ep.geodesic_distance)
         if not math.isfinite(d0):
             raise ValueError(f"episode {ep.episode_id}: goal unreachable from the start (d0={d0})")
@@ -323,13 +366,18 @@ class ObjectNavEnv(gym.Env):
         return obs, 0.0 if not terminated else float(m.success), terminated, truncated, self._info()
 
     def _distance_to_goal(self) -> float:
-        return float(self.grid.geodesic_distance(self.pose[:2], self._goals_xy))
+        """Geodesic distance to the nearest view point: ``NavGrid.field_distance`` for one
+        point, evaluated with scalar math (the vectorised version costs ~10x more per step)."""
+        return point_field_distance(self.grid, self._goal_field, self.pose[0], self.pose[1])
 
     def _observe(self) -> dict:
         out = self.renderer.render(self.pose, outputs=("rgb", "depth"))
         rgb = np.asarray(out["rgb"]).reshape(self.height, self.width, 3)
         depth = np.asarray(out["depth"], np.float32).reshape(self.height, self.width, 1)
-        gps = world_to_start_frame(self.pose[:2], self.start_pose).astype(np.float32)
+        # gps = R(-yaw0) (xy - xy0), scalar math: this runs every step.
+        dx, dy = self.pose[0] - self.start_pose[0], self.pose[1] - self.start_pose[1]
+        c, s = self._start_cs
+        gps = np.array([dx * c + dy * s, -dx * s + dy * c], np.float32)
         compass = np.array([wrap_angle(self.pose[2] - self.start_pose[2])], np.float32)
         obs = {"rgb": rgb, "depth": depth, "gps": gps, "compass": compass,
                "instruction": self.episode.instruction}
@@ -439,8 +487,12 @@ def _map_background(grid) -> np.ndarray:
 
 
 def _cells(grid, xy: np.ndarray) -> np.ndarray:
-    """World xy (N, 2) -> float (row, col) of the containing cells' centres."""
-    row, col = grid.world_to_cell(np.asarray(xy, np.float64).reshape(-1, 2))
+    """World xy (N, 2) -> continuous (row, col) grid coordinates (cell (r, c) spans [r, r+1))."""
+    xy = np.asarray(xy, np.float64).reshape(-1, 2)
+    origin, cs = getattr(grid, "origin", None), getattr(grid, "cell_size", None)
+    if origin is not None and cs is not None and _rows_grow_with_y(grid):
+        return np.stack([(xy[:, 1] - origin[1]) / cs, (xy[:, 0] - origin[0]) / cs], -1)
+    row, col = grid.world_to_cell(xy)  # other grid layouts: cell centres
     return np.stack([np.asarray(row, np.float64), np.asarray(col, np.float64)], -1).reshape(-1, 2) + 0.5
 
 
@@ -461,16 +513,16 @@ def draw_topdown(base: np.ndarray, grid, path_xy: np.ndarray, pose: np.ndarray, 
         rc = _cells(grid, xy) * scale
         return [(float(c), float(r)) for r, c in rc]
 
+    r = max(1.5, 1.5 * scale)
+    for x, y in px(view_points_xy):
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=(120, 200, 130))
     if target is not None:
         corners = np.asarray(target.corners())[:, :2]
         # corners() enumerates (sx, sy, sz); the four with sz=-1 in ring order:
         ring = corners[[0, 2, 6, 4]]
-        draw.polygon(px(ring), outline=(220, 30, 30), fill=(240, 120, 120))
-    r = max(1.5, 1.5 * scale)
-    for x, y in px(view_points_xy):
-        draw.ellipse([x - r, y - r, x + r, y + r], fill=(40, 170, 60))
+        draw.polygon(px(ring), outline=(200, 0, 0), fill=(235, 60, 60))
     if len(path_xy) > 1:
-        draw.line(px(path_xy), fill=(40, 90, 220), width=max(1, int(scale * 0.6)))
+        draw.line(px(path_xy), fill=(40, 90, 220), width=max(2, int(round(scale * 0.8))))
     (ax, ay), = px(pose[None, :2])
     cell = getattr(grid, "cell_size", 0.05)
     length = 0.35 / cell * scale

@@ -50,7 +50,7 @@ lamp).
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -405,7 +405,7 @@ def describe(target: ObjectInstance, instances: Sequence[ObjectInstance],
         if _sound(with_room, target, instances):
             spec = with_room
     if not _sound(spec, target, instances):  # adding attributes is monotone; guard anyway
-        raise AssertionError(f"describe produced an unsound spec {spec.to_dict()} for instance {target.id}")
+        raise RuntimeError(f"describe produced an unsound spec {spec.to_dict()} for instance {target.id}")
     return spec
 
 

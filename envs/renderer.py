@@ -131,23 +131,30 @@ class Renderer:
         return float(self.scene.floor_z + self.sensor_height)
 
     def _rays(self, poses: np.ndarray, pitch) -> np.ndarray:
+        """Rays (N, H*W, 6) float32 for N poses, written into a reused buffer.
+
+        One matmul builds origins and directions together: with per-pixel rows
+        h = (right, up, 1) and a per-pose (3, 6) matrix M = [[0 | R^T rows], ...] whose
+        last row also carries the camera position, h @ M = (o_x, o_y, o_z, d_x, d_y, d_z).
+        """
         n, p = len(poses), len(self._cam_dirs)
         if self._buf is None or self._buf.shape[0] != n:
             self._buf = np.empty((n, p, 6), np.float32)
-        buf = self._buf
         if pitch is None:
             pit = None
         else:
             pit = np.broadcast_to(np.asarray(pitch, np.float64).reshape(-1), (n,))
             if not np.isfinite(pit).all():
                 raise ValueError("pitch contains NaN or inf")
-        rot = camera_rotations(poses[:, 2], pit).astype(np.float32)  # (N, 3, 3)
-        # dirs_world = cam_dirs @ R^T, all poses in one batched matmul.
-        buf[:, :, 3:6] = np.matmul(self._cam_dirs[None], rot.transpose(0, 2, 1))
-        buf[:, :, 0] = poses[:, 0, None]
-        buf[:, :, 1] = poses[:, 1, None]
-        buf[:, :, 2] = self.camera_z
-        return buf
+        rot = camera_rotations(poses[:, 2], pit)  # (N, 3, 3), columns right, up, forward
+        m = np.zeros((n, 3, 6), np.float32)
+        m[:, :, 3:] = rot.transpose(0, 2, 1)  # d = right*r + up*u + forward*1
+        m[:, 2, 0], m[:, 2, 1], m[:, 2, 2] = poses[:, 0], poses[:, 1], self.camera_z  # o = 1 * pos
+        if n == 1:
+            np.matmul(self._cam_dirs, m[0], out=self._buf[0])  # 2-D matmul: the fast BLAS path
+        else:
+            np.matmul(self._cam_dirs[None], m, out=self._buf)
+        return self._buf
 
     # -- rendering -------------------------------------------------------
     def cast(self, rays: np.ndarray) -> dict[str, np.ndarray]:
@@ -178,15 +185,15 @@ class Renderer:
             # t is z-depth (forward component of every ray is 1); inf (miss) fails the test too.
             res["depth"] = np.where(t <= self.max_depth, t, np.float32(0.0))
         if "rgb" in outputs or "instance" in outputs or "semantic" in outputs:
-            prim = hit["primitive_ids"].numpy().reshape(-1)
-            # INVALID_ID (uint32 max) -> F, the extra "miss" row of every table.
-            idx = np.minimum(prim, np.uint32(self._nf)).astype(np.intp)
+            # mode="clip" maps INVALID_ID (uint32 max) to F, the extra "miss" row of every
+            # table, with no separate pass; int64 indices keep np.take on its fast path.
+            idx = hit["primitive_ids"].numpy().reshape(-1).astype(np.int64)
             if "rgb" in outputs:
-                res["rgb"] = np.take(self._color, idx, axis=0).reshape(n, h, w, 3)
+                res["rgb"] = np.take(self._color, idx, axis=0, mode="clip").reshape(n, h, w, 3)
             if "instance" in outputs:
-                res["instance"] = np.take(self._instance, idx).reshape(n, h, w)
+                res["instance"] = np.take(self._instance, idx, mode="clip").reshape(n, h, w)
             if "semantic" in outputs:
-                res["semantic"] = np.take(self._semantic, idx).reshape(n, h, w)
+                res["semantic"] = np.take(self._semantic, idx, mode="clip").reshape(n, h, w)
         return {k: res[k] for k in outputs}
 
     def visible_instances(self, poses, pitch=None, min_pixels: int = 1) -> list[dict[int, int]]:

@@ -5,7 +5,9 @@ The world model ends each rollout with bbox frames: the final view with a pure r
 Generated frames blur it and shift its colour, and scenes may hold red furniture, so
 ``find_box`` looks for a *thin rectangular outline* of red, not for red pixels:
 
-1. red mask: r - max(g, b) >= min_redness and r >= min_red;
+1. red mask: r - max(g, b) >= min_redness and r >= min_red; a second pass uses a strict
+   threshold (0.75 of the frame's 99th-percentile redness) that splits the pure-red box from
+   a less red object it touches;
 2. thin part: mask minus its morphological opening by a (max_line_width+1)^2 square,
    which removes solid red regions (red objects) and keeps lines; an outline drawn
    around a red object keeps its free sides;
@@ -17,7 +19,8 @@ Generated frames blur it and shift its colour, and scenes may hold red furniture
      component pixel within a band of ceil(t) + 1 px; rectangularity = geometric mean
      of the four (a disc or blob covers its bbox sides only near their midpoints);
    * purity = 90th percentile of (r - max(g, b)) / 255 over the component;
-   * confidence = purity * rectangularity^2 * hollowness * size factor;
+   * confidence = purity * rectangularity^2 * hollowness * size factor (components
+     narrower than ``min_side`` px are skipped; the factor ramps from 0.5 to 1 above it);
 4. the best component above ``min_confidence`` gives the box; each side is refined
    to sub-pixel precision as the redness-weighted mean position of the line, and the
    reported box is the outline's outer edge (line centre -/+ (line_width - 1) / 2).
@@ -100,16 +103,42 @@ def redness(frame) -> np.ndarray:
     return np.clip(f[..., 0] - np.maximum(f[..., 1], f[..., 2]), 0.0, 255.0)
 
 
-def find_box(frame, min_redness: float = 70.0, min_red: float = 110.0, line_width: int = 2,
-             max_line_width: int = 4, min_side: int = 4, max_aspect: float = 8.0,
+def default_line_width(width: int) -> int:
+    """The outline width world_model/data.py draws at a frame width: 2 px at 64 px, scaled, >= 1."""
+    return max(1, int(round(2 * width / 64)))
+
+
+def find_box(frame, min_redness: float = 70.0, min_red: float = 110.0, line_width: int | None = None,
+             max_line_width: int | None = None, min_side: int = 6, max_aspect: float = 8.0,
              min_side_coverage: float = 0.5, min_confidence: float = 0.2) -> BoxDetection | None:
-    """The most box-like red rectangle outline in an RGB frame (H, W, 3), or None (see module doc)."""
+    """The most box-like red rectangle outline in an RGB frame (H, W, 3), or None (see module doc).
+
+    ``line_width`` None = ``default_line_width(W)``; ``max_line_width`` None = line_width + 2.
+    """
     f = _check_frame(frame)
     h_img, w_img = f.shape[:2]
+    line_width = default_line_width(w_img) if line_width is None else int(line_width)
+    max_line_width = line_width + 2 if max_line_width is None else int(max_line_width)
     red = np.clip(f[..., 0] - np.maximum(f[..., 1], f[..., 2]), 0.0, 255.0)
-    mask = (red >= min_redness) & (f[..., 0] >= min_red)
-    if not mask.any():
+    base = f[..., 0] >= min_red
+    if not (base & (red >= min_redness)).any():
         return None
+    # Two thresholds: the loose one survives blur; the strict one (relative to the reddest pixels,
+    # which the pure-red box usually holds) splits a box from a less red object it touches.
+    strict = max(min_redness, 0.75 * float(np.percentile(red[base], 99)) if base.any() else 0.0)
+    best: BoxDetection | None = None
+    for thr in sorted({float(min_redness), strict}):
+        cand = _best_outline(red, base & (red >= thr), (h_img, w_img), line_width, max_line_width, min_side,
+                             max_aspect, min_side_coverage, min_confidence)
+        if cand is not None and (best is None or cand.confidence > best.confidence):
+            best = cand
+    return best
+
+
+def _best_outline(red, mask, image_hw, line_width, max_line_width, min_side, max_aspect, min_side_coverage,
+                  min_confidence) -> BoxDetection | None:
+    """The best-scoring thin rectangular component of ``mask`` (steps 2-4 of the module doc)."""
+    h_img, w_img = image_hw
     k = int(max_line_width) + 1
     thin = mask & ~ndimage.binary_opening(mask, structure=np.ones((k, k), bool))
     labels, n = ndimage.label(thin, structure=np.ones((3, 3), bool))
@@ -169,40 +198,34 @@ def find_box(frame, min_redness: float = 70.0, min_red: float = 110.0, line_widt
 
 
 def find_box_in_frames(frames, min_iou: float = 0.5, min_confidence: float = 0.2, **kwargs) -> BoxDetection | None:
-    """Aggregate ``find_box`` over several bbox frames (B, H, W, 3).
+    """Aggregate ``find_box`` over several bbox frames (B, H, W, 3) by consensus.
 
-    The box is the per-coordinate median of the detections that overlap (IoU >= min_iou)
-    the median of all detections; support = agreeing frames / all frames; confidence =
-    mean confidence of the agreeing detections * support. None if it falls below
-    ``min_confidence``.
+    The anchor is the detection with the largest summed confidence of detections overlapping
+    it (IoU >= min_iou); the box is the per-coordinate median of those agreeing detections;
+    support = agreeing frames / all frames; confidence = their mean confidence * support.
+    None if no frame has a box or the confidence falls below ``min_confidence``.
     """
     fr = np.asarray(frames)
     if fr.ndim == 3:
         fr = fr[None]
-    if fr.ndim != 4 or fr.shape[0] == 0:
+    if fr.ndim != 4 or fr.shape[0] == 0 or fr.shape[-1] != 3:
         raise ValueError(f"frames must be (B, H, W, 3) with B >= 1, got shape {np.shape(frames)}")
-    frame_min = min(min_confidence, kwargs.pop("frame_min_confidence", 0.1))
-    dets = [d for d in (find_box(f, min_confidence=frame_min, **kwargs) for f in fr) if d is not None]
+    dets = [d for d in (find_box(f, min_confidence=min_confidence, **kwargs) for f in fr) if d is not None]
     if not dets:
         return None
-
-    def median_box(ds):
-        a = np.median(np.stack([d.as_array() for d in ds]), axis=0)
-        return BoxDetection(*a, cx=(a[0] + a[2]) / 2, cy=(a[1] + a[3]) / 2, confidence=0.0,
-                            image_hw=ds[0].image_hw)
-
-    med = median_box(dets)
-    agree = [d for d in dets if box_iou(d, med) >= min_iou]
-    if not agree:
-        return None
-    med = median_box(agree)
+    iou = np.array([[box_iou(a, b) for b in dets] for a in dets])
+    conf = np.array([d.confidence for d in dets])
+    anchor = int(np.argmax(((iou >= min_iou) * conf[None, :]).sum(1)))
+    agree = [d for d, ok in zip(dets, iou[anchor] >= min_iou) if ok]
+    a = np.median(np.stack([d.as_array() for d in agree]), axis=0)
     support = len(agree) / float(fr.shape[0])
-    conf = float(np.mean([d.confidence for d in agree])) * support
-    if conf < min_confidence:
+    c = float(np.mean([d.confidence for d in agree])) * support
+    if c < min_confidence:
         return None
-    return replace(med, confidence=conf, support=support,
-                   purity=float(np.mean([d.purity for d in agree])),
-                   rectangularity=float(np.mean([d.rectangularity for d in agree])))
+    return BoxDetection(x0=a[0], y0=a[1], x1=a[2], y1=a[3], cx=(a[0] + a[2]) / 2, cy=(a[1] + a[3]) / 2,
+                        confidence=c, image_hw=agree[0].image_hw, support=support,
+                        purity=float(np.mean([d.purity for d in agree])),
+                        rectangularity=float(np.mean([d.rectangularity for d in agree])))
 
 
 def view_similarity(a, b, size: int = 16) -> float:
@@ -251,7 +274,8 @@ def fuse_goals(a: GoalEstimate, b: GoalEstimate) -> GoalEstimate:
 
 
 def box_to_goal(box: BoxDetection, depth, pose, hfov_deg: float = HFOV_DEG, sensor_height: float = SENSOR_HEIGHT,
-                object_height_m: float = 0.8, line_width: int = 2, depth_percentile: float = 30.0) -> GoalEstimate:
+                object_height_m: float = 0.8, line_width: int | None = None,
+                depth_percentile: float = 30.0) -> GoalEstimate:
     """World-frame (episode-start) goal estimate from a box seen from ``pose`` (x, y, yaw).
 
     bearing = -atan((cx + 0.5 - W/2) / f), f = (W/2) / tan(hfov/2) (left positive).
@@ -264,12 +288,14 @@ def box_to_goal(box: BoxDetection, depth, pose, hfov_deg: float = HFOV_DEG, sens
       horizon and above the image's bottom edge: z = f * sensor_height / (v_b - H/2), with
       v_b the object's lowest row, sigma_r = z^2 / (f * sensor_height) * 2 px + 0.15 z;
       and the size prior z = f * object_height_m / box inner height, sigma_r = 0.5 z.
-    Lateral sigma = range * (1.5 px + box half-width / 2) / f.
+    Lateral sigma = range * (1.5 px + box half-width / 2) / f. ``line_width`` None =
+    ``default_line_width(W)`` (the outline's width, excluded from the object's extent).
     """
     p = check_pose(pose)
     h_img, w_img = box.image_hw
     if h_img <= 0 or w_img <= 0:
         raise ValueError("box.image_hw is unset: build the box with find_box or give image_hw")
+    line_width = default_line_width(w_img) if line_width is None else int(line_width)
     f = focal_length(w_img, hfov_deg)
     bearing = column_bearing(box.cx, w_img, hfov_deg)
     lateral = (box.cx + 0.5 - w_img / 2.0) / f

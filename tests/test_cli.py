@@ -80,3 +80,13 @@ def test_bad_values_are_reported_not_raised(tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "nosuch" in err and "Traceback" not in err
+
+
+def test_episodes_subcommand_writes_a_loadable_file(tmp_path, capsys):
+    from envs.episodes import load_episodes
+
+    out = tmp_path / "val1.json.gz"
+    assert cli.main(["episodes", "split=val", "n=1", f"out={out}", "progress=false"]) == 0
+    eps = load_episodes(out)
+    assert len(eps) == 1 and eps[0].scene_id.startswith("procgen/val/")
+    assert str(out) in capsys.readouterr().out

@@ -225,3 +225,31 @@ def test_fuzz_random_actions_stay_navigable(nav_episodes):
                 assert np.all(env.grid.free[row, col]), f"step {n}: moved through an obstacle"
     assert len(scenes) == 3
     env.close()
+
+
+def test_point_field_distance_matches_navgrid(env):
+    """The env's scalar hot-path lookup equals NavGrid.field_distance everywhere."""
+    from envs.gym_env import point_field_distance
+
+    env.reset(options={"episode_index": 0})
+    grid, field = env.grid, env._goal_field
+    rng = np.random.default_rng(0)
+    lo = np.asarray(grid.origin, np.float64) - 0.2
+    hi = lo + np.array(grid.navigable.shape[::-1]) * grid.cell_size + 0.4
+    pts = np.concatenate([rng.uniform(lo, hi, size=(300, 2)), grid.sample_navigable(rng, 200),
+                          env.episode.view_points[:20, :2]])
+    ref = grid.field_distance(field, pts)
+    ours = np.array([point_field_distance(grid, field, x, y) for x, y in pts])
+    assert np.isfinite(ref).sum() > 200
+    np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_split_option_generates_that_split(nav_episodes):
+    env = ObjectNavEnv(episodes=nav_episodes, n_episodes=1, **SMALL)
+    _, info = env.reset(seed=0)
+    assert info["scene_id"].startswith("procgen/val/")
+    _, info = env.reset(seed=0, options={"split": "test"})
+    assert info["scene_id"].startswith("procgen/test/") and len(env.episodes) == 1
+    with pytest.raises(ValueError, match="split"):
+        env.reset(options={"split": "nosuch"})
+    env.close()

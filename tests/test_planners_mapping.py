@@ -134,15 +134,22 @@ def test_frontiers_of_a_partially_explored_room():
     assert m.frontiers(min_size=3) == []
 
 
-def test_frontiers_from_depth_lie_at_the_edge_of_the_view():
+def test_look_around_in_a_closed_room_leaves_no_frontier_but_an_opening_does():
+    # A room whose walls stand 2 m away at every heading: 12 turns of 30 deg see it all.
     m = ObstacleMap()
-    m.update(wall_depth(2.0, columns="right", max_depth=4.0), (0.0, 0.0, 0.0), )
+    m.update(wall_depth(2.0), (0.0, 0.0, 0.0))
+    assert m.frontiers(), "a single view must leave frontiers"
+    for k in range(1, 12):
+        m.update(wall_depth(2.0), (0.0, 0.0, k * math.pi / 6))
+    assert m.frontiers() == []
+    # Same room but one heading (-90 deg, the agent's start-right) looks out through an opening.
+    m = ObstacleMap()
+    for k in range(12):
+        yaw = k * math.pi / 6
+        m.update(wall_depth(2.0, columns="all" if k != 9 else "left", max_depth=4.0), (0.0, 0.0, yaw))
     fr = m.frontiers()
-    assert fr, "a single view must leave frontiers"
-    cells = np.concatenate([f.cells for f in fr])
-    xy = m.cell_to_world(cells[:, 0], cells[:, 1])
-    # Frontier cells border the unknown: none deep inside the view cone near the agent.
-    assert np.all(np.hypot(xy[:, 0], xy[:, 1]) > 0.15)
+    assert fr
+    assert fr[0].centroid_xy[1] < -2.0  # beyond the missing wall on the -y side
 
 
 def test_project_scores_puts_detections_where_they_are():
@@ -171,7 +178,7 @@ def test_collision_mark_blocks_ahead_not_the_agent():
     r, c = m.mark_collision((0.0, 0.0, math.pi / 2))
     x, y = m.cell_to_world(r, c)
     assert x == pytest.approx(0.0, abs=0.05) and y == pytest.approx(0.28, abs=0.05)
-    assert m.is_free((0.0, 0.0)) is False or not m.inflated()[m.world_to_cell(np.array([0.0, 0.0]))]
+    assert not m.inflated()[m.world_to_cell(np.array([0.0, 0.0]))]  # the agent's own cell stays open
     assert m.inflated()[m.world_to_cell(np.array([0.0, 0.2]))]
 
 

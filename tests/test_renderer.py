@@ -137,3 +137,17 @@ def test_habitat_backend_clear_import_error():
     with pytest.raises(ValueError, match="backend"):
         make_renderer(one_room_scene(), backend="nope")
     assert isinstance(make_renderer(one_room_scene(), width=8, height=8), Renderer)
+
+
+def test_bench_sim_smoke():
+    """The benchmark's measurement loop runs and reports consistent figures (tiny budget)."""
+    from benchmarks.bench_sim import bench_threads, fallback_scene, random_walk
+    from envs.navigation import NavGrid
+
+    scene = fallback_scene()
+    grid = NavGrid.from_scene(scene)
+    poses, actions = random_walk(grid, 20)
+    assert grid.is_navigable(poses[:, :2]).all()
+    res = bench_threads(scene, grid, poses, actions, 32, 32, 1, repeats=1)
+    assert res["env_steps_per_s"] > 0 and res["raw_casts_per_s"] > 0
+    assert res["step_over_cast"] == pytest.approx(res["raw_casts_per_s"] / res["env_steps_per_s"])

@@ -502,3 +502,50 @@ class ContextVideoDataset(Dataset):
             "scene_id": str(d["scene_ids"][int(d["sample_scene"][j])]),
             "episode_id": str(d["episode_id"][j]),
         }
+
+
+def main(cfg=None) -> Path:
+    """Entry point for ``spatialnav collect world_model=small split=train n=8000 out_dir=DIR``.
+
+    Accepts the CLI's composed config (its ``world_model.data`` section, with the
+    top-level ``split``, ``n_episodes``/``n``, ``out_dir`` and ``seed`` overriding),
+    a flat mapping of ``collect`` arguments, or (``cfg=None``) ``key=value``
+    pairs on the command line (``python -m world_model.data split=train n=8000
+    out_dir=runs/wm/data/train``). A log goes to ``out_dir/collect.log``.
+    """
+    import sys
+
+    from omegaconf import OmegaConf
+
+    if cfg is None:
+        cfg = OmegaConf.from_dotlist(sys.argv[1:])
+    if OmegaConf.is_config(cfg):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    d = dict(cfg)
+    if "world_model" in d:
+        top = d
+        d = dict(((top.get("world_model") or {}).get("data")) or {})
+        for k in ("split", "out_dir", "seed"):
+            if top.get(k) is not None:
+                d[k] = top[k]
+        n = top.get("n", top.get("n_episodes"))
+        if n is not None:
+            d["n"] = n
+        d.pop("progress", None)
+    d.setdefault("split", "train")
+    if not d.get("out_dir"):
+        d["out_dir"] = f"runs/wm/data/{d['split']}"
+    if "n" not in d:
+        raise ValueError("collect needs n=<number of samples>")
+    out = Path(d["out_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+
+    def log(msg: str) -> None:
+        with open(out / "collect.log", "a") as f:
+            f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + msg + "\n")
+
+    return collect(log=log, **d)
+
+
+if __name__ == "__main__":
+    main()

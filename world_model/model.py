@@ -175,6 +175,20 @@ class Video4SpatialModel(ModelMixin, ConfigMixin):
         model.null_text_embedding = nn.Parameter(torch.zeros(text_len, transformer.config.text_dim, dtype=dtype))
         return model
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """diffusers' loader, but strict: a checkpoint whose weights do not fit its config is an error."""
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        bad = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+        if bad:
+            summary = "; ".join(f"{k}: {len(v)} (e.g. {sorted(map(str, v))[:3]})" for k, v in bad.items())
+            raise ValueError(
+                f"checkpoint {pretrained_model_name_or_path} does not match its Video4SpatialModel config "
+                f"({summary}); it was saved by a different model version or its config.json was edited"
+            )
+        return (model, info) if want_info else model
+
     # ------------------------------------------------------------------ helpers
     @property
     def patch_size(self) -> tuple[int, int, int]:

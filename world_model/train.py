@@ -173,8 +173,10 @@ def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
 
 def build_model(cfg: TrainConfig) -> Video4SpatialModel:
     if cfg.init_from and cfg.wan:
-        return Video4SpatialModel.from_wan_pretrained(cfg.init_from, text_encoder=cfg.text_encoder
-                                                      if cfg.text_encoder != "minilm" else None)
+        return Video4SpatialModel.from_wan_pretrained(
+            cfg.init_from, text_encoder=cfg.text_encoder if cfg.text_encoder not in (None, "minilm") else None,
+            text_len=cfg.text_len, frame_size=(cfg.frame_size, cfg.frame_size),
+            target_index_offset=cfg.target_index_offset)
     if cfg.init_from:
         from .pipeline import Video4SpatialPipeline
 
@@ -222,11 +224,11 @@ def _infinite(loader):
         yield from loader
 
 
-def train(cfg: TrainConfig, dataset=None) -> dict[str, Any]:
-    """Run (or resume) training; returns a summary dict (final step, last loss, s/step).
+def train(cfg: TrainConfig, dataset=None, text_encoder=None) -> dict[str, Any]:
+    """Run (or resume) training; returns a summary (final step, last loss, s/step, the model).
 
     ``dataset`` overrides ``cfg.data_dir`` (any map-style dataset yielding the
-    items of ``ContextVideoDataset``).
+    items of ``ContextVideoDataset``); ``text_encoder`` a pre-loaded encoder.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -260,7 +262,8 @@ def train(cfg: TrainConfig, dataset=None) -> dict[str, Any]:
     autoencoder = load_autoencoder(cfg)
     if autoencoder is not None:
         autoencoder.requires_grad_(False).eval().to(acc.device)
-    text_encoder = load_text_encoder(model.config.text_encoder, max_length=model.config.text_len)
+    if text_encoder is None:
+        text_encoder = load_text_encoder(model.config.text_encoder, max_length=model.config.text_len)
     ema = EMAModel(model.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, inv_gamma=1.0, power=2 / 3)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
@@ -348,34 +351,46 @@ def train(cfg: TrainConfig, dataset=None) -> dict[str, Any]:
     summary = {"step": step, "loss": loss_val, "s_per_step": elapsed / max(1, step - start_step),
                "out_dir": str(out)}
     log(f"finished: {json.dumps(summary)}")
+    summary["model"] = acc.unwrap_model(model)
     return summary
 
 
 def main(cfg=None) -> dict[str, Any]:
-    """Entry point for ``spatialnav train`` (a ``world_model`` config node) or the command line.
+    """Entry point for ``spatialnav train world_model=small`` and the command line.
 
-    ``cfg`` may be a :class:`TrainConfig`, a mapping of its keys, or a
-    ``configs/world_model/*.yaml`` node with a ``train:`` section (and an optional
-    ``model:`` section whose keys are merged in). With ``cfg=None`` the command
-    line is read: ``python -m world_model.train [config=FILE.yaml] key=value ...``.
+    ``cfg`` may be a :class:`TrainConfig`; a mapping of its keys; a
+    ``configs/world_model/*.yaml`` node (``model:`` and ``train:`` sections, merged
+    into one flat TrainConfig); or the CLI's composed config, whose
+    ``world_model`` node is used and whose top-level ``out_dir``/``seed`` (when
+    set) override. With ``cfg=None`` the command line is read:
+    ``python -m world_model.train [config=FILE.yaml] key=value ...``.
     """
     if cfg is None:
         cfg = _from_argv(sys.argv[1:])
     if isinstance(cfg, TrainConfig):
         return train(cfg)
-    try:
-        from omegaconf import OmegaConf
+    return train(TrainConfig.from_dict(flatten_config(cfg)))
 
-        if OmegaConf.is_config(cfg):
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
+
+def flatten_config(cfg) -> dict[str, Any]:
+    """TrainConfig keys from any of the config shapes ``main`` accepts."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_config(cfg):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
     d = dict(cfg)
-    if "train" in d:
+    top = {}
+    if "world_model" in d:
+        if not d["world_model"]:
+            raise ValueError("no world model config selected: add world_model=small (configs/world_model/*.yaml)")
+        top = {k: d[k] for k in ("out_dir", "seed") if d.get(k) is not None}
+        d = dict(d["world_model"])
+    if "train" in d or "model" in d:
         flat = dict(d.get("model") or {})
-        flat.update(d["train"] or {})
+        flat.update(d.get("train") or {})
         d = flat
-    return train(TrainConfig.from_dict(d))
+    d.update(top)
+    return d
 
 
 def _from_argv(argv: list[str]) -> dict[str, Any]:
@@ -388,11 +403,7 @@ def _from_argv(argv: list[str]) -> dict[str, Any]:
             base = OmegaConf.load(a.split("=", 1)[1])
         else:
             rest.append(a)
-    node = OmegaConf.to_container(base, resolve=True) or {}
-    if "train" in node:
-        flat = dict(node.get("model") or {})
-        flat.update(node["train"] or {})
-        node = flat
+    node = flatten_config(OmegaConf.to_container(base, resolve=True) or {})
     merged = OmegaConf.merge(OmegaConf.create(node), OmegaConf.from_dotlist(rest))
     return OmegaConf.to_container(merged, resolve=True)
 

@@ -1,0 +1,22 @@
+"""SSG-DiT for the world model: a CLIP spatial-signal prompt and a dual-branch cross-attention adapter.
+
+* ``clip``: ``SpatialClip`` / ``load_clip`` / ``build_small_clip`` (transformers ``CLIPModel``), word-level tokenizer.
+* ``clip_data``, ``train_clip``: rendered views + generated captions; training and recall@k evaluation.
+* ``prompting``: ``SpatialSignalPrompter`` (context frames + instruction -> (B, M, text_dim) tokens).
+* ``adapter``: ``SSGAttnProcessor``, ``install_ssg_adapter``, ``freeze_backbone``, ``append_ssg_tokens``.
+
+See docs/ssg.md for the exact construction.
+"""
+
+from world_model.ssg.adapter import (SSGAttnProcessor, append_ssg_tokens, freeze_backbone, install_ssg_adapter,
+                                     load_ssg_state_dict, remove_ssg_adapter, set_ssg_enabled, set_ssg_scale,
+                                     ssg_disabled, ssg_processors, ssg_state_dict)
+from world_model.ssg.clip import SmallClipSpec, SpatialClip, build_small_clip, clip_loss, load_clip, recall_at_k
+from world_model.ssg.prompting import PromptProjector, SpatialSignalPrompter, SSGPrompt
+
+__all__ = [
+    "SSGAttnProcessor", "append_ssg_tokens", "freeze_backbone", "install_ssg_adapter", "load_ssg_state_dict",
+    "remove_ssg_adapter", "set_ssg_enabled", "set_ssg_scale", "ssg_disabled", "ssg_processors", "ssg_state_dict",
+    "SmallClipSpec", "SpatialClip", "build_small_clip", "clip_loss", "load_clip", "recall_at_k",
+    "PromptProjector", "SpatialSignalPrompter", "SSGPrompt",
+]

@@ -9,10 +9,20 @@ grid), selected vision layers l in L (default: the last three), h_l[f, p] the
 residual-stream token after layer l, t the unit text embedding of the
 instruction, s = exp(CLIP logit_scale).
 
-1. Relevance (pass 1, plain CLIP forward). Each selected layer's patch tokens are
-   read out into the joint space with CLIP's own head (post-LayerNorm + visual
-   projection, as MaskCLIP reads dense features):
-       r_l[f, p] = cos(W_vis LN_post(h_l[f, p]), t),    r = mean_{l in L} r_l.
+1. Relevance (pass 1, plain CLIP forward): the *direct effect* of each patch on
+   the image-text cosine through the selected layers' attention (the residual
+   decomposition of Gandelsman et al. 2024, "Interpreting CLIP's image
+   representation via text-based decomposition"). Patch j writes
+       c_l[f, j] = W_O^l ( a^l_{CLS,j} (.) v^l_j )       (per head h: a^{l,h} v^{l,h}_j)
+   into the CLS stream in layer l, with a^l the CLS query's attention weights.
+   LN_post is linearised at the final CLS x (mean mu, std sigma, gain gamma), so
+       r_l[f, j] = < W_vis (gamma * (c_l[f, j] - mean(c_l[f, j])) / sigma), t > / |e|,
+       r = sum_{l in L} r_l,
+   where e = W_vis LN_post(x) is the image embedding: r is each patch's share of
+   cos(e, t) (up to the terms no patch owns). Reading patch tokens directly
+   through CLIP's head was tried first and does not localise in a small CLIP
+   (only CLS is trained into the joint space); the direct effect does (test:
+   coloured squares, argmax on the named square in >= 75% of cases).
    rho = softmax over all (f, p) of s * r: CLIP's own image-text distribution,
    spread over the context's patches.
 2. Mask: m[f, p] = 1 for the top ceil(keep_ratio * P) patches of r[f, :] in each

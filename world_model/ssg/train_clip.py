@@ -185,7 +185,7 @@ def main(cfg: ClipTrainConfig | dict | None = None) -> dict:
         if step % cfg.eval_every == 0 or step == cfg.steps:
             metrics = evaluate_recall(clip, val["images"], val["captions"])
             clip.model.train()
-            rec = {"step": step, "loss": float(loss), "time_s": time.time() - t0, **metrics}
+            rec = {"step": step, "loss": loss.item(), "time_s": time.time() - t0, **metrics}
             log.write(json.dumps(rec) + "\n")
             log.flush()
             print(json.dumps(rec), flush=True)
