@@ -282,3 +282,39 @@ def integrate(model: InverseDynamicsModel, frames, mode: str = "discrete", min_p
                 d = CANONICAL_DELTAS[int(p.argmax())] if p.max() >= min_prob else np.zeros(3)
             poses.append(compose(poses[-1], d))
     return np.stack(poses)
+
+
+def main(argv=None) -> dict:
+    """Collect train/held-out transitions from the env, train for a time budget, report accuracy."""
+    import argparse
+    import json
+
+    from envs.gym_env import ObjectNavEnv
+
+    ap = argparse.ArgumentParser(prog="python -m planners.inverse_dynamics", description=main.__doc__)
+    ap.add_argument("--n-train", type=int, default=3000, help="transitions from train-split scenes")
+    ap.add_argument("--n-heldout", type=int, default=600, help="transitions from val-split scenes")
+    ap.add_argument("--image-size", type=int, default=64)
+    ap.add_argument("--seconds", type=float, default=240.0, help="training time budget")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--out", default=None, help="save_pretrained directory (optional)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    s = args.image_size
+    train = collect_transitions(ObjectNavEnv(split="train", n_episodes=8, width=s, height=s), args.n_train, seed=0)
+    held = collect_transitions(ObjectNavEnv(split="val", n_episodes=4, width=s, height=s), args.n_heldout, seed=1)
+    model = InverseDynamicsModel(image_size=s)
+    losses = train_inverse_dynamics(model, train, steps=10 ** 9, batch_size=args.batch_size, lr=args.lr,
+                                    max_seconds=args.seconds, log_every=200)
+    report = {"steps": len(losses), "heldout": evaluate(model, held),
+              "train": evaluate(model, train.subset(np.arange(min(len(train), args.n_heldout))))}
+    print(json.dumps(report, indent=1))
+    if args.out:
+        model.save_pretrained(args.out)
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -167,3 +167,18 @@ def test_view_similarity():
     assert view_similarity(a, a) == pytest.approx(1.0)
     assert view_similarity(a, degrade(a.astype(float), "noise", rng)) > 0.9
     assert view_similarity(a, b) < 0.6
+
+
+@pytest.mark.parametrize("size, seed", [(32, 0), (32, 1), (128, 0)])
+def test_find_box_at_the_world_model_frame_sizes(size, seed):
+    # world_model/data.py draws 2 px per 64 px of width: 1 px at 32, 4 px at 128.
+    rng = np.random.default_rng(seed)
+    k = size / 64
+    lw = max(1, round(2 * k))
+    x0, y0 = (int(v) for v in rng.integers(1, int(28 * k), 2))
+    x1, y1 = x0 + int(rng.integers(int(10 * k), int(30 * k))), y0 + int(rng.integers(int(10 * k), int(30 * k)))
+    img = draw_box(scene(rng, size), x0, y0, x1, y1, lw)
+    frame = np.clip(ndimage.gaussian_filter(img, (0.7 * k, 0.7 * k, 0)), 0, 255).astype(np.uint8)
+    det = find_box(frame)
+    assert det is not None
+    assert np.abs(det.as_array() - [x0, y0, x1, y1]).max() <= 2.0

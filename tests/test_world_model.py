@@ -109,7 +109,7 @@ def test_context_tokens_get_timestep_zero_and_stay_out_of_the_loss():
     assert seen["t"].shape == (2, 5 * tpf)
     assert torch.all(seen["t"][:, : 3 * tpf] == 0)
     torch.testing.assert_close(seen["t"][:, 3 * tpf:], (t * 1000)[:, None].expand(2, 2 * tpf))
-    assert float(loss) < 100  # a poisoned context output would give ~1e6
+    assert float(loss.detach()) < 100  # a poisoned context output would give ~1e6
 
 
 def test_model_save_load_round_trip(tmp_path):
@@ -366,11 +366,11 @@ def test_sampling_helpers_and_box_drawing():
     assert len(idx) == 8 and idx[-1] == 49 and np.all(np.diff(idx) > 0)
     np.testing.assert_array_equal(sample_context_indices(50, 4, rng, contiguous=True), [46, 47, 48, 49])
     mask = np.zeros((20, 20), np.int32)
-    mask[5:9, 10:16] = 7
-    assert target_box(mask, 7) == (10, 5, 15, 8)
+    mask[5:12, 10:18] = 7
+    assert target_box(mask, 7) == (10, 5, 17, 11)
     assert target_box(mask, 3) is None
-    img = draw_box(np.full((20, 20, 3), 128, np.uint8), (10, 5, 15, 8), thickness=2)
+    img = draw_box(np.full((20, 20, 3), 128, np.uint8), (10, 5, 17, 11), thickness=2)
     red = (img == (255, 0, 0)).all(-1)
-    assert red[5, 10:16].all() and red[6, 10:16].all() and red[5:9, 15].all()
-    assert not red[7, 12]  # interior stays untouched (4-px-high box, 2-px lines)
-    assert red.sum() == 4 * 6 - 0  # the 2-px frame of a 4x6 box covers all of it
+    assert red[5, 10:18].all() and red[6, 10:18].all() and red[5:12, 17].all() and red[5:12, 16].all()
+    assert not red[7:10, 12:16].any()  # the interior stays untouched
+    assert red.sum() == 7 * 8 - 3 * 4  # exactly the 2-px frame, nothing outside the box
