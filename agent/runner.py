@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from agent.base import AgentFactory, make_agent
+from agent.base import AgentFactory, make_agent, resolve_agent
 from envs.metrics import METRIC_KEYS, summarize
 
 EPISODES_FILE = "episodes.jsonl"
@@ -174,21 +174,86 @@ def print_table(summary: dict, title: str | None = None) -> None:
     Console().print(format_table(summary, title))
 
 
+# -- fair play ------------------------------------------------------------------------
+# Every agent but a privileged one (class attribute ``privileged = True``, the Oracle)
+# sees only the observation, these info keys (an opaque label agents use to seed
+# themselves per episode) and the context tour's frames and poses. The metrics in
+# ``info`` (distance_to_goal, success, ...) are ground truth and never reach them.
+PUBLIC_INFO_KEYS = ("episode_id",)
+PUBLIC_CONTEXT_KEYS = ("rgb", "depth", "poses", "pitch", "indices")
+# Sensor and task settings a robot would know about itself.
+SENSOR_ATTRIBUTES = ("observation_space", "action_space", "width", "height", "hfov_deg", "max_depth",
+                     "max_episode_steps", "success_distance")
+
+
+class PrivilegedAccessError(AttributeError):
+    """A non-privileged agent asked the env for ground truth."""
+
+
+class SensorView:
+    """The env as a non-privileged agent may see it: copies of the sensor settings, nothing else.
+
+    It holds no reference to the env, so scene, grid, episode, pose and the like are out of
+    reach; asking for them raises ``PrivilegedAccessError`` naming the rule.
+    """
+
+    def __init__(self, env) -> None:
+        sim = env.unwrapped
+        for k in SENSOR_ATTRIBUTES:
+            if hasattr(sim, k):
+                object.__setattr__(self, k, getattr(sim, k))
+
+    @property
+    def unwrapped(self) -> "SensorView":
+        return self
+
+    def __getattr__(self, name: str):
+        raise PrivilegedAccessError(
+            f"env.{name} is not available to a non-privileged agent: it may read only obs, "
+            f"info keys {PUBLIC_INFO_KEYS}, the context tour and the sensor settings {SENSOR_ATTRIBUTES} "
+            f"(set `privileged = True` on the agent class to mark it as an oracle)"
+        )
+
+    def __setattr__(self, name: str, value) -> None:
+        raise PrivilegedAccessError("SensorView is read-only")
+
+
+def is_privileged(agent) -> bool:
+    return bool(getattr(agent, "privileged", False))
+
+
+def public_info(info: dict) -> dict:
+    """The part of an env info dict a non-privileged agent may see."""
+    return {k: info[k] for k in PUBLIC_INFO_KEYS if k in info}
+
+
+def public_context(context: dict | None) -> dict | None:
+    return None if context is None else {k: context[k] for k in PUBLIC_CONTEXT_KEYS if k in context}
+
+
 # -- evaluation ------------------------------------------------------------------------
 
 def run_episode(env, agent, episode_index: int, seed: int | None = None,
                 frame_callback: Callable[[Any], None] | None = None,
                 with_context: bool = False) -> dict:
-    """Run one episode to STOP or truncation; returns the final info plus timings."""
+    """Run one episode to STOP or truncation; returns the final info plus timings.
+
+    A non-privileged agent gets ``public_info(info)`` and ``public_context(tour)``; an agent
+    with ``debug_panels()`` gets a video frame of observation | its panels.
+    """
     sim = env.unwrapped
+    privileged = is_privileged(agent)
     obs, info = env.reset(seed=seed, options={"episode_index": int(episode_index)})
     context = sim.context_tour() if with_context else None
     t_agent = time.perf_counter()
-    agent.reset(obs, info, context)
+    if privileged:
+        agent.reset(obs, info, context)
+    else:
+        agent.reset(obs, public_info(info), public_context(context))
     agent_sec = time.perf_counter() - t_agent
     env_sec = 0.0
     if frame_callback is not None:
-        frame_callback(env.render())
+        frame_callback(_video_frame(env, agent, obs))
     done = False
     while not done:
         t0 = time.perf_counter()
@@ -200,8 +265,10 @@ def run_episode(env, agent, episode_index: int, seed: int | None = None,
         env_sec += t2 - t1
         done = terminated or truncated
         if frame_callback is not None:
-            frame_callback(env.render())
+            frame_callback(_video_frame(env, agent, obs))
     row = {k: (float(info[k]) if k in METRIC_KEYS else info[k]) for k in info}
+    if hasattr(agent, "episode_stats"):
+        row.update({f"agent_{k}": v for k, v in agent.episode_stats().items()})
     row["episode_index"] = int(episode_index)
     row["called_stop"] = bool(terminated)
     row["agent_seconds"] = agent_sec
@@ -263,7 +330,10 @@ def evaluate(
         todo = [i for i in indices if str(env.episodes[i].episode_id) not in done_ids]
         n_video = len(indices) if video is True else int(video or 0)
         video_set = set(indices[:n_video])
-        bot = make_agent(agent, env=env, seed=seed, **(agent_kwargs or {}))
+        factory = resolve_agent(agent)
+        # Only a privileged agent (the Oracle) gets the env itself; the rest get its sensor settings.
+        bot = make_agent(factory, env=env if is_privileged(factory) else SensorView(env), seed=seed,
+                         **(agent_kwargs or {}))
         with_context = bool(getattr(bot, "needs_context", False))
 
         bar = _progress(todo, total=len(indices), initial=len(indices) - len(todo),
@@ -297,6 +367,16 @@ def evaluate(
     if print_summary:
         print_table(summary)
     return summary
+
+
+def _video_frame(env, agent, obs) -> np.ndarray:
+    """observation | the agent's own panels (imagined rollout, its map) when it has them, else
+    ``env.render()`` (observation | the simulator's top-down map)."""
+    if hasattr(agent, "debug_panels"):
+        from agent.video import panel_frame
+
+        return panel_frame(obs["rgb"], agent.debug_panels())
+    return env.render()
 
 
 def _safe(name: str) -> str:

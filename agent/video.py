@@ -1,7 +1,9 @@
 """Episode videos and pictures: observation beside a top-down map.
 
 Frames come from ``env.render()`` (the egocentric RGB next to the map with the
-path so far, the target's box and its view points). ``write_video`` writes mp4
+path so far, the target's box and its view points), or, for an agent with
+``debug_panels()``, from ``panel_frame``: observation | imagined rollout with
+the detected box | the agent's own map with its goal estimate and path. ``write_video`` writes mp4
 through imageio-ffmpeg (gif if the suffix says so); ``episode_strip`` lays a
 few frames of one episode side by side with the final map, the picture in the
 README (``spatialnav picture``).
@@ -42,6 +44,43 @@ def write_video(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: int 
     return path
 
 
+def _fit_box(img: np.ndarray, height: int, width: int, fill: int = 255) -> np.ndarray:
+    """``img`` scaled (nearest) to fit inside height x width, centred on a ``fill`` background, so
+    a panel whose content changes size (a growing map) keeps a fixed frame size."""
+    from PIL import Image
+
+    img = np.asarray(img, np.uint8)
+    s = min(height / img.shape[0], width / img.shape[1])
+    h, w = max(1, int(img.shape[0] * s)), max(1, int(img.shape[1] * s))
+    small = np.asarray(Image.fromarray(img).resize((w, h), Image.NEAREST))
+    out = np.full((height, width, 3), fill, np.uint8)
+    top, left = (height - h) // 2, (width - w) // 2
+    out[top:top + h, left:left + w] = small
+    return out
+
+
+def panel_frame(obs_rgb: np.ndarray, panels: dict[str, np.ndarray], height: int = 256, gap: int = 4) -> np.ndarray:
+    """One video frame: the observation | each agent panel (e.g. the imagined rollout with its
+    detected box, the agent's map with goal estimate and path), all ``height`` px high.
+
+    Frame size stays fixed through an episode (mp4 needs that): the observation and the map
+    (which grows and is cropped as it does) are boxed into squares; other panels keep their
+    aspect ratio, which does not change within an episode.
+    """
+    tiles = [_fit_box(obs_rgb, height, height)]
+    for name, img in panels.items():
+        img = np.asarray(img, np.uint8)
+        if name == "map":
+            tiles.append(_fit_box(img, height, height))
+        else:
+            w = max(1, round(img.shape[1] * height / img.shape[0]))
+            tiles.append(_fit_box(img, height, w))
+    row: list[np.ndarray] = []
+    for t in tiles:
+        row += [t, np.full((height, gap, 3), 255, np.uint8)]
+    return np.concatenate(row[:-1], axis=1)
+
+
 def episode_strip(obs_frames: Sequence[np.ndarray], final_map: np.ndarray, n: int = 5,
                   height: int = 192, gap: int = 4) -> np.ndarray:
     """``n`` evenly spaced observation frames of an episode, then the final top-down map,
@@ -78,7 +117,9 @@ def add_caption(img: np.ndarray, text: str, band: int = 22) -> np.ndarray:
 def record_episode(env, agent, episode_index: int = 0, seed: int | None = 0) -> dict:
     """Run one episode, keeping each egocentric RGB and the final map and render frame."""
     obs, info = env.reset(seed=seed, options={"episode_index": int(episode_index)})
-    agent.reset(obs, info, None)
+    from agent.runner import is_privileged, public_info
+
+    agent.reset(obs, info if is_privileged(agent) else public_info(info), None)
     rgb = [obs["rgb"].copy()]
     done = False
     while not done:
@@ -102,7 +143,11 @@ def save_episode_picture(path: str | os.PathLike, agent: str = "oracle", split: 
     env = ObjectNavEnv(split=split, width=width, height=height,
                        n_episodes=max(episode_index + 1, env_kwargs.pop("n_episodes", 1)), **env_kwargs)
     try:
-        bot = make_agent(agent, env=env, seed=seed)
+        from agent.base import resolve_agent
+        from agent.runner import SensorView, is_privileged
+
+        factory = resolve_agent(agent)
+        bot = make_agent(factory, env=env if is_privileged(factory) else SensorView(env), seed=seed)
         rec = record_episode(env, bot, episode_index, seed=seed)
     finally:
         env.close()

@@ -146,8 +146,8 @@ def test_fuzz_random_actions_never_leave_navigable_or_cross_walls(grid):
             xy = new
         else:
             yaw += math.radians(30 if a == 2 else -30)
-    assert grid.is_navigable(xy)
-    # steered random walk through many headings: all 3000 steps stayed on navigable cells
+    assert grid.is_navigable(xy) and crossings >= 1  # the walk did use the doorway
+    # single steps from many random poses also always end on navigable cells
     starts = grid.sample_navigable(rng, 2000)
     yaws = rng.uniform(-np.pi, np.pi, 2000)
     for s, y in zip(starts, yaws):

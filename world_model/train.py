@@ -81,7 +81,7 @@ class TrainConfig:
     wan: bool = False
     autoencoder: str | None = None
     frame_size: int = 32
-    num_context: int = 6
+    num_context: int = 8
     num_target: int = 4
     num_bbox: int = 1
     contiguous_context: bool = False

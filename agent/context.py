@@ -1,0 +1,221 @@
+"""`ContextBuffer`: every frame an agent has seen, with its original index and pose.
+
+Video4Spatial conditions the world model on a *non-contiguous* sample of the
+context video whose frames keep their original indices (the RoPE positions).
+The buffer holds the context tour first (its frames with the tour's own
+indices) and then the agent's own frames as it moves, each with the next free
+index, so an index says when a frame was seen. Poses are (x, y, yaw) in the
+episode-start frame (the frame of gps/compass and of the tour's poses).
+
+Frames are stored at the world model's frame size (area resampling on insert)
+and, when given, depth is kept beside them at the same size so a planner can
+range a box found in a view that matches a stored frame.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+SAMPLE_MODES = ("noncontiguous", "contiguous", "recent")
+
+
+class ContextSample(NamedTuple):
+    """A context sample: frames (K, H, W, 3) uint8, original indices (K,) strictly increasing,
+    poses (K, 3) and positions (K,) into the buffer."""
+
+    frames: np.ndarray
+    indices: np.ndarray
+    poses: np.ndarray
+    positions: np.ndarray
+
+
+def resize_area(frames: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Resize (N, H, W, C) to ``size`` by area averaging (integer factors) or bilinear (otherwise).
+
+    Area averaging is what ``world_model/data.py`` uses to make the model's training
+    frames, so agent frames match the training distribution when the factor is an integer.
+    """
+    x = np.asarray(frames)
+    th, tw = (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
+    n, h, w, c = x.shape
+    if (h, w) == (th, tw):
+        return x.copy()
+    if h % th == 0 and w % tw == 0:
+        fh, fw = h // th, w // tw
+        y = x.reshape(n, th, fh, tw, fw, c).astype(np.float32).mean(axis=(2, 4))
+    else:
+        import torch
+        import torch.nn.functional as F
+
+        t = torch.as_tensor(x.astype(np.float32)).permute(0, 3, 1, 2)
+        y = F.interpolate(t, size=(th, tw), mode="bilinear", antialias=True, align_corners=False)
+        y = y.permute(0, 2, 3, 1).numpy()
+    if x.dtype == np.uint8:
+        return np.clip(np.round(y), 0, 255).astype(np.uint8)
+    return y.astype(x.dtype)
+
+
+def resize_depth(depth: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Resize (N, H, W[, 1]) depth by nearest sampling of pixel centres (no mixing across edges)."""
+    d = np.asarray(depth, np.float32)
+    if d.ndim == 4:
+        d = d[..., 0]
+    th, tw = (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
+    n, h, w = d.shape
+    rows = ((np.arange(th) + 0.5) * h / th).astype(int).clip(0, h - 1)
+    cols = ((np.arange(tw) + 0.5) * w / tw).astype(int).clip(0, w - 1)
+    return d[:, rows][:, :, cols]
+
+
+class ContextBuffer:
+    """Frames + original indices + poses (+ depth), tour first, then the agent's frames.
+
+    Args:
+        frame_size: store frames at this (H, W) (or square size); None keeps them as given.
+        max_agent_frames: keep at most this many of the agent's own frames (oldest dropped,
+            the tour is always kept); None = unbounded (an episode has <= 500 steps).
+    """
+
+    def __init__(self, frame_size: int | tuple[int, int] | None = None, max_agent_frames: int | None = None):
+        self.frame_size = frame_size
+        self.max_agent_frames = max_agent_frames
+        self.clear()
+
+    def clear(self) -> None:
+        self._frames: list[np.ndarray] = []
+        self._depth: list[np.ndarray | None] = []
+        self._indices: list[int] = []
+        self._poses: list[np.ndarray] = []
+        self._is_tour: list[bool] = []
+        self._next_index = 0
+
+    # ------------------------------------------------------------------ filling
+    def _fit(self, rgb: np.ndarray) -> np.ndarray:
+        rgb = np.asarray(rgb)
+        if rgb.ndim != 4 or rgb.shape[-1] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8 (N, H, W, 3), got {rgb.dtype} {rgb.shape}")
+        return rgb if self.frame_size is None else resize_area(rgb, self.frame_size)
+
+    def _fit_depth(self, depth, n: int, hw: tuple[int, int]):
+        if depth is None:
+            return [None] * n
+        d = np.asarray(depth, np.float32)
+        if d.ndim == 4:
+            d = d[..., 0]
+        if d.ndim != 3 or d.shape[0] != n:
+            raise ValueError(f"depth must be (N, H, W[, 1]) with N = {n} frames, got {np.shape(depth)}")
+        if d.shape[1:] != hw:
+            d = resize_depth(d, hw)
+        return list(d)
+
+    def add_tour(self, rgb, poses, indices=None, depth=None) -> None:
+        """Add the context tour (before any agent frame): rgb (T, H, W, 3), poses (T, 3) in the
+        start frame, indices (T,) the tour's original indices (strictly increasing; default 0..T-1)."""
+        if any(not t for t in self._is_tour):
+            raise RuntimeError("add_tour after agent frames: add the tour first (call clear() to start over)")
+        fr = self._fit(rgb)
+        n = len(fr)
+        p = np.asarray(poses, np.float64).reshape(-1, 3)
+        if len(p) != n:
+            raise ValueError(f"{n} tour frames but {len(p)} poses")
+        idx = np.arange(n) if indices is None else np.asarray(indices, np.int64).reshape(-1)
+        if len(idx) != n:
+            raise ValueError(f"{n} tour frames but {len(idx)} indices")
+        if n and ((np.diff(idx) <= 0).any() or idx[0] < self._next_index):
+            raise ValueError(f"tour indices must be strictly increasing and >= {self._next_index}, got {idx.tolist()}")
+        ds = self._fit_depth(depth, n, fr.shape[1:3])
+        for k in range(n):
+            self._frames.append(fr[k])
+            self._depth.append(ds[k])
+            self._indices.append(int(idx[k]))
+            self._poses.append(p[k])
+            self._is_tour.append(True)
+        if n:
+            self._next_index = int(idx[-1]) + 1
+
+    def append(self, rgb, pose, depth=None) -> int:
+        """Append one agent frame (H, W, 3) at ``pose`` (x, y, yaw); returns its original index."""
+        fr = self._fit(np.asarray(rgb)[None])
+        ds = self._fit_depth(None if depth is None else np.asarray(depth)[None], 1, fr.shape[1:3])
+        idx = self._next_index
+        self._frames.append(fr[0])
+        self._depth.append(ds[0])
+        self._indices.append(idx)
+        self._poses.append(np.asarray(pose, np.float64).reshape(3))
+        self._is_tour.append(False)
+        self._next_index += 1
+        if self.max_agent_frames is not None:
+            agent = [i for i, t in enumerate(self._is_tour) if not t]
+            for i in reversed(agent[: max(0, len(agent) - int(self.max_agent_frames))]):
+                for lst in (self._frames, self._depth, self._indices, self._poses, self._is_tour):
+                    del lst[i]
+        return idx
+
+    # ------------------------------------------------------------------ access
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    @property
+    def num_tour(self) -> int:
+        return int(sum(self._is_tour))
+
+    @property
+    def frames(self) -> np.ndarray:
+        return np.stack(self._frames) if self._frames else np.zeros((0, 0, 0, 3), np.uint8)
+
+    @property
+    def indices(self) -> np.ndarray:
+        return np.asarray(self._indices, np.int64)
+
+    @property
+    def poses(self) -> np.ndarray:
+        return np.asarray(self._poses, np.float64).reshape(-1, 3)
+
+    @property
+    def is_tour(self) -> np.ndarray:
+        return np.asarray(self._is_tour, bool)
+
+    def depth(self, position: int) -> np.ndarray | None:
+        """Depth (H, W) stored with the frame at buffer ``position`` (None if none was given)."""
+        return self._depth[position]
+
+    def newest(self) -> tuple[np.ndarray, int, np.ndarray]:
+        if not self._frames:
+            raise RuntimeError("the context buffer is empty")
+        return self._frames[-1], self._indices[-1], self._poses[-1]
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self, k: int, rng: np.random.Generator, mode: str = "noncontiguous") -> ContextSample:
+        """K frames with their original indices (sorted), always ending with the newest frame.
+
+        * ``noncontiguous`` (Video4Spatial, the world model's training distribution,
+          ``world_model.data.sample_context_indices``): the newest frame plus a uniformly
+          random subset of k - 1 earlier frames (tour and agent alike);
+        * ``contiguous`` (the ablation): the k newest frames;
+        * ``recent``: the newest frame plus k - 1 earlier frames drawn without replacement
+          with probability proportional to (1 + position), favouring the agent's recent
+          views while still reaching back into the tour.
+        Fewer than k frames in the buffer: all of them.
+        """
+        if mode not in SAMPLE_MODES:
+            raise ValueError(f"mode must be one of {SAMPLE_MODES}, got {mode!r}")
+        n = len(self._frames)
+        if n == 0:
+            raise RuntimeError("cannot sample from an empty context buffer")
+        k = max(1, min(int(k), n))
+        if mode == "contiguous" or k == n:
+            pos = np.arange(n - k, n)
+        else:
+            if mode == "noncontiguous":
+                rest = rng.choice(n - 1, size=k - 1, replace=False)
+            else:
+                w = np.arange(1, n, dtype=np.float64)
+                rest = rng.choice(n - 1, size=k - 1, replace=False, p=w / w.sum())
+            pos = np.sort(np.concatenate([rest, [n - 1]])).astype(np.int64)
+        return ContextSample(frames=np.stack([self._frames[i] for i in pos]), indices=self.indices[pos],
+                             poses=self.poses[pos], positions=pos)
+
+
+__all__ = ["ContextBuffer", "ContextSample", "SAMPLE_MODES", "resize_area", "resize_depth"]

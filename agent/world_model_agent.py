@@ -1,0 +1,379 @@
+"""`WorldModelAgent`: imagine the way to the target, read the goal off the imagination, drive there.
+
+One step (DESIGN.md, "One agent step"):
+
+    obs -> ContextBuffer (tour first, then own frames, original indices kept)
+        -> non-contiguous context sample (K frames) -> pipeline.imagine(context, indices, instruction)
+        -> Rollout (target frames + bbox frames; N candidates in ranking mode)
+        -> planners.ranking: red box in the bbox frames, final view localised against the posed
+           real frames, box -> goal (real depth when the view matches), scored by goal evidence
+        -> goal estimate in the start frame -> ObstacleMap (real depth) + Navigator -> action;
+           StopPolicy calls STOP.
+
+Receding horizon: the agent re-imagines every ``reimagine_every`` steps while it holds a
+confident goal, every ``explore_reimagine_every`` steps while it does not, and at once
+when the real view has drifted away from every imagined frame (``view_similarity`` below
+``divergence``) or when it reached the goal estimate without being allowed to stop.
+Without a confident box it explores the nearest frontier of its own map and keeps
+re-imagining from the new views.
+
+Ablations (``ablation``): "noise" replaces every imagined rollout by uniform noise frames
+of the same shape (the box reader then finds nothing, so the agent only explores);
+"no_ssg" runs the world model with its SSG branch off (``world_model.ssg.ssg_disabled``;
+identical to "none" for a checkpoint without an SSG adapter).
+
+Fair play: the agent reads only obs (rgb, depth, gps, compass, instruction) and the
+context tour (frames, depth, poses, indices in the start frame); camera settings come
+from the sensor view the runner hands it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+
+from agent.baselines import episode_rng
+from agent.context import ContextBuffer
+from envs.actions import Action
+from planners.camera import HFOV_DEG, wrap_angle
+from planners.mapping import ObstacleMap
+from planners.path import Navigator, PathPlanner, StopPolicy, goal_in_view
+from planners.ranking import Candidate, rank_candidates, read_candidate
+from planners.rollout_reader import GoalEstimate, view_similarity
+
+ABLATIONS = ("none", "noise", "no_ssg")
+TRAIN_HINT = ("collect data and train one: `spatialnav collect world_model=small split=train n=8000` then "
+              "`spatialnav train world_model=small` (it exports runs/wm/pipeline), or point "
+              "agent.pipeline=<dir> at a saved Video4SpatialPipeline")
+
+
+def load_pipeline(path: str | Path, device: str = "cpu"):
+    """A saved ``Video4SpatialPipeline`` from ``path``, with an error that says how to make one."""
+    from world_model.pipeline import Video4SpatialPipeline
+
+    p = Path(path)
+    if not (p / "model_index.json").exists():
+        raise FileNotFoundError(f"world-model checkpoint {str(p)!r} not found (no model_index.json); {TRAIN_HINT}")
+    pipe = Video4SpatialPipeline.from_pretrained(str(p))
+    pipe.model.to(device).eval()
+    return pipe
+
+
+def load_inverse_dynamics(path: str | Path | None):
+    if path is None:
+        return None
+    from planners.inverse_dynamics import InverseDynamicsModel
+
+    p = Path(path)
+    if not (p / "config.json").exists():
+        raise FileNotFoundError(f"inverse-dynamics checkpoint {str(p)!r} not found; train one with "
+                                f"`python -m planners.inverse_dynamics --out {p}` or set inverse_dynamics=null")
+    return InverseDynamicsModel.from_pretrained(str(p)).eval()
+
+
+class WorldModelAgent:
+    """Imagine-then-plan agent (module docstring).
+
+    Args:
+        env: the runner's sensor view of the env (camera settings only); may be None.
+        seed: agent seed, combined with each episode id.
+        pipeline: a ``Video4SpatialPipeline`` or the directory it was saved to.
+        inverse_dynamics: optional ``InverseDynamicsModel`` (or its directory) to place the
+            imagined final view by integrating imagined motion when retrieval finds no match.
+        num_context: K context frames per imagination; ``context_mode``: ContextBuffer.sample mode.
+        num_candidates: N rollouts per imagination (>1 = ranking mode, best-of-N by goal evidence).
+        elite_frac, agree_m: ranking's elite fraction and agreement distance (m).
+        num_steps, guidance_scale, cfg_mode: sampling settings of ``pipeline.imagine``.
+        reimagine_every: steps between imaginations while a confident goal is held.
+        explore_reimagine_every: steps between imaginations while exploring.
+        divergence: re-imagine when the real view's best similarity to the imagined frames
+            falls below this.
+        min_confidence: a goal needs at least this candidate score to be acted on.
+        min_match, depth_match: view-similarity thresholds to localise the imagined final view on a
+            real frame, and to range its box with that frame's real depth.
+        use_tour_map: integrate the tour's depth into the obstacle map at reset.
+        give_up_steps: STOP after this many steps with neither a goal nor a frontier.
+        ablation: "none", "noise" or "no_ssg".
+        hfov_deg, max_depth: camera (read from ``env`` when it has them).
+        mapping, path, navigator, stop, box, goal: keyword blocks of ObstacleMap, PathPlanner,
+            Navigator, StopPolicy, find_box_in_frames and box_to_goal (configs/planner/default.yaml).
+        frontier_min_size: smallest frontier cluster (cells) worth exploring.
+        device, threads: torch device and CPU threads for the world model (None: leave as is).
+    """
+
+    needs_context = True
+    privileged = False
+
+    def __init__(self, env=None, seed: int | None = 0, pipeline="runs/wm/pipeline", inverse_dynamics=None,
+                 num_context: int = 6, context_mode: str = "noncontiguous", num_candidates: int = 1,
+                 elite_frac: float = 0.4, agree_m: float = 1.0, num_steps: int = 16, guidance_scale: float = 3.0,
+                 cfg_mode: str = "joint", reimagine_every: int = 8, explore_reimagine_every: int = 4,
+                 divergence: float = 0.2, min_confidence: float = 0.15, min_match: float = 0.3,
+                 depth_match: float = 0.8, use_tour_map: bool = True, give_up_steps: int = 24,
+                 ablation: str = "none", hfov_deg: float = HFOV_DEG, max_depth: float = 10.0,
+                 mapping: dict | None = None, path: dict | None = None, navigator: dict | None = None,
+                 stop: dict | None = None, box: dict | None = None, goal: dict | None = None,
+                 frontier_min_size: int = 5, device: str = "cpu", threads: int | None = None) -> None:
+        if ablation not in ABLATIONS:
+            raise ValueError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
+        if num_candidates < 1 or num_context < 1:
+            raise ValueError(f"num_candidates and num_context must be >= 1, got {num_candidates}, {num_context}")
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(int(threads))
+        self.pipeline = load_pipeline(pipeline, device) if isinstance(pipeline, (str, Path)) else pipeline
+        if self.pipeline is None:
+            raise ValueError(f"WorldModelAgent needs a pipeline; {TRAIN_HINT}")
+        self.inverse_dynamics = (load_inverse_dynamics(inverse_dynamics)
+                                 if isinstance(inverse_dynamics, (str, Path)) or inverse_dynamics is None
+                                 else inverse_dynamics)
+        self.seed = seed
+        self.hfov_deg = float(getattr(env, "hfov_deg", hfov_deg)) if env is not None else float(hfov_deg)
+        self.max_depth = float(getattr(env, "max_depth", max_depth)) if env is not None else float(max_depth)
+        fs = self.pipeline.model.config.frame_size
+        self.frame_size = (int(fs[0]), int(fs[1])) if not np.isscalar(fs) else (int(fs), int(fs))
+        self.num_target = int(self.pipeline.config.num_target_frames)
+        self.num_bbox = int(self.pipeline.config.num_bbox_frames)
+        self.num_context, self.context_mode = int(num_context), context_mode
+        self.num_candidates, self.elite_frac, self.agree_m = int(num_candidates), float(elite_frac), float(agree_m)
+        self.sampling = {"num_steps": int(num_steps), "guidance_scale": float(guidance_scale), "cfg_mode": cfg_mode}
+        self.reimagine_every, self.explore_reimagine_every = int(reimagine_every), int(explore_reimagine_every)
+        self.divergence, self.min_confidence = float(divergence), float(min_confidence)
+        self.min_match, self.depth_match = float(min_match), float(depth_match)
+        self.use_tour_map, self.give_up_steps = bool(use_tour_map), int(give_up_steps)
+        self.ablation = ablation
+        self.map_kwargs = {"hfov_deg": self.hfov_deg, "max_depth": self.max_depth, **(mapping or {})}
+        self.path_kwargs, self.nav_kwargs = dict(path or {}), dict(navigator or {})
+        self.stop_policy = StopPolicy(**{"hfov_deg": self.hfov_deg, "min_confidence": 0.3, **(stop or {})})
+        self.box_kwargs = dict(box or {})
+        self.goal_kwargs = {"hfov_deg": self.hfov_deg, **(goal or {})}
+        self.frontier_min_size = int(frontier_min_size)
+        self._imagine_params = set(inspect.signature(self.pipeline.imagine).parameters)
+        self._warned_ssg = False
+        self.buffer = ContextBuffer(frame_size=self.frame_size)
+        self.rng = np.random.default_rng(seed)
+        self._reset_state()
+
+    # ------------------------------------------------------------------ episode
+    def _reset_state(self) -> None:
+        self.map = ObstacleMap(**self.map_kwargs)
+        self.navigator = Navigator(self.map, PathPlanner(self.map, **self.path_kwargs), **self.nav_kwargs)
+        self.goal: GoalEstimate | None = None
+        self.goal_score = 0.0
+        self.rollout = None
+        self.candidates: list[Candidate] = []
+        self.best: Candidate | None = None
+        self.pose = np.zeros(3)
+        self.instruction = ""
+        self.last_action: int | None = None
+        self.since_imagine = 0
+        self.idle_steps = 0
+        self.force_imagine = True
+        self.frontier_target: np.ndarray | None = None
+        self.failed_targets: list[np.ndarray] = []
+        self.stats = {"imaginations": 0, "imagine_seconds": 0.0, "steps_with_goal": 0, "steps": 0}
+
+    def reset(self, obs: dict, info: dict | None = None, context: dict | None = None) -> None:
+        self.buffer.clear()
+        self._reset_state()
+        self.rng = episode_rng(self.seed, (info or {}).get("episode_id", ""))
+        self.instruction = str(obs["instruction"])
+        if context is not None and len(context.get("rgb", ())):
+            self.buffer.add_tour(context["rgb"], context["poses"], context.get("indices"), context.get("depth"))
+            if self.use_tour_map and context.get("depth") is not None:
+                pitch = np.asarray(context.get("pitch", np.zeros(len(context["rgb"]))), np.float64).reshape(-1)
+                for d, p, pt in zip(context["depth"], np.asarray(context["poses"], np.float64), pitch):
+                    self.map.update(d, p, pitch=float(pt))
+
+    # ------------------------------------------------------------------ imagination
+    def _imagine_rollouts(self, sample) -> tuple[np.ndarray, np.ndarray, object]:
+        """(N, T, H, W, 3) frames and (N, B, H, W, 3) bbox frames of N imagined candidates."""
+        n, (h, w) = self.num_candidates, self.frame_size
+        if self.ablation == "noise":
+            frames = self.rng.integers(0, 256, (n, self.num_target, h, w, 3), dtype=np.uint8)
+            boxes = self.rng.integers(0, 256, (n, self.num_bbox, h, w, 3), dtype=np.uint8)
+            return frames, boxes, None
+        kwargs = dict(self.sampling, num_samples=n, seed=int(self.rng.integers(2 ** 31)))
+        ctx = nullcontext()
+        if self.ablation == "no_ssg":
+            from world_model.ssg import ssg_disabled, ssg_processors
+
+            transformer = self.pipeline.model.transformer
+            if ssg_processors(transformer):
+                ctx = ssg_disabled(transformer)
+            elif not self._warned_ssg:
+                warnings.warn("ablation='no_ssg': this world-model checkpoint has no SSG adapter, so the "
+                              "ablation is identical to 'none'", stacklevel=2)
+                self._warned_ssg = True
+            if "ssg" in self._imagine_params:
+                kwargs["ssg"] = None
+        with ctx:
+            rollout = self.pipeline.imagine(sample.frames, sample.indices, self.instruction, **kwargs)
+        if rollout.samples is not None:
+            return rollout.samples, rollout.sample_bbox_frames, rollout
+        return rollout.frames[None], rollout.bbox_frames[None], rollout
+
+    def imagine(self) -> GoalEstimate | None:
+        """Imagine N candidates from the current context, rank them, update the goal belief."""
+        t0 = time.perf_counter()
+        sample = self.buffer.sample(self.num_context, self.rng, self.context_mode)
+        frames, bbox, rollout = self._imagine_rollouts(sample)
+        refs, ref_poses = self.buffer.frames, self.buffer.poses
+        motion = None
+        if self.inverse_dynamics is not None:
+            from planners.inverse_dynamics import integrate
+
+        cands = []
+        for i in range(len(frames)):
+            if self.inverse_dynamics is not None:
+                motion = integrate(self.inverse_dynamics, frames[i])[-1]
+            cands.append(read_candidate(i, frames[i], bbox[i], self.pose, ref_frames=refs, ref_poses=ref_poses,
+                                        ref_depth=self.buffer.depth, obstacle_map=self.map, min_match=self.min_match,
+                                        depth_match=self.depth_match, motion_rel_pose=motion,
+                                        box_kwargs=self.box_kwargs, goal_kwargs=self.goal_kwargs))
+        best, goal = rank_candidates(cands, agree_m=self.agree_m, elite_frac=self.elite_frac)
+        self.candidates, self.best = cands, best
+        self.rollout = {"frames": frames[best.index if best else 0], "bbox_frames": bbox[best.index if best else 0],
+                        "box": best.box if best else None, "pipeline_rollout": rollout}
+        self._update_goal(goal, best.score if best else 0.0)
+        self.since_imagine = 0
+        self.force_imagine = False
+        self.stats["imaginations"] += 1
+        self.stats["imagine_seconds"] += time.perf_counter() - t0
+        return goal
+
+    def _update_goal(self, goal: GoalEstimate | None, score: float) -> None:
+        """Belief update: agreeing evidence is fused, a stronger new goal replaces a weaker old one,
+        and an unconfirmed old goal loses weight each time imagination does not support it."""
+        self.goal_score *= 0.7
+        if goal is None or score < self.min_confidence:
+            if self.goal is not None and self.goal_score < self.min_confidence:
+                self.goal = None
+            return
+        if self.goal is not None and np.linalg.norm(goal.xy - self.goal.xy) <= self.agree_m:
+            from planners.rollout_reader import fuse_goals
+
+            self.goal = fuse_goals(self.goal, goal)
+            self.goal_score = max(self.goal_score, score) + 0.5 * min(self.goal_score, score)
+        elif self.goal is None or score >= self.goal_score:
+            self.goal, self.goal_score = goal, score
+
+    def _diverged(self, rgb_small: np.ndarray) -> bool:
+        if self.rollout is None or self.since_imagine < 2:
+            return False
+        sims = [view_similarity(rgb_small, f) for f in self.rollout["frames"]]
+        return max(sims) < self.divergence
+
+    def _should_imagine(self, rgb_small: np.ndarray) -> bool:
+        if self.force_imagine or self.rollout is None:
+            return True
+        every = self.reimagine_every if self.goal is not None else self.explore_reimagine_every
+        return self.since_imagine >= every or (self.goal is not None and self._diverged(rgb_small))
+
+    # ------------------------------------------------------------------ acting
+    def act(self, obs: dict) -> int:
+        self.pose = self.navigator.observe(obs, self.last_action)
+        self.buffer.append(obs["rgb"], self.pose, obs.get("depth"))
+        self.stats["steps"] += 1
+        rgb_small = self.buffer.newest()[0]
+        if self._should_imagine(rgb_small):
+            self.imagine()
+        self.since_imagine += 1
+        action = self._act_on_belief()
+        self.last_action = int(action)
+        return int(action)
+
+    def _act_on_belief(self) -> int:
+        if self.goal is not None:
+            self.stats["steps_with_goal"] += 1
+            g = self.goal
+            if self.stop_policy.should_stop(self.pose, g.xy, g.confidence, g.radius_m):
+                return int(Action.STOP)
+            a = self.navigator.act(g.xy)
+            if a is not None and a != Action.STOP:
+                self.idle_steps = 0
+                return int(a)
+            # At (or unable to get nearer to) the estimate without leave to stop: face it and look
+            # again from here; if it is in view already, the estimate was wrong, so drop it.
+            if not goal_in_view(self.pose, g.xy, self.hfov_deg):
+                self.force_imagine = True
+                return int(self._turn_towards(g.xy))
+            self.goal, self.goal_score = None, 0.0
+            self.force_imagine = True
+        return int(self._explore())
+
+    def _turn_towards(self, xy) -> Action:
+        b = wrap_angle(math.atan2(xy[1] - self.pose[1], xy[0] - self.pose[0]) - self.pose[2])
+        return Action.TURN_LEFT if b > 0 else Action.TURN_RIGHT
+
+    def _explore(self) -> int:
+        """Nearest reachable frontier; turn in place when none, STOP after ``give_up_steps`` idle steps."""
+        target = self.frontier_target
+        if target is None or np.linalg.norm(target - self.pose[:2]) < 0.5:
+            target = self._pick_frontier()
+        while target is not None:
+            a = self.navigator.act(target)
+            if a is not None and a != Action.STOP:
+                self.frontier_target = target
+                self.idle_steps = 0
+                return int(a)
+            self.failed_targets.append(target)
+            target = self._pick_frontier()
+        self.frontier_target = None
+        self.idle_steps += 1
+        if self.idle_steps > self.give_up_steps:
+            return int(Action.STOP)
+        return int(Action.TURN_LEFT)
+
+    def _pick_frontier(self) -> np.ndarray | None:
+        best, best_d = None, math.inf
+        for f in self.map.frontiers(self.frontier_min_size):
+            t = np.asarray(f.target_xy, np.float64)
+            if any(np.linalg.norm(t - q) < 0.5 for q in self.failed_targets):
+                continue
+            d = float(np.linalg.norm(t - self.pose[:2]))
+            if 0.5 <= d < best_d:
+                best, best_d = t, d
+        return best
+
+    # ------------------------------------------------------------------ introspection
+    def episode_stats(self) -> dict:
+        """Per-episode counters the runner adds to the episode's row."""
+        s = dict(self.stats)
+        s["goal_fraction"] = s["steps_with_goal"] / max(1, s["steps"])
+        return s
+
+    def debug_panels(self) -> dict[str, np.ndarray]:
+        """Video panels: the imagined rollout (frames, then the bbox frame with the detected box in
+        green) and the agent's own map with the goal estimate, its uncertainty and the path."""
+        h, w = self.frame_size
+        if self.rollout is None:
+            imagined = np.zeros((h, w * (self.num_target + 1), 3), np.uint8)
+        else:
+            bbox = self.rollout["bbox_frames"][-1].copy()
+            det = self.rollout["box"]
+            if det is not None:
+                x0, y0, x1, y1 = (int(round(v)) for v in (det.x0, det.y0, det.x1, det.y1))
+                x0, x1 = np.clip([x0, x1], 0, w - 1)
+                y0, y1 = np.clip([y0, y1], 0, h - 1)
+                green = np.array([0, 255, 0], np.uint8)
+                bbox[y0, x0:x1 + 1] = green
+                bbox[y1, x0:x1 + 1] = green
+                bbox[y0:y1 + 1, x0] = green
+                bbox[y0:y1 + 1, x1] = green
+            imagined = np.concatenate(list(self.rollout["frames"]) + [bbox], axis=1)
+        g = self.goal
+        nav_path = self.navigator.path
+        mp = self.map.to_image(pose=self.pose, path=nav_path, goal=None if g is None else g.xy,
+                               goal_radius=None if g is None else g.radius_m)
+        return {"imagined": imagined, "map": mp}
+
+
+__all__ = ["WorldModelAgent", "ABLATIONS", "load_pipeline"]

@@ -1,0 +1,271 @@
+"""WorldModelAgent, ContextBuffer and candidate ranking: real code on tiny inputs.
+
+* the context buffer keeps original indices and samples as documented;
+* the agent runs end to end in the real env (32x32) with a tiny randomly initialised
+  Video4Spatial pipeline, through the runner, and writes a 3-panel video;
+* in a small kinematic world whose "world model" draws the red box where the target
+  really is (a Rollout built directly), the goal estimate points the right way and the
+  agent walks to the target and calls STOP; with ablation="noise" it never gets a goal.
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from agent.context import ContextBuffer
+from agent.world_model_agent import WorldModelAgent
+from envs.actions import Action
+from planners.ranking import Candidate, map_consistency, rank_candidates
+from planners.rollout_reader import GoalEstimate
+from world_model.data import draw_box
+from world_model.rollout import Rollout
+
+
+# ----------------------------------------------------------------------------- ContextBuffer
+def test_context_buffer_keeps_original_indices_and_samples():
+    buf = ContextBuffer(frame_size=8)
+    tour = np.random.default_rng(0).integers(0, 255, (10, 16, 16, 3), dtype=np.uint8)
+    tour_idx = np.array([0, 3, 5, 9, 12, 20, 21, 30, 41, 50])
+    buf.add_tour(tour, np.zeros((10, 3)), tour_idx, depth=np.ones((10, 16, 16, 1), np.float32))
+    assert buf.frames.shape == (10, 8, 8, 3)
+    # 2x2 area averaging, as world_model/data.py makes the training frames
+    np.testing.assert_array_equal(buf.frames[0, 0, 0],
+                                  np.round(tour[0, :2, :2].reshape(4, 3).mean(0)).astype(np.uint8))
+    new = [buf.append(np.full((16, 16, 3), i, np.uint8), (i, 0, 0)) for i in range(5)]
+    assert new == [51, 52, 53, 54, 55]  # the agent's frames follow the tour's last index
+    np.testing.assert_array_equal(buf.indices, np.concatenate([tour_idx, new]))
+    rng = np.random.default_rng(1)
+    for mode in ("noncontiguous", "contiguous", "recent"):
+        for _ in range(20):
+            s = buf.sample(6, rng, mode)
+            assert len(s.indices) == 6 and (np.diff(s.indices) > 0).all()
+            assert s.indices[-1] == 55 and s.poses[-1][0] == 4  # always the newest frame
+            np.testing.assert_array_equal(s.indices, buf.indices[s.positions])
+            np.testing.assert_array_equal(s.frames, buf.frames[s.positions])
+    np.testing.assert_array_equal(buf.sample(3, rng, "contiguous").indices, [53, 54, 55])
+    # non-contiguous reaches back into the tour
+    seen = set()
+    for _ in range(30):
+        seen |= set(buf.sample(4, rng).indices.tolist())
+    assert seen & set(tour_idx.tolist())
+    assert buf.depth(0).shape == (8, 8) and buf.depth(12) is None
+    with pytest.raises(RuntimeError, match="add the tour first"):
+        buf.add_tour(tour[:1], np.zeros((1, 3)), [100])
+    with pytest.raises(ValueError, match="mode"):
+        buf.sample(2, rng, "sideways")
+
+
+# ----------------------------------------------------------------------------- ranking
+def _goal(xy, conf=0.8):
+    return GoalEstimate(xy=np.asarray(xy, float), cov=np.eye(2) * 0.04, range_m=2.0, bearing=0.0,
+                        source="depth", confidence=conf)
+
+
+def test_ranking_prefers_agreeing_candidates_and_fuses_elites():
+    cands = [Candidate(0, None, _goal([3.0, 0.0]), score=0.5), Candidate(1, None, _goal([3.2, 0.1]), score=0.45),
+             Candidate(2, None, _goal([-4.0, 2.0]), score=0.6), Candidate(3, None, None)]
+    best, goal = rank_candidates(cands, agree_m=1.0, elite_frac=0.5)
+    assert best.index == 0  # the lone outlier had the highest raw score but no support
+    assert cands[2].agreement == 0.0 and cands[0].agreement == pytest.approx(0.5)
+    assert 3.0 < goal.xy[0] < 3.2 and np.linalg.det(goal.cov) < np.linalg.det(cands[0].goal.cov)
+    assert rank_candidates([Candidate(0, None, None)]) == (None, None)
+
+
+def test_map_consistency_uses_the_obstacle_map():
+    from planners.mapping import ObstacleMap
+
+    m = ObstacleMap(cell_size=0.1, size_m=8.0)
+    depth = np.zeros((32, 32), np.float32)
+    depth[:, 12:20] = 2.0  # a wall 2 m ahead in the middle columns, free elsewhere
+    m.update(depth, (0.0, 0.0, 0.0))
+    assert map_consistency(m, (2.0, 0.0)) == 1.0  # on the wall
+    assert map_consistency(m, (1.0, 0.0)) == 0.3  # open, observed free floor
+    assert map_consistency(m, (-3.0, 0.0)) == 0.7  # behind the agent: never observed
+
+
+# ----------------------------------------------------------------------------- a kinematic world
+class ToyWorld:
+    """Open floor (no depth hits), a target at ``target``; the agent's pose follows the actions
+    exactly. RGB is a texture seeded by the pose, so each view is distinct."""
+
+    def __init__(self, target=(3.0, -2.0), size=32):
+        self.target = np.asarray(target, float)
+        self.size = size
+        self.pose = np.zeros(3)
+
+    def obs(self):
+        key = tuple(np.round(self.pose, 3))
+        rng = np.random.default_rng(abs(hash(key)) % 2 ** 32)
+        rgb = rng.integers(40, 200, (self.size, self.size, 3), dtype=np.uint8)
+        return {"rgb": rgb, "depth": np.zeros((self.size, self.size, 1), np.float32),
+                "gps": self.pose[:2].astype(np.float32), "compass": np.array([self.pose[2]], np.float32),
+                "instruction": "go to the red chair"}
+
+    def step(self, a):
+        if a == Action.MOVE_FORWARD:
+            self.pose[:2] += 0.25 * np.array([math.cos(self.pose[2]), math.sin(self.pose[2])])
+        elif a in (Action.TURN_LEFT, Action.TURN_RIGHT):
+            self.pose[2] += math.radians(30) * (1 if a == Action.TURN_LEFT else -1)
+            self.pose[2] = (self.pose[2] + math.pi) % (2 * math.pi) - math.pi
+        return self.obs()
+
+    def distance(self):
+        return float(np.linalg.norm(self.pose[:2] - self.target))
+
+
+class BoxOracleImagination:
+    """A stand-in world model that imagines the current view with the red box where the target is.
+
+    Built on the real ``Rollout`` type; the box is what a perfect Video4Spatial rollout would draw
+    when the target is in view from here: bearing -> column, ground contact -> bottom row,
+    0.8 m height and 0.6 m width -> box size. No box when the target is out of view.
+    """
+
+    def __init__(self, world: ToyWorld, size=64, num_target=2, noise=False):
+        self.world, self.size = world, size
+        self.model = SimpleNamespace(config=SimpleNamespace(frame_size=(size, size)))
+        self.config = SimpleNamespace(num_target_frames=num_target, num_bbox_frames=1)
+        self.calls = 0
+
+    def imagine(self, context_frames, context_indices, instruction, num_samples=1, seed=0, **kw):
+        self.calls += 1
+        cur = np.asarray(context_frames)[-1]
+        frames = np.repeat(cur[None], self.config.num_target_frames, 0)
+        bbox = cur.copy()
+        x, y, yaw = self.world.pose
+        d = self.world.target - np.array([x, y])
+        z = float(np.hypot(*d))
+        bearing = math.atan2(d[1], d[0]) - yaw
+        bearing = (bearing + math.pi) % (2 * math.pi) - math.pi
+        s = self.size
+        f = (s / 2) / math.tan(math.radians(79 / 2))
+        if abs(bearing) < math.radians(30) and z > 0.3:
+            zf = z * math.cos(bearing)
+            u = s / 2 - 0.5 - f * math.tan(bearing)
+            vb = s / 2 + f * 0.88 / zf
+            hh, hw = f * 0.8 / zf, f * 0.6 / zf / 2
+            box = (u - hw, vb - hh, u + hw, vb)
+            bbox = draw_box(bbox, np.clip(box, 0, s - 1), thickness=2)
+        return Rollout(frames=frames, bbox_frames=bbox[None], instruction=instruction,
+                       context_indices=np.asarray(context_indices))
+
+
+def _tour(world, n=4):
+    """A tiny look-around tour at the start (poses in the start frame)."""
+    poses = np.array([[0.0, 0.0, math.radians(90 * i)] for i in range(n)])
+    rgb = []
+    for p in poses:
+        world.pose = p.copy()
+        rgb.append(world.obs()["rgb"])
+    world.pose = np.zeros(3)
+    return {"rgb": np.stack(rgb), "depth": np.zeros((n, world.size, world.size, 1), np.float32),
+            "poses": poses, "indices": np.arange(n) * 3, "pitch": np.zeros(n)}
+
+
+def test_goal_from_an_imagined_box_points_at_the_target_and_the_agent_gets_there():
+    world = ToyWorld(target=(2.6, -1.2))
+    agent = WorldModelAgent(pipeline=BoxOracleImagination(world), reimagine_every=4, seed=0)
+    obs = world.obs()
+    agent.reset(obs, {"episode_id": "toy"}, _tour(world))
+    a = agent.act(obs)
+    g = agent.goal
+    assert g is not None and agent.best.localization == "retrieval" and agent.best.view_match > 0.99
+    true_bearing = math.atan2(-1.2, 2.6)
+    assert abs(math.atan2(g.xy[1], g.xy[0]) - true_bearing) < math.radians(4)  # right of ahead
+    assert abs(np.linalg.norm(g.xy) - np.hypot(2.6, 1.2)) < 0.6
+    assert a == Action.TURN_RIGHT  # the target is 25 deg to the right
+    d0 = world.distance()
+    for _ in range(40):
+        if a == Action.STOP:
+            break
+        obs = world.step(a)
+        a = agent.act(obs)
+    assert a == Action.STOP, "the agent should call STOP near the target"
+    assert world.distance() < 1.0 < d0
+    assert agent.stats["imaginations"] >= 2  # receding horizon: it re-imagined on the way
+
+
+def test_noise_ablation_never_gets_a_goal_and_explores():
+    world = ToyWorld(target=(2.6, -1.2))
+    agent = WorldModelAgent(pipeline=BoxOracleImagination(world), ablation="noise", explore_reimagine_every=1,
+                            seed=0)
+    obs = world.obs()
+    agent.reset(obs, {"episode_id": "toy"}, _tour(world))
+    actions = []
+    for _ in range(10):
+        actions.append(agent.act(obs))
+        assert agent.goal is None and all(c.box is None for c in agent.candidates)
+        obs = world.step(actions[-1])
+    assert agent.pipeline.calls == 0 and agent.stats["imaginations"] == 10
+    assert Action.STOP not in actions and Action.MOVE_FORWARD in actions  # it explores frontiers
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="spatialnav train"):
+        WorldModelAgent(pipeline=str(tmp_path / "no_such_pipeline"))
+    with pytest.raises(ValueError, match="ablation"):
+        WorldModelAgent(pipeline=BoxOracleImagination(ToyWorld()), ablation="blindfold")
+
+
+# ----------------------------------------------------------------------------- real env, real pipeline
+TINY = dict(patch_size=[1, 4, 4], num_attention_heads=2, attention_head_dim=12, in_channels=3, out_channels=3,
+            text_dim=384, freq_dim=32, ffn_dim=48, num_layers=1, rope_max_seq_len=256)
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline():
+    from world_model.model import Video4SpatialModel
+    from world_model.pipeline import Video4SpatialPipeline, make_scheduler
+    from world_model.text_encoder import load_text_encoder
+
+    torch.manual_seed(0)
+    model = Video4SpatialModel(transformer_config=dict(TINY), text_len=8, frame_size=(16, 16)).eval()
+    return Video4SpatialPipeline(model, make_scheduler(), text_encoder=load_text_encoder("minilm", max_length=8),
+                                 num_target_frames=2, num_bbox_frames=1)
+
+
+def test_world_model_agent_end_to_end_in_the_env(tmp_path, nav_episode_file, tiny_pipeline):
+    import imageio.v2 as imageio
+
+    from agent.runner import evaluate, read_episode_log
+
+    def factory(env=None, seed=None):
+        return WorldModelAgent(env=env, seed=seed, pipeline=tiny_pipeline, num_context=4, num_candidates=2,
+                               num_steps=2, reimagine_every=3, explore_reimagine_every=3)
+
+    factory.needs_context = True
+    s = evaluate(factory, n_episodes=1, out_dir=tmp_path, episodes=nav_episode_file, video=1, width=32, height=32,
+                 max_episode_steps=8, progress=False, print_summary=False)
+    row = read_episode_log(tmp_path / "episodes.jsonl")[0]
+    assert 1 <= row["steps"] <= 8 and s["n_episodes"] == 1
+    assert row["agent_imaginations"] >= 2 and row["agent_imagine_seconds"] > 0
+    reader = imageio.get_reader(row["video"])
+    frames = [f for f in reader]
+    reader.close()
+    assert len(frames) == row["steps"] + 1
+    assert frames[0].shape[0] == 256 and frames[0].shape[1] > 3 * 256  # obs | imagined strip | map
+
+
+def test_world_model_agent_actions_are_valid(nav_episodes, tiny_pipeline):
+    from agent.runner import SensorView, public_context, public_info
+    from envs.gym_env import ObjectNavEnv
+
+    env = ObjectNavEnv(episodes=nav_episodes[:1], width=32, height=32)
+    agent = WorldModelAgent(env=SensorView(env), seed=0, pipeline=tiny_pipeline, num_context=3, num_steps=2)
+    obs, info = env.reset(options={"episode_index": 0})
+    agent.reset(obs, public_info(info), public_context(env.unwrapped.context_tour(n_frames=12)))
+    assert len(agent.buffer) == 12 and agent.map.explored.any()  # the tour seeds the map
+    for _ in range(5):
+        a = agent.act(obs)
+        assert a in (0, 1, 2, 3) and env.action_space.contains(a)
+        obs, _, term, trunc, info = env.step(a)
+        if term or trunc:
+            break
+    assert agent.rollout["frames"].shape == (2, 16, 16, 3) and agent.rollout["bbox_frames"].shape == (1, 16, 16, 3)
+    assert agent.buffer.indices[-1] > agent.buffer.indices[11]
+    env.close()
