@@ -62,6 +62,8 @@ class CLIError(Exception):
 # Free-form sections: their keys are whatever the called function takes, so
 # setting one that is not in the yaml adds it (Hydra's "++") instead of failing.
 FREE_FORM = ("bench.kwargs.",)
+# Top-level keys of `eval` with several agents (not in config.yaml): agents=[a,b@noise], results_md=path.
+EXTRA_KEYS = ("agents", "results_md")
 
 
 def _apply_aliases(overrides: list[str]) -> list[str]:
@@ -70,7 +72,7 @@ def _apply_aliases(overrides: list[str]) -> list[str]:
         key, sep, val = o.partition("=")
         if sep and key in ALIASES:
             o = f"{ALIASES[key]}={val}"
-        elif sep and key.startswith(FREE_FORM):
+        elif sep and (key.startswith(FREE_FORM) or key in EXTRA_KEYS):
             o = f"++{o}"
         out.append(o)
     return out
@@ -165,6 +167,8 @@ def _out_dir(cfg, command: str, agent: str | None = None) -> str:
 def cmd_eval(cfg, args: list[str] | None = None) -> int:
     from agent.runner import evaluate
 
+    if "agents" in cfg and cfg.agents:
+        return eval_agents(cfg)
     summary = evaluate(
         agent=str(cfg.agent.name), split=str(cfg.split), n_episodes=int(cfg.n_episodes),
         out_dir=_out_dir(cfg, "eval"), shard=str(cfg.shard), video=cfg.video, seed=int(cfg.seed),
@@ -172,6 +176,54 @@ def cmd_eval(cfg, args: list[str] | None = None) -> int:
         **env_kwargs(cfg),
     )
     print(f"wrote {_out_dir(cfg, 'eval')}/summary.json ({summary['n_episodes']} episodes)")
+    return 0
+
+
+def _agent_spec_kwargs(cfg, spec: str) -> tuple[str, str, dict[str, Any]]:
+    """``name`` or ``name@ablation`` -> (name, label, constructor kwargs from configs/agent/<name>.yaml;
+    the selected ``agent=`` group, with its overrides, when it is the same agent)."""
+    from omegaconf import OmegaConf
+
+    name, _, ablation = str(spec).partition("@")
+    if name == cfg.agent.name:
+        kw = agent_kwargs(cfg)
+    else:
+        path = config_dir() / "agent" / f"{name}.yaml"
+        kw = {}
+        if path.exists():
+            kw = OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
+            kw.pop("name", None)
+    if ablation:
+        kw["ablation"] = ablation
+    return name, f"{name} (ablation={ablation})" if ablation else name, kw
+
+
+def eval_agents(cfg) -> int:
+    """``eval agents=[world_model,world_model@noise,frontier_clip,random,oracle]``: every agent on the
+    same episodes (out_dir/<agent>), one table, rows written into ``results_md`` (default
+    docs/results.md) under a block keyed by split, episodes and camera size."""
+    from agent.runner import evaluate, results_rows_markdown, update_results_md
+
+    specs = [str(a) for a in cfg.agents]
+    base = Path(str(cfg.out_dir)) if cfg.out_dir else Path(f"runs/eval/agents_{cfg.split}")
+    summaries = []
+    for spec in specs:
+        name, label, kw = _agent_spec_kwargs(cfg, spec)
+        out = base / spec.replace("@", "_")
+        summary = evaluate(agent=name, split=str(cfg.split), n_episodes=int(cfg.n_episodes), out_dir=out,
+                           shard=str(cfg.shard), video=cfg.video, seed=int(cfg.seed), episodes=cfg.episodes,
+                           agent_kwargs=kw, progress=bool(cfg.progress), print_summary=False, **env_kwargs(cfg))
+        summary["label"] = label + (" (privileged)" if name == "oracle" else "")
+        summaries.append(summary)
+    table = results_rows_markdown(summaries)
+    print(table)
+    ek = env_kwargs(cfg)
+    key = f"split={cfg.split} n_episodes={cfg.n_episodes} camera={ek['width']}x{ek['height']}"
+    command = (f"spatialnav eval agents=[{','.join(specs)}] split={cfg.split} n_episodes={cfg.n_episodes} "
+               f"env.width={ek['width']} env.height={ek['height']} out_dir={base}")
+    results = str(cfg.results_md) if "results_md" in cfg and cfg.results_md else "docs/results.md"
+    update_results_md(results, summaries, command, key)
+    print(f"wrote {results} ({key}) and {base}/<agent>/summary.json")
     return 0
 
 

@@ -168,6 +168,46 @@ def format_table(summary: dict, title: str | None = None):
     return t
 
 
+def results_rows_markdown(summaries: Sequence[dict]) -> str:
+    """A markdown table, one row per summary (``label`` or agent): the metrics with 95% CIs and s/step."""
+    def ci(sm, k, fmt):
+        lo, hi = sm.get(f"{k}_ci95", [math.nan, math.nan])
+        m = sm.get(k, math.nan)
+        if lo is None or not np.isfinite(lo):
+            return fmt.format(m)
+        return f"{fmt.format(m)} [{fmt.format(lo)}, {fmt.format(hi)}]"
+
+    lines = ["| agent | episodes | success | SPL | SoftSPL | dist. to goal (m) | steps | s / step |",
+             "|---|---|---|---|---|---|---|---|"]
+    for sm in summaries:
+        lines.append(f"| {sm.get('label', sm.get('agent', ''))} | {sm.get('n_episodes', 0)} | "
+                     f"{ci(sm, 'success', '{:.3f}')} | {ci(sm, 'spl', '{:.3f}')} | {ci(sm, 'softspl', '{:.3f}')} | "
+                     f"{sm.get('distance_to_goal', math.nan):.2f} | {sm.get('steps', math.nan):.1f} | "
+                     f"{sm.get('seconds_per_step', math.nan):.3f} |")
+    return "\n".join(lines)
+
+
+def update_results_md(path: str | os.PathLike, summaries: Sequence[dict], command: str, key: str,
+                      note: str = "") -> Path:
+    """Write the agents' rows into ``path`` (e.g. docs/results.md) inside a block marked by ``key``:
+    a later run with the same key replaces its block, other blocks and text are kept."""
+    path = Path(path)
+    begin, end = f"<!-- spatialnav-eval {key} -->", f"<!-- /spatialnav-eval {key} -->"
+    block = "\n".join([begin, f"### `{key}`", "", results_rows_markdown(summaries), "",
+                       "```bash", command, "```"] + ([note] if note else []) + [end])
+    text = path.read_text() if path.exists() else "# Results\n"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
 def print_table(summary: dict, title: str | None = None) -> None:
     from rich.console import Console
 

@@ -40,6 +40,7 @@ import numpy as np
 
 from agent.baselines import episode_rng
 from agent.context import ContextBuffer
+from agent.frontier_clip import frontier_points
 from envs.actions import Action
 from planners.camera import HFOV_DEG, wrap_angle
 from planners.mapping import ObstacleMap
@@ -111,7 +112,7 @@ class WorldModelAgent:
     privileged = False
 
     def __init__(self, env=None, seed: int | None = 0, pipeline="runs/wm/pipeline", inverse_dynamics=None,
-                 num_context: int = 6, context_mode: str = "noncontiguous", num_candidates: int = 1,
+                 num_context: int = 8, context_mode: str = "noncontiguous", num_candidates: int = 1,
                  elite_frac: float = 0.4, agree_m: float = 1.0, num_steps: int = 16, guidance_scale: float = 3.0,
                  cfg_mode: str = "joint", reimagine_every: int = 8, explore_reimagine_every: int = 4,
                  divergence: float = 0.2, min_confidence: float = 0.15, min_match: float = 0.3,
@@ -156,6 +157,8 @@ class WorldModelAgent:
         self.goal_kwargs = {"hfov_deg": self.hfov_deg, **(goal or {})}
         self.frontier_min_size = int(frontier_min_size)
         self._imagine_params = set(inspect.signature(self.pipeline.imagine).parameters)
+        if ablation != "noise":
+            getattr(self.pipeline, "text_encoder", None)  # load the instruction encoder now, not in step 1
         self._warned_ssg = False
         self.buffer = ContextBuffer(frame_size=self.frame_size)
         self.rng = np.random.default_rng(seed)
@@ -333,15 +336,17 @@ class WorldModelAgent:
         return int(Action.TURN_LEFT)
 
     def _pick_frontier(self) -> np.ndarray | None:
-        best, best_d = None, math.inf
-        for f in self.map.frontiers(self.frontier_min_size):
-            t = np.asarray(f.target_xy, np.float64)
-            if any(np.linalg.norm(t - q) < 0.5 for q in self.failed_targets):
-                continue
-            d = float(np.linalg.norm(t - self.pose[:2]))
-            if 0.5 <= d < best_d:
-                best, best_d = t, d
-        return best
+        """The nearest frontier point at least ``min_frontier_m`` away that has not failed before."""
+        pts, _ = frontier_points(self.map, self.frontier_min_size)
+        if len(pts) == 0:
+            return None
+        d = np.linalg.norm(pts - self.pose[:2], axis=1)
+        ok = d >= 0.75
+        for q in self.failed_targets:
+            ok &= np.linalg.norm(pts - q, axis=1) >= 0.5
+        if not ok.any():
+            return None
+        return pts[np.flatnonzero(ok)[np.argmin(d[ok])]]
 
     # ------------------------------------------------------------------ introspection
     def episode_stats(self) -> dict:

@@ -22,6 +22,7 @@ an optional pitch (radians, positive looks up).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 
@@ -119,6 +120,7 @@ class Renderer:
         self._instance = np.append(scene.tri_instance, np.int32(0)).astype(np.int32)
         self._semantic = np.append(scene.tri_semantic, np.int32(0)).astype(np.int32)
         self._buf: np.ndarray | None = None  # reused rays buffer for the last batch size
+        self._m1 = np.zeros((3, 6), np.float32)  # per-pose ray matrix of the single-pose path
 
     # -- camera ----------------------------------------------------------
     @property
@@ -133,27 +135,44 @@ class Renderer:
     def _rays(self, poses: np.ndarray, pitch) -> np.ndarray:
         """Rays (N, H*W, 6) float32 for N poses, written into a reused buffer.
 
-        One matmul builds origins and directions together: with per-pixel rows
-        h = (right, up, 1) and a per-pose (3, 6) matrix M = [[0 | R^T rows], ...] whose
-        last row also carries the camera position, h @ M = (o_x, o_y, o_z, d_x, d_y, d_z).
+        One matmul builds origins and directions together: each pixel's row is its
+        camera-frame direction h = (a, b, 1) (a right, b up, forward 1) and each pose has a
+        (3, 6) matrix M with rows (0, 0, 0, right), (0, 0, 0, up), (position, forward) in
+        world coordinates, so h @ M = (position, a * right + b * up + forward) = one ray.
         """
         n, p = len(poses), len(self._cam_dirs)
         if self._buf is None or self._buf.shape[0] != n:
             self._buf = np.empty((n, p, 6), np.float32)
+        if n == 1 and (pitch is None or np.size(pitch) == 1):
+            return self._rays_one(poses[0], 0.0 if pitch is None else float(np.reshape(pitch, -1)[0]))
         if pitch is None:
             pit = None
         else:
-            pit = np.broadcast_to(np.asarray(pitch, np.float64).reshape(-1), (n,))
+            pit = np.asarray(pitch, np.float64).reshape(-1)
+            if pit.size not in (1, n):
+                raise ValueError(f"pitch must be a scalar or hold one value per pose ({n}), got {pit.size}")
+            pit = np.broadcast_to(pit, (n,))
             if not np.isfinite(pit).all():
                 raise ValueError("pitch contains NaN or inf")
         rot = camera_rotations(poses[:, 2], pit)  # (N, 3, 3), columns right, up, forward
         m = np.zeros((n, 3, 6), np.float32)
         m[:, :, 3:] = rot.transpose(0, 2, 1)  # d = right*r + up*u + forward*1
         m[:, 2, 0], m[:, 2, 1], m[:, 2, 2] = poses[:, 0], poses[:, 1], self.camera_z  # o = 1 * pos
-        if n == 1:
-            np.matmul(self._cam_dirs, m[0], out=self._buf[0])  # 2-D matmul: the fast BLAS path
-        else:
-            np.matmul(self._cam_dirs[None], m, out=self._buf)
+        np.matmul(self._cam_dirs[None], m, out=self._buf)
+        return self._buf
+
+    def _rays_one(self, pose: np.ndarray, pitch: float) -> np.ndarray:
+        """The single-pose case of ``_rays`` with scalar maths (env.step's hot path)."""
+        if not math.isfinite(pitch):
+            raise ValueError("pitch contains NaN or inf")
+        x, y, yaw = float(pose[0]), float(pose[1]), float(pose[2])
+        cy, sy, cp, sp = math.cos(yaw), math.sin(yaw), math.cos(pitch), math.sin(pitch)
+        m = self._m1
+        m[0, 3:] = (sy, -cy, 0.0)  # right
+        m[1, 3:] = (-sp * cy, -sp * sy, cp)  # up
+        m[2, 3:] = (cp * cy, cp * sy, sp)  # forward
+        m[2, :3] = (x, y, self.camera_z)
+        np.matmul(self._cam_dirs, m, out=self._buf[0])
         return self._buf
 
     # -- rendering -------------------------------------------------------

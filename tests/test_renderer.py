@@ -107,6 +107,10 @@ def test_only_requested_outputs_and_bad_input(renderer):
         renderer.render([0, 0, 0], outputs=("normals",))
     with pytest.raises(ValueError, match="poses must be"):
         renderer.render([[0, 0]])
+    with pytest.raises(ValueError, match="pitch must be"):
+        renderer.render([[0, 0, 0], [1, 0, 0]], pitch=[0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="NaN"):
+        renderer.render([0, 0, 0], pitch=float("nan"))
 
 
 def test_visible_instances_and_line_of_sight(renderer):

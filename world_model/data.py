@@ -376,8 +376,11 @@ def _pool(frames: np.ndarray, factor: int) -> np.ndarray:
     if factor == 1:
         return frames
     n, h, w, c = frames.shape
-    x = frames.reshape(n, h // factor, factor, w // factor, factor, c).astype(np.float32).mean(axis=(2, 4))
-    return np.round(x).astype(np.uint8)
+    out = np.empty((n, h // factor, w // factor, c), np.uint8)
+    for i in range(0, n, 1024):  # chunks: a float copy of a whole shard would take ~GBs
+        x = frames[i:i + 1024].reshape(-1, h // factor, factor, w // factor, factor, c)
+        out[i:i + 1024] = np.round(x.astype(np.float32).mean(axis=(2, 4)))
+    return out
 
 
 def sample_context_indices(num_frames: int, k: int, rng: np.random.Generator, contiguous: bool = False) -> np.ndarray:
@@ -452,7 +455,8 @@ class ContextVideoDataset(Dataset):
     def _shard(self, i: int) -> dict[str, np.ndarray]:
         if i not in self._shards:
             with np.load(self.dir / self.index["shards"][i]["file"]) as z:
-                d = {k: z[k] for k in z.files}
+                # bbox_rgb (collection-size box frames) is for inspection; the loader redraws boxes
+                d = {k: z[k] for k in z.files if k != "bbox_rgb"}
             for k in ("tour_rgb", "agent_rgb", "path_rgb"):
                 d[k] = _pool(d[k], self.factor)
             self._shards[i] = d
