@@ -18,7 +18,8 @@ stops once a detector recognises the target. Here, with the in-project small CLI
   the target is centred (most relevant patch in the central ``centre_fraction`` of columns)
   and the current view is still recognised; a candidate that fails that check is dropped.
   Without candidates: the frontier point maximising value - ``distance_weight`` x distance,
-  where a point's value is the largest projected value within ``value_radius_m``.
+  where a point's value is the largest projected value within ``value_radius_m``; with no
+  frontier left (the tour mapped the scene), a free point far from where it has been.
 
 With ``use_tour`` the context tour's depth seeds the map and its frames seed the value map
 and the candidates (the same information the world-model agent gets).
@@ -55,6 +56,26 @@ def frontier_points(obstacle_map: ObstacleMap, min_size: int = 5, spacing_m: flo
     if not pts:
         return np.zeros((0, 2)), np.zeros(0, int)
     return np.concatenate(pts), np.concatenate(sizes)
+
+
+def far_free_point(obstacle_map: ObstacleMap, visited: np.ndarray, rng: np.random.Generator,
+                   n_samples: int = 256, min_m: float = 1.0) -> np.ndarray | None:
+    """A free, non-inflated map point far from every visited position (of ``n_samples`` random free
+    cells, the one maximising the distance to the nearest visited point), or None.
+
+    The fallback when the map has no frontier left (the context tour mapped the whole scene):
+    new viewpoints, not new map, are what is missing then.
+    """
+    free = obstacle_map.free & ~obstacle_map.inflated()
+    rc = np.argwhere(free)
+    if len(rc) == 0:
+        return None
+    rc = rc[rng.choice(len(rc), size=min(n_samples, len(rc)), replace=False)]
+    pts = obstacle_map.cell_to_world(rc[:, 0], rc[:, 1])
+    v = np.asarray(visited, np.float64).reshape(-1, 2)
+    d = np.min(np.linalg.norm(pts[:, None] - v[None], axis=-1), axis=1) if len(v) else np.full(len(pts), np.inf)
+    i = int(np.argmax(d))
+    return pts[i] if d[i] >= min_m else None
 
 
 def load_clip_checkpoint(path):
@@ -138,6 +159,8 @@ class FrontierClipAgent:
         self.goal: np.ndarray | None = None
         self.frontier_target: np.ndarray | None = None
         self.failed: list[np.ndarray] = []
+        self.visited: list[np.ndarray] = []
+        self._blocked, self._last_collisions = 0, 0
         self.pose = np.zeros(3)
         self.last_action: int | None = None
         self.idle_steps = 0
@@ -285,9 +308,20 @@ class FrontierClipAgent:
         return out
 
     def _explore(self) -> int:
+        self.visited.append(self.pose[:2].copy())
         target = self.frontier_target
         if target is None or np.linalg.norm(target - self.pose[:2]) < 0.5:
             target = self._pick_frontier()
+            if target is None:
+                target = far_free_point(self.map, np.concatenate([self.visited, self.failed]) if self.failed
+                                        else np.asarray(self.visited), self.rng)
+        stuck = self._stuck()
+        if stuck and target is not None:
+            # Blocked forward steps in a row: the map calls free what the agent cannot pass
+            # (the inflation edge); give this target up instead of pushing on.
+            self.failed.append(target)
+            self.frontier_target = None
+            return int(Action.TURN_LEFT)
         while target is not None:
             a = self.navigator.act(target)
             if a is not None and a != Action.STOP:
@@ -298,6 +332,16 @@ class FrontierClipAgent:
         self.frontier_target = None
         self.idle_steps += 1
         return int(Action.STOP if self.idle_steps > self.give_up_steps else Action.TURN_LEFT)
+
+    def _stuck(self, limit: int = 3) -> bool:
+        """True after ``limit`` collisions in a row (counted from the navigator's collision count)."""
+        n = self.navigator.collisions
+        self._blocked = self._blocked + 1 if n > self._last_collisions else 0
+        self._last_collisions = n
+        if self._blocked >= limit:
+            self._blocked = 0
+            return True
+        return False
 
     def _pick_frontier(self) -> np.ndarray | None:
         pts, _ = frontier_points(self.map, self.frontier_min_size)
@@ -323,4 +367,4 @@ class FrontierClipAgent:
         return {"map": self.map.to_image(pose=self.pose, path=self.navigator.path, goal=self.goal, layer=layer)}
 
 
-__all__ = ["FrontierClipAgent", "frontier_points", "load_clip_checkpoint"]
+__all__ = ["FrontierClipAgent", "far_free_point", "frontier_points", "load_clip_checkpoint"]

@@ -40,7 +40,7 @@ import numpy as np
 
 from agent.baselines import episode_rng
 from agent.context import ContextBuffer
-from agent.frontier_clip import frontier_points
+from agent.frontier_clip import far_free_point, frontier_points
 from envs.actions import Action
 from planners.camera import HFOV_DEG, wrap_angle
 from planners.mapping import ObstacleMap
@@ -181,6 +181,7 @@ class WorldModelAgent:
         self.force_imagine = True
         self.frontier_target: np.ndarray | None = None
         self.failed_targets: list[np.ndarray] = []
+        self._blocked, self._last_collisions = 0, 0
         self.stats = {"imaginations": 0, "imagine_seconds": 0.0, "steps_with_goal": 0, "steps": 0}
 
     def reset(self, obs: dict, info: dict | None = None, context: dict | None = None) -> None:
@@ -317,10 +318,22 @@ class WorldModelAgent:
         return Action.TURN_LEFT if b > 0 else Action.TURN_RIGHT
 
     def _explore(self) -> int:
-        """Nearest reachable frontier; turn in place when none, STOP after ``give_up_steps`` idle steps."""
+        """Nearest reachable frontier, else a free point far from the agent's own path; turn in place
+        when neither is reachable, STOP after ``give_up_steps`` idle steps."""
         target = self.frontier_target
         if target is None or np.linalg.norm(target - self.pose[:2]) < 0.5:
             target = self._pick_frontier()
+            if target is None:  # no frontier (the tour mapped the scene): new viewpoints to imagine from
+                visited = self.buffer.poses[~self.buffer.is_tour][:, :2]
+                target = far_free_point(self.map, np.concatenate([visited, *[t[None] for t in self.failed_targets]]),
+                                        self.rng)
+        stuck = self._stuck()
+        if stuck and target is not None:
+            # Blocked forward steps in a row: the map calls free what the agent cannot pass
+            # (the inflation edge); give this target up instead of pushing on.
+            self.failed_targets.append(target)
+            self.frontier_target = None
+            return int(Action.TURN_LEFT)
         while target is not None:
             a = self.navigator.act(target)
             if a is not None and a != Action.STOP:
@@ -334,6 +347,16 @@ class WorldModelAgent:
         if self.idle_steps > self.give_up_steps:
             return int(Action.STOP)
         return int(Action.TURN_LEFT)
+
+    def _stuck(self, limit: int = 3) -> bool:
+        """True after ``limit`` collisions in a row (counted from the navigator's collision count)."""
+        n = self.navigator.collisions
+        self._blocked = self._blocked + 1 if n > self._last_collisions else 0
+        self._last_collisions = n
+        if self._blocked >= limit:
+            self._blocked = 0
+            return True
+        return False
 
     def _pick_frontier(self) -> np.ndarray | None:
         """The nearest frontier point at least ``min_frontier_m`` away that has not failed before."""

@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from agent.frontier_clip import FrontierClipAgent, frontier_points
 from envs.actions import Action
@@ -140,3 +139,16 @@ def test_recognise_approach_and_stop(tiny_clip_dir):
 def test_missing_clip_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="train_clip"):
         FrontierClipAgent(clip=str(tmp_path / "nothing"))
+
+
+def test_far_free_point_leads_away_from_visited_places():
+    from agent.frontier_clip import far_free_point
+    from planners.mapping import ObstacleMap
+
+    m = ObstacleMap(cell_size=0.1, size_m=10.0)
+    depth = np.zeros((32, 32), np.float32)
+    for yaw in np.radians([0, 90, 180, 270]):
+        m.update(depth, (0.0, 0.0, yaw))  # open floor all around: no frontier problem, all free
+    p = far_free_point(m, np.array([[0.0, 0.0], [1.0, 0.0]]), np.random.default_rng(0))
+    assert p is not None and np.linalg.norm(p) > 2.5 and m.is_free(p)
+    assert far_free_point(m, np.zeros((1, 2)), np.random.default_rng(0), min_m=50.0) is None

@@ -374,3 +374,28 @@ def test_sampling_helpers_and_box_drawing():
     assert red[5, 10:18].all() and red[6, 10:18].all() and red[5:12, 17].all() and red[5:12, 16].all()
     assert not red[7:10, 12:16].any()  # the interior stays untouched
     assert red.sum() == 7 * 8 - 3 * 4  # exactly the 2-px frame, nothing outside the box
+
+
+def test_collect_scene_on_a_real_procedural_scene():
+    """One real scene: the path starts at the start pose and ends centred on the boxed target."""
+    import math
+
+    from world_model.data import collect_scene
+
+    cfg = CollectConfig(frame_size=32, tour_frames=12, agent_frames=2, episodes_per_scene=1, starts_per_episode=1,
+                        workers=1)
+    res = collect_scene("train", 0, 0, cfg)
+    assert res is not None and res["tour_rgb"].shape[1:] == (32, 32, 3)
+    assert np.all(np.diff(res["tour_indices"]) > 0) and res["tour_indices"][-1] < res["tour_num_raw"]
+    smp = res["samples"][0]
+    np.testing.assert_allclose(smp["agent_poses"][-1], smp["path_poses"][0])  # current view = path start
+    np.testing.assert_array_equal(smp["agent_rgb"][-1], smp["path_rgb"][0])
+    final = smp["path_poses"][-1]
+    tc = smp["target_center"]
+    bearing = math.atan2(tc[1] - final[1], tc[0] - final[0])
+    assert abs((bearing - final[2] + math.pi) % (2 * math.pi) - math.pi) < 1e-6  # exactly centred
+    x0, y0, x1, y1 = smp["box"]
+    assert x0 <= 16 <= x1  # the target straddles the image centre column
+    red = (smp["bbox_rgb"] == (255, 0, 0)).all(-1)
+    assert red[y0, x0:x1 + 1].all() and red[y0:y1 + 1, x1].all()
+    assert smp["instruction"].strip()
