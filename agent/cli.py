@@ -242,8 +242,9 @@ def cmd_episodes(cfg, args: list[str] | None = None) -> int:
     from envs.episodes import write_split
 
     out = cfg.out_dir or f"data/episodes/{cfg.split}_{cfg.n_episodes}.json.gz"
+    scenes = list(cfg.get("scenes") or []) or None
     path = write_split(str(cfg.split), int(cfg.n_episodes), out, seed=int(cfg.task.episode_seed),
-                       progress=bool(cfg.progress))
+                       progress=bool(cfg.progress), scene_ids=scenes)
     print(f"wrote {cfg.n_episodes} {cfg.split} episodes to {path}")
     return 0
 

@@ -374,13 +374,17 @@ def episodes_for_scene(scene: Scene, grid, renderer, rng: np.random.Generator, n
 
 def generate_episodes(split: str, n: int, seed: int = 0, scenes_per_split: int | None = None,
                       episodes_per_scene: int = 5, renderer_threads: int | None = None,
-                      progress: bool = False) -> list[NavEpisode]:
+                      progress: bool = False, scene_ids: list[str] | None = None) -> list[NavEpisode]:
     """``n`` episodes from procedural scenes of ``split``; deterministic in (split, seed).
 
     Scenes are a seeded permutation of the split's seed range; each contributes up
     to ``episodes_per_scene`` episodes (or ceil(n / scenes_per_split) when that is
     given). Scenes that yield fewer (undescribable targets, no valid start) are
     topped up from further scenes. Episode ids are "<scene seed>_<k>".
+
+    ``scene_ids`` (e.g. user mesh paths with their sidecar JSON, or
+    "procgen/<split>/<seed>") replaces the split's scenes: the ``n`` episodes are
+    spread over them (ids "<split>_<scene index>_<k>").
     """
     from envs.navigation import NavGrid
     from envs.renderer import Renderer
@@ -388,6 +392,25 @@ def generate_episodes(split: str, n: int, seed: int = 0, scenes_per_split: int |
 
     if int(n) < 1:
         raise ValueError(f"n must be >= 1 episodes, got {n}")
+    if scene_ids:
+        out: list[NavEpisode] = []
+        per_scene = math.ceil(n / len(scene_ids))
+        for i, sid in enumerate(scene_ids):
+            scene = load_scene(str(sid))
+            grid = NavGrid.from_scene(scene)
+            renderer = Renderer(scene, width=32, height=32, threads=renderer_threads)
+            rng = np.random.default_rng([int(seed), zlib.crc32(str(sid).encode())])
+            eps = episodes_for_scene(scene, grid, renderer, rng, min(per_scene, n - len(out)), split=split,
+                                     id_prefix=f"{split}_{i}_")
+            for e in eps:
+                # the id the env loads the scene by (a mesh's sidecar may name it otherwise)
+                e.scene_id = str(sid)
+                e.info.update({"seed": int(seed), "scene_index": i, "scene_name": scene.scene_id})
+            out.extend(eps)
+        if not out:
+            raise RuntimeError(f"no episodes could be made in {list(scene_ids)}: no instance has a describable "
+                               "category, a view point on the navigable floor and a reachable start")
+        return out[:n]
     seeds = _split_seeds(split)
     if scenes_per_split is not None:
         if int(scenes_per_split) < 1:

@@ -176,6 +176,58 @@ def test_joint_cfg_batched_equals_sequential(text_encoder):
     assert (joint - txt).abs().max() > 1e-4
 
 
+def test_full_attention_processor_matches_wan_and_prefix_cache_is_exact():
+    from diffusers.models.transformers.transformer_wan import WanAttnProcessor
+
+    two = dict(TINY, num_layers=2)  # with one layer the prefix mask changes nothing the output shows
+    torch.manual_seed(0)
+    full = Video4SpatialModel(transformer_config=two, text_len=8, frame_size=(S, S)).eval()
+    kw = inputs(b=2, fc=3, ft=2)
+    kw["timestep"] = torch.tensor([500.0, 120.0])
+    idx = torch.tensor([[0, 5, 9], [2, 3, 40]])
+    with torch.no_grad():
+        ours = full(context_indices=idx, **kw)
+        for block in full.transformer.blocks:
+            block.attn1.set_processor(WanAttnProcessor())
+        wan = full(context_indices=idx, **kw)
+    torch.testing.assert_close(ours, wan, atol=1e-6, rtol=1e-5)
+
+    prefix = Video4SpatialModel(transformer_config=two, text_len=8, frame_size=(S, S),
+                                context_attention="prefix").eval()
+    prefix.load_state_dict(full.state_dict())
+    with torch.no_grad():
+        v = prefix(context_indices=idx, **kw)
+        cache = prefix.encode_context(kw["context_latents"], kw["encoder_hidden_states"], idx, num_target=2)
+        v_cached = prefix.forward_cached(kw["noisy_latents"], kw["timestep"], kw["encoder_hidden_states"], cache)
+        # one cached row serves many samples (best-of-N): rows are repeated
+        c1 = prefix.encode_context(kw["context_latents"][:1], kw["encoder_hidden_states"][:1], idx[:1], 2)
+        v_rep = prefix.forward_cached(kw["noisy_latents"][:1].repeat(3, 1, 1, 1, 1), torch.tensor(500.0),
+                                      kw["encoder_hidden_states"][:1].repeat(3, 1, 1), c1)
+    torch.testing.assert_close(v_cached, v, atol=1e-5, rtol=1e-4)
+    for i in range(3):
+        torch.testing.assert_close(v_rep[i], v[0], atol=1e-5, rtol=1e-4)
+    assert (v - ours).abs().max() > 1e-4  # the prefix mask changes the function
+    with pytest.raises(ValueError, match="context_attention='prefix'"):
+        full.encode_context(kw["context_latents"], kw["encoder_hidden_states"], idx, 2)
+    with pytest.raises(ValueError, match="target frames"):
+        prefix.forward_cached(kw["noisy_latents"][:, :, :1], kw["timestep"], kw["encoder_hidden_states"], cache)
+    with pytest.raises(ValueError, match="context_attention"):
+        Video4SpatialModel(transformer_config=dict(TINY), context_attention="causal")
+
+
+def test_cached_imagine_equals_uncached(text_encoder):
+    pipe = Video4SpatialPipeline(tiny_model(context_attention="prefix"), make_scheduler(), text_encoder=text_encoder,
+                                 num_target_frames=2, num_bbox_frames=1)
+    ctx = np.random.default_rng(0).integers(0, 256, (3, S, S, 3), dtype=np.uint8)
+    for mode, extra in (("joint", {}), ("text", {}), ("joint", {"context_scale": 2.0, "instruction_scale": 4.0})):
+        kw = dict(num_steps=3, seed=5, cfg_mode=mode, num_samples=2, **extra)
+        pipe.use_context_cache = True
+        cached = pipe.imagine(ctx, [0, 4, 9], "go to the red chair", **kw)
+        pipe.use_context_cache = False
+        plain = pipe.imagine(ctx, [0, 4, 9], "go to the red chair", **kw)
+        assert np.abs(cached.samples.astype(int) - plain.samples.astype(int)).max() <= 1, mode
+
+
 def test_imagine_save_load_and_best_of_n(text_encoder, tmp_path):
     pipe = make_pipe(text_encoder)
     ctx = np.random.default_rng(0).integers(0, 256, (3, S, S, 3), dtype=np.uint8)

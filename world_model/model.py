@@ -15,6 +15,15 @@ arXiv 2512.03040), none of which re-implements the transformer:
 3. The instruction enters through Wan's text cross-attention; ``text_dim`` is
    the offline text encoder's width and a learned null embedding stands in for
    "no instruction" (classifier-free guidance).
+
+Optional (``context_attention="prefix"``, the CPU config's choice): context
+tokens attend only to context tokens, target tokens attend to everything.
+Context tokens then never see the noisy target, so their keys and values in
+every layer are fixed for a whole sampling run: :meth:`Video4SpatialModel.encode_context`
+computes them once and :meth:`Video4SpatialModel.forward_cached` runs the
+denoising steps on the target tokens only (a prefix-LM / KV-cache layout, as in
+causal video diffusion). With ``"full"`` (the paper's layout, default) every
+token attends to every token.
 """
 
 from __future__ import annotations
@@ -23,6 +32,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+import torch.nn.functional as F
 
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
@@ -95,6 +106,98 @@ class IndexedWanRotaryPosEmbed(WanRotaryPosEmbed):
         return out[0], out[1]
 
 
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE on interleaved channel pairs: (x0, x1) -> (x0 cos - x1 sin, x0 sin + x1 cos).
+
+    ``x`` is (B, S, H, D); ``cos``/``sin`` are (B or 1, S, 1, D) with each
+    frequency repeated for both members of its pair (Wan's table layout).
+    """
+    x0, x1 = x[..., 0::2], x[..., 1::2]
+    c, s_ = cos[..., 0::2], sin[..., 0::2]
+    return torch.stack([x0 * c - x1 * s_, x0 * s_ + x1 * c], dim=-1).flatten(-2).type_as(x)
+
+
+class ContextCache:
+    """Per-layer context keys/values (after RoPE) for :meth:`Video4SpatialModel.forward_cached`.
+
+    Attributes:
+        keys, values: one (B, S_ctx, H, D) tensor per transformer block.
+        target_indices: (B, F_t) re-based RoPE positions of the target frames.
+        num_target: target frames (target + bbox) the cache was built for.
+    """
+
+    def __init__(self, target_indices: torch.Tensor, num_target: int) -> None:
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self.target_indices = target_indices
+        self.num_target = int(num_target)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.target_indices.shape[0])
+
+
+class _PrefixState:
+    """Shared switch read by every block's :class:`PrefixAttnProcessor`."""
+
+    def __init__(self) -> None:
+        self.mode = "full"            # full | prefix | write | read
+        self.num_context_tokens = 0   # prefix mode: leading tokens that are context
+        self.cache: ContextCache | None = None
+
+
+class PrefixAttnProcessor:
+    """Wan self-attention (``attn1``) with an optional context prefix and K/V cache.
+
+    Modes (``state.mode``):
+
+    * ``full``: plain self-attention over all tokens (Wan's behaviour).
+    * ``prefix``: the first ``num_context_tokens`` tokens (context) attend to
+      themselves only; the rest (target) attend to all tokens. Used in training.
+    * ``write``: the input is context tokens only; plain self-attention, and
+      the post-RoPE keys/values are appended to ``state.cache``.
+    * ``read``: the input is target tokens only; keys/values are the cached
+      context ones followed by the target's own. Equal to ``prefix`` mode's
+      target rows.
+    """
+
+    def __init__(self, state: _PrefixState, layer: int) -> None:
+        self.state = state
+        self.layer = layer
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
+        if encoder_hidden_states is not None:
+            raise ValueError("PrefixAttnProcessor is for self-attention (attn1) only")
+        q = attn.norm_q(attn.to_q(hidden_states)).unflatten(2, (attn.heads, -1))
+        k = attn.norm_k(attn.to_k(hidden_states)).unflatten(2, (attn.heads, -1))
+        v = attn.to_v(hidden_states).unflatten(2, (attn.heads, -1))
+        if rotary_emb is not None:
+            q, k = _rotate(q, *rotary_emb), _rotate(k, *rotary_emb)
+        st = self.state
+
+        def sdpa(q_, k_, v_):
+            o = F.scaled_dot_product_attention(q_.transpose(1, 2), k_.transpose(1, 2), v_.transpose(1, 2))
+            return o.transpose(1, 2)
+
+        if st.mode == "prefix":
+            n = st.num_context_tokens
+            out = torch.cat([sdpa(q[:, :n], k[:, :n], v[:, :n]), sdpa(q[:, n:], k, v)], dim=1)
+        elif st.mode == "write":
+            st.cache.keys.append(k)
+            st.cache.values.append(v)
+            out = sdpa(q, k, v)
+        elif st.mode == "read":
+            ck, cv = st.cache.keys[self.layer], st.cache.values[self.layer]
+            if ck.shape[0] != k.shape[0]:
+                ck = ck.repeat_interleave(k.shape[0] // ck.shape[0], dim=0)
+                cv = cv.repeat_interleave(k.shape[0] // cv.shape[0], dim=0)
+            out = sdpa(q, torch.cat([ck, k], dim=1), torch.cat([cv, v], dim=1))
+        else:
+            out = sdpa(q, k, v)
+        out = out.flatten(2, 3).type_as(hidden_states)
+        return attn.to_out[1](attn.to_out[0](out))
+
+
 class Video4SpatialModel(ModelMixin, ConfigMixin):
     """Context-conditioned video velocity model around a ``WanTransformer3DModel``.
 
@@ -109,6 +212,9 @@ class Video4SpatialModel(ModelMixin, ConfigMixin):
         frame_size: (height, width) of the frames the pipeline feeds (pixels).
         latent_space: "pixel" (frames normalised to [-1, 1] are the latents) or
             "autoencoder" (an autoencoder in the pipeline maps frames to latents).
+        context_attention: "full" (every token sees every token, as in the paper)
+            or "prefix" (context tokens see only context; enables the K/V cache
+            of :meth:`encode_context` / :meth:`forward_cached`).
     """
 
     config_name = "config.json"
@@ -123,11 +229,15 @@ class Video4SpatialModel(ModelMixin, ConfigMixin):
         target_index_offset: int = 1,
         frame_size: tuple[int, int] = (32, 32),
         latent_space: str = "pixel",
+        context_attention: str = "full",
     ) -> None:
         super().__init__()
+        if context_attention not in ("full", "prefix"):
+            raise ValueError(f"context_attention must be 'full' or 'prefix', got {context_attention!r}")
         cfg = dict(SMALL_TRANSFORMER_CONFIG if transformer_config is None else transformer_config)
         self.transformer = WanTransformer3DModel(**cfg)
         self._install_indexed_rope()
+        self._install_prefix_attention()
         text_dim = self.transformer.config.text_dim
         # Learned "no instruction" sequence; zero-initialised like Wan's padded prompts.
         self.null_text_embedding = nn.Parameter(torch.zeros(text_len, text_dim))
@@ -137,6 +247,15 @@ class Video4SpatialModel(ModelMixin, ConfigMixin):
         old = self.transformer.rope
         rope = IndexedWanRotaryPosEmbed(cfg.attention_head_dim, tuple(cfg.patch_size), cfg.rope_max_seq_len)
         self.transformer.rope = rope.to(old.freqs_cos.device)
+
+    def _install_prefix_attention(self) -> None:
+        self._prefix = _PrefixState()
+        for i, block in enumerate(self.transformer.blocks):
+            block.attn1.set_processor(PrefixAttnProcessor(self._prefix, i))
+
+    @property
+    def uses_context_cache(self) -> bool:
+        return self.config.context_attention == "prefix"
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -171,6 +290,7 @@ class Video4SpatialModel(ModelMixin, ConfigMixin):
             )
         model.transformer = transformer
         model._install_indexed_rope()
+        model._install_prefix_attention()
         dtype = torch_dtype or torch.float32
         model.null_text_embedding = nn.Parameter(torch.zeros(text_len, transformer.config.text_dim, dtype=dtype))
         return model
@@ -266,18 +386,78 @@ class Video4SpatialModel(ModelMixin, ConfigMixin):
             dim=1,
         )
         x = torch.cat([context_latents.to(noisy_latents.dtype), noisy_latents], dim=2)
-        rope = self.transformer.rope
+        out = self._run(x, per_token, encoder_hidden_states.to(x.dtype), frame_indices,
+                        mode="prefix" if self.uses_context_cache else "full", num_context_tokens=fc * tokens_per_frame)
+        return out[:, :, fc:]
+
+    def _run(self, x, per_token, text, frame_indices, mode, num_context_tokens=0, cache=None) -> torch.Tensor:
+        rope, st = self.transformer.rope, self._prefix
         rope.frame_indices = frame_indices
+        st.mode, st.num_context_tokens, st.cache = mode, num_context_tokens, cache
         try:
-            out = self.transformer(
-                hidden_states=x,
-                timestep=per_token,
-                encoder_hidden_states=encoder_hidden_states.to(x.dtype),
-                return_dict=False,
-            )[0]
+            return self.transformer(hidden_states=x, timestep=per_token, encoder_hidden_states=text,
+                                    return_dict=False)[0]
         finally:
             rope.frame_indices = None
-        return out[:, :, fc:]
+            st.mode, st.num_context_tokens, st.cache = "full", 0, None
+
+    def _tokens_per_frame(self, h: int, w: int) -> int:
+        _, p_h, p_w = self.patch_size
+        return (h // p_h) * (w // p_w)
+
+    def encode_context(
+        self,
+        context_latents: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        context_indices: torch.Tensor,
+        num_target: int,
+    ) -> ContextCache:
+        """Run the context tokens once and keep their per-layer keys/values.
+
+        Needs ``context_attention="prefix"``. The cache holds one row per row
+        of ``context_latents``; :meth:`forward_cached` accepts any multiple of
+        that batch (rows are repeated, e.g. for best-of-N samples).
+        """
+        if not self.uses_context_cache:
+            raise ValueError("encode_context needs a model built with context_attention='prefix'; "
+                             "this one attends over the full sequence, so call forward() instead")
+        b, _, fc, h, w = context_latents.shape
+        ctx_idx = torch.as_tensor(context_indices, device=context_latents.device).long()
+        ctx_idx = ctx_idx[None].expand(b, -1) if ctx_idx.ndim == 1 else ctx_idx
+        if ctx_idx.shape != (b, fc):
+            raise ValueError(f"context_indices must have shape ({b}, {fc}); got {tuple(ctx_idx.shape)}")
+        base = ctx_idx.min(dim=1, keepdim=True).values
+        tgt_idx = self.target_indices_for(ctx_idx, num_target) - base
+        cache = ContextCache(tgt_idx, num_target)
+        per_token = torch.zeros(b, fc * self._tokens_per_frame(h, w), device=context_latents.device)
+        self._run(context_latents, per_token, encoder_hidden_states.to(context_latents.dtype), ctx_idx - base,
+                  mode="write", cache=cache)
+        return cache
+
+    def forward_cached(
+        self,
+        noisy_latents: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        cache: ContextCache,
+    ) -> torch.Tensor:
+        """:meth:`forward` for a model with ``context_attention="prefix"``, reusing ``cache``.
+
+        ``encoder_hidden_states`` must be the ones the cache was built with
+        (repeated the same way as the latents). Returns the target velocity.
+        """
+        b, _, ft, h, w = noisy_latents.shape
+        if ft != cache.num_target:
+            raise ValueError(f"cache was built for {cache.num_target} target frames, latents have {ft}")
+        if b % cache.batch_size:
+            raise ValueError(f"latent batch {b} is not a multiple of the cache batch {cache.batch_size}")
+        rep = b // cache.batch_size
+        t = torch.as_tensor(timestep, device=noisy_latents.device, dtype=torch.float32).reshape(-1)
+        t = t.expand(b) if t.numel() == 1 else t
+        per_token = t[:, None].expand(b, ft * self._tokens_per_frame(h, w))
+        tgt_idx = cache.target_indices.repeat_interleave(rep, dim=0)
+        return self._run(noisy_latents, per_token, encoder_hidden_states.to(noisy_latents.dtype), tgt_idx,
+                         mode="read", cache=cache)
 
     def num_parameters_m(self) -> float:
         return sum(p.numel() for p in self.parameters()) / 1e6

@@ -62,6 +62,9 @@ class Video4SpatialPipeline(DiffusionPipeline):
         self.register_modules(model=model, scheduler=scheduler, autoencoder=autoencoder)
         self.register_to_config(num_target_frames=int(num_target_frames), num_bbox_frames=int(num_bbox_frames))
         self._text_encoder = text_encoder
+        # Prefix-attention models: compute the context K/V once per imagine call (False: the
+        # reference path that reruns the context every step; same result, slower).
+        self.use_context_cache = True
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -110,35 +113,56 @@ class Video4SpatialPipeline(DiffusionPipeline):
         return frames, idx
 
     # ------------------------------------------------------------------ sampling
-    def velocity(self, latents, timestep, ctx, z_ctx, text, null, ctx_idx, cfg_mode, guidance_scale,
-                 context_scale=None, instruction_scale=None) -> torch.Tensor:
-        """Guided velocity for ``latents`` (N, C, F, h, w); all branches in one forward."""
-        n = latents.shape[0]
+    @staticmethod
+    def branches(cfg_mode: str, context_scale=None, instruction_scale=None) -> list[tuple[str, str]]:
+        """The (text, context) rows one guided step needs: "text"/"null" x "ctx"/"noise"."""
         if cfg_mode == "none":
-            branches = [(text, ctx)]
-        elif cfg_mode == "text":
-            branches = [(text, ctx), (null, ctx)]
-        elif context_scale is not None or instruction_scale is not None:
-            branches = [(text, ctx), (null, ctx), (null, z_ctx)]
-        else:
-            branches = [(text, ctx), (null, z_ctx)]
-        k = len(branches)
-        v = self.model(
-            context_latents=torch.cat([c for _, c in branches]),
-            noisy_latents=latents.repeat(k, 1, 1, 1, 1),
-            timestep=timestep.expand(n * k),
-            encoder_hidden_states=torch.cat([t for t, _ in branches]),
-            context_indices=ctx_idx.expand(n * k, -1),
-        ).chunk(k)
+            return [("text", "ctx")]
+        if cfg_mode == "text":
+            return [("text", "ctx"), ("null", "ctx")]
+        if context_scale is not None or instruction_scale is not None:
+            return [("text", "ctx"), ("null", "ctx"), ("null", "noise")]
+        return [("text", "ctx"), ("null", "noise")]
+
+    @staticmethod
+    def combine(v: tuple[torch.Tensor, ...], cfg_mode: str, guidance_scale: float,
+                context_scale=None, instruction_scale=None) -> torch.Tensor:
+        """Guided velocity from the branch velocities, in :meth:`branches` order.
+
+        joint: v = v(null, z_ctx) + w (v(instr, ctx) - v(null, z_ctx));
+        3-branch: v = v(null, z) + s_c (v(null, ctx) - v(null, z)) + s_i (v(instr, ctx) - v(null, ctx));
+        text: v = v(null, ctx) + w (v(instr, ctx) - v(null, ctx)).
+        """
         if cfg_mode == "none":
             return v[0]
-        if cfg_mode == "text":
-            return v[1] + guidance_scale * (v[0] - v[1])
-        if k == 3:
+        if len(v) == 3:
             s_c = guidance_scale if context_scale is None else context_scale
             s_i = guidance_scale if instruction_scale is None else instruction_scale
             return v[2] + s_c * (v[1] - v[2]) + s_i * (v[0] - v[1])
         return v[1] + guidance_scale * (v[0] - v[1])
+
+    def velocity(self, latents, timestep, ctx, z_ctx, text, null, ctx_idx, cfg_mode, guidance_scale,
+                 context_scale=None, instruction_scale=None, cache=None) -> torch.Tensor:
+        """Guided velocity for ``latents`` (N, C, F, h, w); all branches in one batched forward.
+
+        With a :class:`~world_model.model.ContextCache` (prefix-attention models) only
+        the target tokens run; the cache must hold the branch rows in :meth:`branches` order.
+        """
+        n = latents.shape[0]
+        rows = self.branches(cfg_mode, context_scale, instruction_scale)
+        k = len(rows)
+        txt = torch.cat([text if t == "text" else null for t, _ in rows])
+        if cache is not None:
+            v = self.model.forward_cached(latents.repeat(k, 1, 1, 1, 1), timestep.expand(n * k), txt, cache)
+        else:
+            v = self.model(
+                context_latents=torch.cat([ctx if c == "ctx" else z_ctx for _, c in rows]),
+                noisy_latents=latents.repeat(k, 1, 1, 1, 1),
+                timestep=timestep.expand(n * k),
+                encoder_hidden_states=txt,
+                context_indices=ctx_idx.expand(n * k, -1),
+            )
+        return self.combine(v.chunk(k), cfg_mode, guidance_scale, context_scale, instruction_scale)
 
     @torch.no_grad()
     def imagine(
@@ -199,10 +223,18 @@ class Video4SpatialPipeline(DiffusionPipeline):
         ctx_idx = torch.as_tensor(idx, device=device)[None]
 
         t0 = time.perf_counter()
+        cache = None
+        if self.model.uses_context_cache and getattr(self, "use_context_cache", True):
+            # Context keys/values once per call: one cache row per (branch, sample).
+            rows = self.branches(cfg_mode, context_scale, instruction_scale)
+            cache = self.model.encode_context(
+                torch.cat([ctx_n if c == "ctx" else z_ctx for _, c in rows]),
+                torch.cat([text_n if t == "text" else null_n for t, _ in rows]),
+                ctx_idx.expand(n * len(rows), -1), n_t + n_b)
         self.scheduler.set_timesteps(num_steps, device=device)
         for t in self.scheduler.timesteps:
             v = self.velocity(latents, t.reshape(1).to(device), ctx_n, z_ctx, text_n, null_n, ctx_idx,
-                              cfg_mode, guidance_scale, context_scale, instruction_scale)
+                              cfg_mode, guidance_scale, context_scale, instruction_scale, cache=cache)
             latents = self.scheduler.step(v, t, latents, return_dict=False)[0]
         t_denoise = time.perf_counter() - t0
 

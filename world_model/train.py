@@ -50,6 +50,7 @@ class TrainConfig:
         text_encoder: "minilm" or "umt5:<wan dir>".
         text_len: instruction tokens.
         target_index_offset: RoPE gap between the last context frame and the first target.
+        context_attention: "full" or "prefix" (context attends to context only; K/V cache at sampling).
         init_from: optional pipeline dir (or Wan checkpoint dir with ``wan=True``) to start from.
         wan: ``init_from`` is a Wan diffusers checkpoint (loads its transformer + VAE).
         autoencoder: optional path of a saved autoencoder (latent space); None = pixel space.
@@ -77,6 +78,7 @@ class TrainConfig:
     text_encoder: str = "minilm"
     text_len: int = 32
     target_index_offset: int = 1
+    context_attention: str = "full"
     init_from: str | None = None
     wan: bool = False
     autoencoder: str | None = None
@@ -185,6 +187,7 @@ def build_model(cfg: TrainConfig) -> Video4SpatialModel:
         transformer_config=dict(cfg.transformer), text_len=cfg.text_len, text_encoder=cfg.text_encoder,
         target_index_offset=cfg.target_index_offset, frame_size=(cfg.frame_size, cfg.frame_size),
         latent_space="pixel" if cfg.autoencoder is None else "autoencoder",
+        context_attention=cfg.context_attention,
     )
 
 
@@ -219,6 +222,18 @@ def export_pipeline(model, ema, cfg: TrainConfig, autoencoder, path: Path) -> No
 
 
 # ----------------------------------------------------------------------------- training
+def encode_text_cached(text_encoder, instructions: list[str], cache: dict[str, torch.Tensor],
+                       max_size: int = 50_000) -> torch.Tensor:
+    """Text states for ``instructions``, encoding each distinct string once (the encoder is frozen)."""
+    missing = sorted({s for s in instructions if s not in cache})
+    if missing:
+        if len(cache) + len(missing) > max_size:
+            cache.clear()
+        for s, e in zip(missing, text_encoder.encode(missing).cpu()):
+            cache[s] = e
+    return torch.stack([cache[s] for s in instructions])
+
+
 def _infinite(loader):
     while True:
         yield from loader
@@ -308,6 +323,7 @@ def train(cfg: TrainConfig, dataset=None, text_encoder=None) -> dict[str, Any]:
     loss_val = float("nan")
     start_step = step
     null = acc.unwrap_model(model).null_text_embedding
+    text_cache: dict[str, torch.Tensor] = {}
     model.train()
     while step < cfg.max_steps:
         if cfg.max_minutes is not None and (time.time() - t_start) / 60 >= cfg.max_minutes:
@@ -317,7 +333,7 @@ def train(cfg: TrainConfig, dataset=None, text_encoder=None) -> dict[str, Any]:
         with torch.no_grad():
             ctx = encode_frames(batch["context"], autoencoder, device=acc.device)
             tgt = encode_frames(batch["target"], autoencoder, device=acc.device)
-            text = text_encoder.encode(list(batch["instruction"])).to(acc.device)
+            text = encode_text_cached(text_encoder, list(batch["instruction"]), text_cache).to(acc.device)
         ctx_idx = batch["context_indices"].to(acc.device)
         with acc.accumulate(model):
             ctx_d, text_d, _ = condition_dropout(ctx, text, null[None], cfg)

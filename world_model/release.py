@@ -1,0 +1,91 @@
+"""Turn a training run's exported pipeline into the shipped checkpoint.
+
+    python -m world_model.release --src runs/wm/pipeline --dst world_model/weights/v4s-small \\
+        --log runs/wm/train.log
+
+Weights are stored in float16 (half the bytes; the pipeline loads them back as
+float32 for CPU sampling), and ``TRAINING.json`` beside them records what the
+checkpoint has had: optimizer steps, samples seen, the wall-clock training time
+summed over every resumed invocation in the log, and the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import time
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (.*)$")
+
+
+def training_time_from_log(log_path: str | Path) -> dict:
+    """Steps and wall time of a run from its ``train.log`` (one segment per start/resume)."""
+    segments, cur = [], None
+    last_step = 0
+    for line in Path(log_path).read_text().splitlines():
+        m = _LINE.match(line)
+        if not m:
+            continue
+        t = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").timestamp()
+        msg = m.group(2)
+        if msg.startswith("start:") or msg.startswith("resumed from"):
+            cur = [t, t]
+            segments.append(cur)
+        elif cur is not None:
+            cur[1] = t
+        s = re.match(r"(?:step|checkpoint step_)0*(\d+)", msg)
+        if s:
+            last_step = max(last_step, int(s.group(1)))
+    seconds = sum(b - a for a, b in segments)
+    return {"steps": last_step, "wall_hours": round(seconds / 3600, 3), "invocations": len(segments)}
+
+
+def release(src: str | Path, dst: str | Path, log: str | Path | None = None, dtype: str = "float16",
+            command: str | None = None) -> Path:
+    from .pipeline import Video4SpatialPipeline
+
+    src, dst = Path(src), Path(dst)
+    pipe = Video4SpatialPipeline.from_pretrained(str(src))
+    pipe.model.to(getattr(torch, dtype))
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp)
+    info = {"source": str(src), "released": time.strftime("%Y-%m-%d %H:%M:%S"), "dtype": dtype,
+            "parameters_m": round(pipe.model.num_parameters_m(), 3)}
+    if log is not None and Path(log).exists():
+        info.update(training_time_from_log(log))
+        cfg_path = Path(log).with_name("train_config.json")
+        if cfg_path.exists():
+            cfg = json.loads(cfg_path.read_text())
+            info["batch_size"] = cfg.get("batch_size")
+            info["samples_seen"] = info["steps"] * int(cfg.get("batch_size") or 0)
+    if command:
+        info["command"] = command
+    (tmp / "TRAINING.json").write_text(json.dumps(info, indent=1) + "\n")
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.replace(dst)
+    return dst
+
+
+def main(argv: list[str] | None = None) -> Path:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--src", default="runs/wm/pipeline")
+    ap.add_argument("--dst", default="world_model/weights/v4s-small")
+    ap.add_argument("--log", default="runs/wm/train.log")
+    ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
+    ap.add_argument("--command", default="spatialnav train world_model=small  # config=configs/world_model/small.yaml")
+    a = ap.parse_args(argv)
+    out = release(a.src, a.dst, a.log, a.dtype, a.command)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"released {out} ({size / 1e6:.1f} MB): {(out / 'TRAINING.json').read_text()}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
