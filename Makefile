@@ -17,6 +17,7 @@ test: setup
 
 bench: setup
 	.venv/bin/spatialnav bench sim
+	.venv/bin/spatialnav bench wm
 
 picture: setup
 	.venv/bin/spatialnav picture

@@ -9,7 +9,9 @@ heavier modules (world model, frontier + CLIP) are registered by a
 
 from __future__ import annotations
 
+import functools
 import importlib
+import os
 from typing import Any, Callable, Protocol, runtime_checkable
 
 AgentFactory = Callable[..., "Agent"]
@@ -95,3 +97,28 @@ def make_agent(name_or_factory: str | AgentFactory, env: Any = None, seed: int |
     if not isinstance(agent, Agent):
         raise TypeError(f"{name_or_factory!r} built {type(agent).__name__}, which lacks reset(obs, ...) / act(obs)")
     return agent
+
+
+@functools.lru_cache(maxsize=1)
+def auto_threads() -> int:
+    """Torch CPU threads for the agent: the cores left free by other work (1-minute load average),
+    at least 1. Oversubscribing cores that a training job keeps busy makes OpenMP spin: on this
+    2-core machine one imagination took ~11 s with 2 threads beside the training job and ~1 s with 1.
+    Decided once per process (later calls would count this process's own load)."""
+    n = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):
+        load = 0.0
+    return int(max(1, min(n, n - round(load))))
+
+
+def set_threads(threads) -> int | None:
+    """Apply ``threads`` (None: leave torch as is; "auto": ``auto_threads()``; an int) and return it."""
+    if threads is None:
+        return None
+    import torch
+
+    n = auto_threads() if str(threads).lower() == "auto" else int(threads)
+    torch.set_num_threads(n)
+    return n

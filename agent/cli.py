@@ -37,9 +37,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("world_model.train:main", "train / fine-tune a world model"),
     "imagine": ("world_model.imagine:main", "imagine a rollout for one episode and save it"),
     "eval-wm": ("world_model.evaluate:main", "grounding metrics (SD, IF) of a world model"),
+    "train-ssg": ("world_model.ssg.train_adapter:main",
+                  "train the SSG adapter on a frozen world model: train_ssg.preset=default|no_mlp_mask|..."),
 }
 # Short spellings accepted on the command line.
 ALIASES = {"n": "n_episodes", "out": "out_dir"}
+# The overrides of the running command (set by main): `eval agents=[...]` writes them into results_md.
+COMMAND_OVERRIDES: list[str] = []
 # Where `bench <name>` looks: benchmarks/bench_<name>.py, function run().
 BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -61,7 +65,7 @@ class CLIError(Exception):
 
 # Free-form sections: their keys are whatever the called function takes, so
 # setting one that is not in the yaml adds it (Hydra's "++") instead of failing.
-FREE_FORM = ("bench.kwargs.",)
+FREE_FORM = ("bench.kwargs.", "train_ssg.")
 # Top-level keys of `eval` with several agents (not in config.yaml): agents=[a,b@noise], results_md=path.
 EXTRA_KEYS = ("agents", "results_md")
 
@@ -221,6 +225,10 @@ def eval_agents(cfg) -> int:
     key = f"split={cfg.split} n_episodes={cfg.n_episodes} camera={ek['width']}x{ek['height']}"
     command = (f"spatialnav eval agents=[{','.join(specs)}] split={cfg.split} n_episodes={cfg.n_episodes} "
                f"env.width={ek['width']} env.height={ek['height']} out_dir={base}")
+    extra = [o for o in COMMAND_OVERRIDES if o.partition("=")[0].lstrip("+~") not in (
+        "agents", "split", "n_episodes", "n", "env.width", "env.height", "out_dir", "out", "results_md", "progress")]
+    if extra:  # the run's other overrides (agent settings, task, ...), so the command reproduces the rows
+        command += " " + " ".join(extra)
     results = str(cfg.results_md) if "results_md" in cfg and cfg.results_md else "docs/results.md"
     update_results_md(results, summaries, command, key)
     print(f"wrote {results} ({key}) and {base}/<agent>/summary.json")
@@ -249,27 +257,63 @@ def cmd_episodes(cfg, args: list[str] | None = None) -> int:
     return 0
 
 
-def cmd_demo(cfg, args: list[str] | None = None) -> int:
-    """Evaluate the demo agents (default: oracle, random) on a few val episodes, with videos."""
-    from rich.console import Console
+def _demo_agents(cfg) -> tuple[list[str], str | None]:
+    """The demo's agent specs, without the world-model ones when no checkpoint exists (with a note)."""
+    specs = [str(a) for a in cfg.demo.agents]
+    wm = [a for a in specs if a.partition("@")[0] == "world_model"]
+    if not wm:
+        return specs, None
+    from agent.world_model_agent import SHIPPED_PIPELINE, resolve_pipeline
 
-    from agent.runner import evaluate, format_table
+    try:
+        path = resolve_pipeline(_agent_spec_kwargs(cfg, wm[0])[2].get("pipeline"))
+    except FileNotFoundError as e:
+        rest = [a for a in specs if a not in wm] or ["oracle", "random"]
+        return rest, f"note: no world-model checkpoint, so the demo runs {', '.join(rest)} only ({e})"
+    which = ("shipped weights" if path.resolve() == SHIPPED_PIPELINE.resolve()
+             else "the training run's latest export (shipped weights not found)"
+             if "runs/wm/pipeline" in str(path) else "agent.pipeline")
+    return specs, f"world model: {path} ({which})"
+
+
+def cmd_demo(cfg, args: list[str] | None = None) -> int:
+    """The world-model agent (and oracle + random for reference) on a few val episodes: one table,
+    a video per agent (observation | imagined rollout with its box | map). Settings: the ``demo:``
+    block of configs/config.yaml; agents take configs/agent/<name>.yaml (``name@ablation`` works)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from agent.runner import evaluate
 
     console = Console()
-    tables = []
-    for name in cfg.demo.agents:
-        kw = agent_kwargs(cfg) if name == cfg.agent.name else {}
-        out = Path(str(cfg.demo.out_dir)) / f"{name}_{cfg.split}"
-        summary = evaluate(agent=str(name), split=str(cfg.split), n_episodes=int(cfg.demo.n_episodes),
-                           out_dir=out, video=cfg.demo.video, seed=int(cfg.seed), episodes=cfg.episodes,
-                           agent_kwargs=kw, progress=bool(cfg.progress), print_summary=False,
-                           **env_kwargs(cfg))
-        tables.append(format_table(summary))
-        videos = sorted((out / "videos").glob("*.mp4")) if (out / "videos").exists() else []
-        if videos:
-            console.print(f"[bold]{name}[/bold]: video {videos[0]}")
-    for t in tables:
-        console.print(t)
+    specs, note = _demo_agents(cfg)
+    if note:
+        console.print(note)
+    ek = env_kwargs(cfg)
+    if cfg.demo.get("max_episode_steps"):
+        ek["max_episode_steps"] = int(cfg.demo.max_episode_steps)
+    split = str(cfg.demo.get("split") or cfg.split)
+    base = Path(str(cfg.out_dir or cfg.demo.out_dir))
+    table = Table(title=f"demo: {cfg.demo.n_episodes} {split} episodes, {ek['width']}x{ek['height']}, "
+                        f"<= {ek['max_episode_steps']} steps")
+    for col in ("agent", "success", "SPL", "SoftSPL", "dist. to goal (m)", "steps", "s / step"):
+        table.add_column(col, justify="left" if col == "agent" else "right")
+    videos = []
+    for spec in specs:
+        name, label, kw = _agent_spec_kwargs(cfg, spec)
+        out = base / f"{spec.replace('@', '_')}_{split}"
+        console.print(f"[bold]{label}[/bold] ...")
+        sm = evaluate(agent=name, split=split, n_episodes=int(cfg.demo.n_episodes), out_dir=out,
+                      video=cfg.demo.video, seed=int(cfg.seed), episodes=cfg.episodes, agent_kwargs=kw,
+                      progress=bool(cfg.progress), print_summary=False, **ek)
+        table.add_row(label + (" (privileged)" if name == "oracle" else ""), f"{sm['success']:.2f}",
+                      f"{sm['spl']:.2f}", f"{sm['softspl']:.2f}", f"{sm['distance_to_goal']:.2f}",
+                      f"{sm['steps']:.0f}", f"{sm['seconds_per_step']:.3f}")
+        if (out / "videos").exists():
+            videos += [(label, v) for v in sorted((out / "videos").glob("*.mp4"))]
+    console.print(table)
+    for label, v in videos:
+        console.print(f"video ({label}): {v}")
     return 0
 
 
@@ -366,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         if positional and name != "bench":
             raise CLIError(f"unexpected argument(s) {positional}; settings are key=value, e.g. n_episodes=5")
         cfg = compose_config(overrides)
+        COMMAND_OVERRIDES[:] = overrides
         if show_cfg:
             from omegaconf import OmegaConf
 
@@ -374,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
         fn = _load_command(name)
         params = inspect.signature(fn).parameters
         rc = fn(cfg, positional) if len(params) >= 2 else fn(cfg)
-        return int(rc or 0)
+        # commands return an exit code, or a result object (a summary dict, a path) meaning success
+        return rc if isinstance(rc, int) and not isinstance(rc, bool) else 0
     except CLIError as e:
         print(f"spatialnav {name}: error: {e}", file=sys.stderr)
         return 2

@@ -89,6 +89,7 @@ class ContextBuffer:
         self._indices: list[int] = []
         self._poses: list[np.ndarray] = []
         self._is_tour: list[bool] = []
+        self._thumbs: list[np.ndarray] = []  # view_thumbnails of the frames, filled lazily
         self._next_index = 0
 
     # ------------------------------------------------------------------ filling
@@ -151,6 +152,8 @@ class ContextBuffer:
             for i in reversed(agent[: max(0, len(agent) - int(self.max_agent_frames))]):
                 for lst in (self._frames, self._depth, self._indices, self._poses, self._is_tour):
                     del lst[i]
+                if i < len(self._thumbs):
+                    del self._thumbs[i]
         return idx
 
     # ------------------------------------------------------------------ access
@@ -176,6 +179,19 @@ class ContextBuffer:
     @property
     def is_tour(self) -> np.ndarray:
         return np.asarray(self._is_tour, bool)
+
+    def thumbnails(self) -> np.ndarray:
+        """(N, 256) ``planners.rollout_reader.view_thumbnails`` of every frame (16 x 16), computed once
+        per frame: retrieval of an imagined view against all posed frames is one matrix product."""
+        from planners.rollout_reader import view_thumbnails
+
+        if len(self._thumbs) < len(self._frames):
+            self._thumbs.extend(view_thumbnails(np.stack(self._frames[len(self._thumbs):])))
+        return np.stack(self._thumbs) if self._thumbs else np.zeros((0, 256))
+
+    def frame(self, position: int) -> np.ndarray:
+        """The stored frame (H, W, 3) at buffer ``position``."""
+        return self._frames[position]
 
     def depth(self, position: int) -> np.ndarray | None:
         """Depth (H, W) stored with the frame at buffer ``position`` (None if none was given)."""

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agent.base import set_threads
 from agent.baselines import episode_rng
 from envs.actions import Action
 from planners.camera import HFOV_DEG, backproject, wrap_angle
@@ -78,17 +79,35 @@ def far_free_point(obstacle_map: ObstacleMap, visited: np.ndarray, rng: np.rando
     return pts[i] if d[i] >= min_m else None
 
 
-def load_clip_checkpoint(path):
-    """``world_model.ssg.clip.load_clip`` with an error that says how to make the checkpoint."""
+TRAINED_CLIP = Path("runs") / "clip" / "small" / "clip-small"
+
+
+def resolve_clip(path=None) -> Path:
+    """The CLIP to load: ``path`` when given, else the shipped small CLIP
+    (``world_model/ssg/weights/clip-small``, ``world_model.ssg.clip.default_clip_dir``), else the
+    training run's ``runs/clip/small/clip-small``, else a ``FileNotFoundError`` saying how to make one."""
+    from world_model.ssg.clip import default_clip_dir
+
+    hint = ("train the small CLIP with `python -m world_model.ssg.train_clip --out runs/clip/small` (it writes "
+            "runs/clip/small/clip-small) or set agent.clip=<a saved CLIP directory>")
+    if path not in (None, "", "null", "none", "None"):
+        p = Path(path)
+        if not (p / "config.json").is_file():
+            raise FileNotFoundError(f"CLIP checkpoint {str(p)!r} not found (no config.json); {hint}")
+        return p
+    repo = Path(__file__).resolve().parents[1]
+    for p in (default_clip_dir(), TRAINED_CLIP, repo / TRAINED_CLIP):
+        if (p / "config.json").is_file():
+            return p
+    raise FileNotFoundError(f"no CLIP checkpoint: neither the shipped one ({default_clip_dir()}) nor "
+                            f"{TRAINED_CLIP} exists; {hint}")
+
+
+def load_clip_checkpoint(path=None):
+    """``world_model.ssg.clip.load_clip`` of ``resolve_clip(path)``, with an error that says how to make it."""
     from world_model.ssg.clip import load_clip
 
-    p = Path(path)
-    if not (p / "config.json").is_file():
-        raise FileNotFoundError(
-            f"CLIP checkpoint {str(p)!r} not found (no config.json). Train the small CLIP with "
-            f"`python -m world_model.ssg.train_clip --out runs/clip/small` (it writes runs/clip/small/clip-small) "
-            f"or set agent.clip=<a saved CLIP directory>")
-    return load_clip(str(p))
+    return load_clip(str(resolve_clip(path)))
 
 
 class FrontierClipAgent:
@@ -97,7 +116,8 @@ class FrontierClipAgent:
     Args:
         env: the runner's sensor view (camera settings); may be None.
         seed: agent seed (combined with the episode id).
-        clip: a ``SpatialClip`` or the directory of a saved CLIP.
+        clip: a ``SpatialClip``, the directory of a saved CLIP, or None for the shipped small CLIP
+            (world_model/ssg/weights/clip-small), else runs/clip/small/clip-small (``resolve_clip``).
         use_tour: seed the map, the value map and the candidates from the context tour.
         relevance_weight: beta, the weight of patch relevance in the per-pixel value.
         z_detect: z-score of the view score above which the target counts as recognised.
@@ -109,24 +129,21 @@ class FrontierClipAgent:
         hfov_deg, max_depth: camera (read from ``env`` when it has them).
         mapping, path, navigator: keyword blocks of ObstacleMap, PathPlanner and Navigator.
         frontier_min_size: smallest frontier cluster (cells).
-        device, threads: torch device and CPU threads (None: leave as is).
+        device, threads: torch device and CPU threads (None: leave as is; "auto": the free cores).
     """
 
     needs_context = True
     privileged = False
 
-    def __init__(self, env=None, seed: int | None = 0, clip="runs/clip/small/clip-small", use_tour: bool = True,
+    def __init__(self, env=None, seed: int | None = 0, clip=None, use_tour: bool = True,
                  relevance_weight: float = 0.5, z_detect: float = 2.0, min_views: int = 8,
                  stop_range_m: float = 0.9, centre_fraction: float = 0.5, value_radius_m: float = 1.0,
                  distance_weight: float = 0.05, give_up_steps: int = 24, hfov_deg: float = HFOV_DEG,
                  max_depth: float = 10.0, mapping: dict | None = None, path: dict | None = None,
                  navigator: dict | None = None, frontier_min_size: int = 5, device: str = "cpu",
                  threads: int | None = None) -> None:
-        import torch
-
-        if threads is not None:
-            torch.set_num_threads(int(threads))
-        self.clip = load_clip_checkpoint(clip) if isinstance(clip, (str, Path)) else clip
+        self.threads = set_threads(threads)
+        self.clip = load_clip_checkpoint(clip) if clip is None or isinstance(clip, (str, Path)) else clip
         self.clip.to(device).eval()
         from world_model.ssg.prompting import SpatialSignalPrompter
 
@@ -367,4 +384,4 @@ class FrontierClipAgent:
         return {"map": self.map.to_image(pose=self.pose, path=self.navigator.path, goal=self.goal, layer=layer)}
 
 
-__all__ = ["FrontierClipAgent", "far_free_point", "frontier_points", "load_clip_checkpoint"]
+__all__ = ["FrontierClipAgent", "far_free_point", "frontier_points", "load_clip_checkpoint", "resolve_clip"]

@@ -216,9 +216,11 @@ def print_table(summary: dict, title: str | None = None) -> None:
 
 # -- fair play ------------------------------------------------------------------------
 # Every agent but a privileged one (class attribute ``privileged = True``, the Oracle)
-# sees only the observation, these info keys (an opaque label agents use to seed
-# themselves per episode) and the context tour's frames and poses. The metrics in
-# ``info`` (distance_to_goal, success, ...) are ground truth and never reach them.
+# sees only the observation, these info keys and the context tour's frames and poses.
+# The metrics in ``info`` (distance_to_goal, success, ...) are ground truth and never
+# reach them. ``episode_id`` reaches them only as an opaque token (``episode_token``): the
+# real id names the scene seed ("val_100003_2"), which would let an agent rebuild the
+# scene; the token serves only to seed the agent's randomness per episode.
 PUBLIC_INFO_KEYS = ("episode_id",)
 PUBLIC_CONTEXT_KEYS = ("rgb", "depth", "poses", "pitch", "indices")
 # Sensor and task settings a robot would know about itself.
@@ -262,9 +264,20 @@ def is_privileged(agent) -> bool:
     return bool(getattr(agent, "privileged", False))
 
 
+def episode_token(episode_id) -> str:
+    """An opaque, stable stand-in for an episode id (a salted hash): the same id always gives the
+    same token (so seeding stays reproducible), and the token says nothing about the scene."""
+    import hashlib
+
+    return "ep-" + hashlib.sha256(b"spatialnav-episode-token:" + str(episode_id).encode()).hexdigest()[:16]
+
+
 def public_info(info: dict) -> dict:
-    """The part of an env info dict a non-privileged agent may see."""
-    return {k: info[k] for k in PUBLIC_INFO_KEYS if k in info}
+    """The part of an env info dict a non-privileged agent may see (``episode_id`` as a token)."""
+    out = {k: info[k] for k in PUBLIC_INFO_KEYS if k in info}
+    if "episode_id" in out:
+        out["episode_id"] = episode_token(out["episode_id"])
+    return out
 
 
 def public_context(context: dict | None) -> dict | None:
@@ -410,12 +423,16 @@ def evaluate(
 
 
 def _video_frame(env, agent, obs) -> np.ndarray:
-    """observation | the agent's own panels (imagined rollout, its map) when it has them, else
-    ``env.render()`` (observation | the simulator's top-down map)."""
+    """observation | the agent's own panels (imagined rollout, its map) when it has them, under the
+    agent's ``debug_caption()`` when it has one; else ``env.render()`` (observation | the
+    simulator's top-down map)."""
     if hasattr(agent, "debug_panels"):
-        from agent.video import panel_frame
+        from agent.video import add_caption, panel_frame
 
-        return panel_frame(obs["rgb"], agent.debug_panels())
+        frame = panel_frame(obs["rgb"], agent.debug_panels())
+        if hasattr(agent, "debug_caption"):
+            frame = add_caption(frame, agent.debug_caption())
+        return frame
     return env.render()
 
 

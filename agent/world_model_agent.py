@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agent.base import set_threads
 from agent.baselines import episode_rng
 from agent.context import ContextBuffer
 from agent.frontier_clip import far_free_point, frontier_points
@@ -46,23 +47,52 @@ from planners.camera import HFOV_DEG, wrap_angle
 from planners.mapping import ObstacleMap
 from planners.path import Navigator, PathPlanner, StopPolicy, goal_in_view
 from planners.ranking import Candidate, rank_candidates, read_candidate
-from planners.rollout_reader import GoalEstimate, view_similarity
+from planners.rollout_reader import GoalEstimate, view_thumbnails
 
 ABLATIONS = ("none", "noise", "no_ssg")
+REPO_DIR = Path(__file__).resolve().parents[1]
+SHIPPED_PIPELINE = REPO_DIR / "world_model" / "weights" / "v4s-small"
+TRAINED_PIPELINE = Path("runs") / "wm" / "pipeline"
 TRAIN_HINT = ("collect data and train one: `spatialnav collect world_model=small split=train n=8000` then "
               "`spatialnav train world_model=small` (it exports runs/wm/pipeline), or point "
               "agent.pipeline=<dir> at a saved Video4SpatialPipeline")
 
 
-def load_pipeline(path: str | Path, device: str = "cpu"):
-    """A saved ``Video4SpatialPipeline`` from ``path``, with an error that says how to make one."""
+def resolve_pipeline(path: str | Path | None = None) -> Path:
+    """The world-model checkpoint to load: ``path`` when given, else the shipped weights
+    (``world_model/weights/v4s-small``), else the training run's export (``runs/wm/pipeline``, in
+    the working directory or the repo), else a ``FileNotFoundError`` that says how to make one."""
+    if path not in (None, "", "null", "none", "None"):
+        p = Path(path)
+        if not (p / "model_index.json").exists():
+            raise FileNotFoundError(f"world-model checkpoint {str(p)!r} not found (no model_index.json); {TRAIN_HINT}")
+        return p
+    for p in (SHIPPED_PIPELINE, TRAINED_PIPELINE, REPO_DIR / TRAINED_PIPELINE):
+        if (p / "model_index.json").exists():
+            return p
+    raise FileNotFoundError(f"no world-model checkpoint: neither the shipped weights ({SHIPPED_PIPELINE}) nor a "
+                            f"training export ({TRAINED_PIPELINE}) exists; {TRAIN_HINT}")
+
+
+def load_pipeline(path: str | Path | None = None, device: str = "cpu", retries: int = 3):
+    """A saved ``Video4SpatialPipeline`` (``resolve_pipeline(path)``), with an error that says how to make one.
+
+    A training run re-exports runs/wm/pipeline every few minutes, so a load that races the
+    export (files missing for a moment) is retried.
+    """
     from world_model.pipeline import Video4SpatialPipeline
 
-    p = Path(path)
-    if not (p / "model_index.json").exists():
-        raise FileNotFoundError(f"world-model checkpoint {str(p)!r} not found (no model_index.json); {TRAIN_HINT}")
-    pipe = Video4SpatialPipeline.from_pretrained(str(p))
+    for attempt in range(retries):
+        p = resolve_pipeline(path)
+        try:
+            pipe = Video4SpatialPipeline.from_pretrained(str(p))
+            break
+        except (OSError, ValueError, KeyError):
+            if attempt == retries - 1:
+                raise
+            time.sleep(2.0)
     pipe.model.to(device).eval()
+    pipe.source = str(p)
     return pipe
 
 
@@ -84,7 +114,8 @@ class WorldModelAgent:
     Args:
         env: the runner's sensor view of the env (camera settings only); may be None.
         seed: agent seed, combined with each episode id.
-        pipeline: a ``Video4SpatialPipeline`` or the directory it was saved to.
+        pipeline: a ``Video4SpatialPipeline``, the directory it was saved to, or None for the shipped
+            weights (world_model/weights/v4s-small), else runs/wm/pipeline (``resolve_pipeline``).
         inverse_dynamics: optional ``InverseDynamicsModel`` (or its directory) to place the
             imagined final view by integrating imagined motion when retrieval finds no match.
         num_context: K context frames per imagination; ``context_mode``: ContextBuffer.sample mode.
@@ -105,13 +136,14 @@ class WorldModelAgent:
         mapping, path, navigator, stop, box, goal: keyword blocks of ObstacleMap, PathPlanner,
             Navigator, StopPolicy, find_box_in_frames and box_to_goal (configs/planner/default.yaml).
         frontier_min_size: smallest frontier cluster (cells) worth exploring.
-        device, threads: torch device and CPU threads for the world model (None: leave as is).
+        device, threads: torch device and CPU threads for the world model (None: leave as is;
+            "auto": the cores other work leaves free, ``auto_threads``).
     """
 
     needs_context = True
     privileged = False
 
-    def __init__(self, env=None, seed: int | None = 0, pipeline="runs/wm/pipeline", inverse_dynamics=None,
+    def __init__(self, env=None, seed: int | None = 0, pipeline=None, inverse_dynamics=None,
                  num_context: int = 8, context_mode: str = "noncontiguous", num_candidates: int = 1,
                  elite_frac: float = 0.4, agree_m: float = 1.0, num_steps: int = 16, guidance_scale: float = 3.0,
                  cfg_mode: str = "joint", reimagine_every: int = 8, explore_reimagine_every: int = 4,
@@ -125,13 +157,9 @@ class WorldModelAgent:
             raise ValueError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
         if num_candidates < 1 or num_context < 1:
             raise ValueError(f"num_candidates and num_context must be >= 1, got {num_candidates}, {num_context}")
-        if threads is not None:
-            import torch
-
-            torch.set_num_threads(int(threads))
-        self.pipeline = load_pipeline(pipeline, device) if isinstance(pipeline, (str, Path)) else pipeline
-        if self.pipeline is None:
-            raise ValueError(f"WorldModelAgent needs a pipeline; {TRAIN_HINT}")
+        self.threads = set_threads(threads)
+        self.pipeline = (load_pipeline(pipeline, device) if pipeline is None or isinstance(pipeline, (str, Path))
+                         else pipeline)
         self.inverse_dynamics = (load_inverse_dynamics(inverse_dynamics)
                                  if isinstance(inverse_dynamics, (str, Path)) or inverse_dynamics is None
                                  else inverse_dynamics)
@@ -229,7 +257,7 @@ class WorldModelAgent:
         t0 = time.perf_counter()
         sample = self.buffer.sample(self.num_context, self.rng, self.context_mode)
         frames, bbox, rollout = self._imagine_rollouts(sample)
-        refs, ref_poses = self.buffer.frames, self.buffer.poses
+        refs, ref_poses, ref_thumbs = self.buffer.frames, self.buffer.poses, self.buffer.thumbnails()
         motion = None
         if self.inverse_dynamics is not None:
             from planners.inverse_dynamics import integrate
@@ -241,11 +269,13 @@ class WorldModelAgent:
             cands.append(read_candidate(i, frames[i], bbox[i], self.pose, ref_frames=refs, ref_poses=ref_poses,
                                         ref_depth=self.buffer.depth, obstacle_map=self.map, min_match=self.min_match,
                                         depth_match=self.depth_match, motion_rel_pose=motion,
-                                        box_kwargs=self.box_kwargs, goal_kwargs=self.goal_kwargs))
+                                        box_kwargs=self.box_kwargs, goal_kwargs=self.goal_kwargs,
+                                        ref_thumbs=ref_thumbs))
         best, goal = rank_candidates(cands, agree_m=self.agree_m, elite_frac=self.elite_frac)
         self.candidates, self.best = cands, best
-        self.rollout = {"frames": frames[best.index if best else 0], "bbox_frames": bbox[best.index if best else 0],
-                        "box": best.box if best else None, "pipeline_rollout": rollout}
+        shown = best.index if best else 0
+        self.rollout = {"frames": frames[shown], "bbox_frames": bbox[shown], "box": best.box if best else None,
+                        "thumbs": view_thumbnails(frames[shown]), "pipeline_rollout": rollout}
         self._update_goal(goal, best.score if best else 0.0)
         self.since_imagine = 0
         self.force_imagine = False
@@ -272,8 +302,8 @@ class WorldModelAgent:
     def _diverged(self, rgb_small: np.ndarray) -> bool:
         if self.rollout is None or self.since_imagine < 2:
             return False
-        sims = [view_similarity(rgb_small, f) for f in self.rollout["frames"]]
-        return max(sims) < self.divergence
+        sims = self.rollout["thumbs"] @ view_thumbnails(rgb_small)
+        return float(sims.max()) < self.divergence
 
     def _should_imagine(self, rgb_small: np.ndarray) -> bool:
         if self.force_imagine or self.rollout is None:
@@ -379,11 +409,18 @@ class WorldModelAgent:
         return s
 
     def debug_panels(self) -> dict[str, np.ndarray]:
-        """Video panels: the imagined rollout (frames, then the bbox frame with the detected box in
-        green) and the agent's own map with the goal estimate, its uncertainty and the path."""
+        """Video panels (``agent.video.panel_frame``):
+
+        * ``imagined``: the last imagination's target frames, then its bbox frame with the box the
+          reader found outlined in green, then the posed real frame the imagined final view was
+          matched to (retrieval; black when the candidate had no box to place);
+        * ``map``: the agent's own obstacle map with its pose, the planned path (orange), the goal
+          estimate (red dot, 2-sigma circle) or, while exploring, the frontier target (blue).
+        """
         h, w = self.frame_size
+        black = np.zeros((h, w, 3), np.uint8)
         if self.rollout is None:
-            imagined = np.zeros((h, w * (self.num_target + 1), 3), np.uint8)
+            imagined = np.zeros((h, w * (self.num_target + 2), 3), np.uint8)
         else:
             bbox = self.rollout["bbox_frames"][-1].copy()
             det = self.rollout["box"]
@@ -396,12 +433,29 @@ class WorldModelAgent:
                 bbox[y1, x0:x1 + 1] = green
                 bbox[y0:y1 + 1, x0] = green
                 bbox[y0:y1 + 1, x1] = green
-            imagined = np.concatenate(list(self.rollout["frames"]) + [bbox], axis=1)
+            matched = black
+            if self.best is not None and "match_index" in self.best.extras:
+                matched = self.buffer.frame(int(self.best.extras["match_index"]))
+            imagined = np.concatenate(list(self.rollout["frames"]) + [bbox, matched], axis=1)
         g = self.goal
-        nav_path = self.navigator.path
-        mp = self.map.to_image(pose=self.pose, path=nav_path, goal=None if g is None else g.xy,
-                               goal_radius=None if g is None else g.radius_m)
+        marks = [] if g is not None or self.frontier_target is None else [(self.frontier_target, (40, 90, 255))]
+        mp = self.map.to_image(pose=self.pose, path=self.navigator.path, goal=None if g is None else g.xy,
+                               goal_radius=None if g is None else g.radius_m, marks=marks)
         return {"imagined": imagined, "map": mp}
 
+    def debug_caption(self) -> str:
+        """One line for the video: the instruction and what the agent believes right now."""
+        s = f'"{self.instruction}"  step {self.stats["steps"]}, {self.stats["imaginations"]} imaginations'
+        if self.goal is not None:
+            d = float(np.linalg.norm(self.goal.xy - self.pose[:2]))
+            s += f"; goal {d:.1f} m away ({self.goal.source}, score {self.goal_score:.2f})"
+        elif self.best is not None and self.best.box is not None:
+            s += f"; box seen, too weak (score {self.best.score:.2f})"
+        else:
+            s += "; no box: exploring"
+        if self.ablation != "none":
+            s += f"  [ablation={self.ablation}]"
+        return s
 
-__all__ = ["WorldModelAgent", "ABLATIONS", "load_pipeline"]
+
+__all__ = ["WorldModelAgent", "ABLATIONS", "load_pipeline", "resolve_pipeline"]

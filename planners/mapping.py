@@ -108,7 +108,9 @@ class ObstacleMap:
         self.x_top = n * cell_size / 2.0
         self.y_left = n * cell_size / 2.0
         self.version = 0  # bumped on every change; caches key on it
-        self._inflated_cache: tuple[int, float, np.ndarray] | None = None
+        # radius -> [inflated grid, dirty box [r0, r1, c0, c1) of cells whose occupancy may have
+        # changed since it was computed, or None]: inflated() redoes only the dirty part.
+        self._inflated_cache: dict[float, list] = {}
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -156,6 +158,7 @@ class ObstacleMap:
         for k in self.layers:
             self.layers[k] = np.pad(self.layers[k], pads)
             self._layer_counts[k] = np.pad(self._layer_counts[k], pads)
+        self._inflated_cache.clear()  # obstacles at the old border inflate into the new cells: redo (rare)
         self.x_top += pads[0][0] * s
         self.y_left += pads[1][0] * s
         self.version += 1
@@ -182,15 +185,49 @@ class ObstacleMap:
         return s
 
     def inflated(self, radius: float | None = None) -> np.ndarray:
-        """Occupied cells dilated by ``radius`` (default the agent radius): cells the agent's centre must avoid."""
+        """Occupied cells dilated by ``radius`` (default the agent radius): cells the agent's centre must avoid.
+
+        Cached per radius and kept up to date incrementally: after a change only the part of the
+        grid within 2 radii of cells whose occupancy flipped is dilated again (the result is the
+        same as dilating the whole grid). Treat the returned array as read-only.
+        """
         radius = self.agent_radius if radius is None else float(radius)
-        c = self._inflated_cache
-        if c is not None and c[0] == self.version and c[1] == radius:
-            return c[2]
+        entry = self._inflated_cache.get(radius)
+        if entry is not None and entry[0].shape == self.shape:
+            if entry[1] is not None:
+                self._redilate(entry, radius)
+            return entry[0]
         occ = self.occupied
         out = ndimage.binary_dilation(occ, structure=disk(radius / self.cell_size)) if radius > 0 else occ.copy()
-        self._inflated_cache = (self.version, radius, out)
+        self._inflated_cache[radius] = [out, None]
         return out
+
+    def _redilate(self, entry: list, radius: float) -> None:
+        """Recompute ``entry``'s inflation on its dirty box: outputs within n cells of the box change,
+        and they depend on inputs within 2n cells of it (n = the disk's radius in cells)."""
+        out, (r0, r1, c0, c1) = entry
+        entry[1] = None
+        h, w = self.shape
+        if radius <= 0:
+            out[r0:r1, c0:c1] = self.logodds[r0:r1, c0:c1] > 0
+            return
+        k = disk(radius / self.cell_size)
+        n = k.shape[0] // 2
+        o0, o1, p0, p1 = max(r0 - n, 0), min(r1 + n, h), max(c0 - n, 0), min(c1 + n, w)  # outputs to redo
+        i0, i1, j0, j1 = max(r0 - 2 * n, 0), min(r1 + 2 * n, h), max(c0 - 2 * n, 0), min(c1 + 2 * n, w)  # inputs
+        part = ndimage.binary_dilation(self.logodds[i0:i1, j0:j1] > 0, structure=k)
+        out[o0:o1, p0:p1] = part[o0 - i0:o1 - i0, p0 - j0:p1 - j0]
+
+    def _occupancy_changed(self, rows, cols) -> None:
+        """Cells (row, col arrays) whose occupied state may have flipped: mark them dirty in the caches."""
+        rows, cols = np.asarray(rows).reshape(-1), np.asarray(cols).reshape(-1)
+        if rows.size == 0:
+            return
+        box = [int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1]
+        for entry in self._inflated_cache.values():
+            d = entry[1]
+            entry[1] = box if d is None else [min(d[0], box[0]), max(d[1], box[1]), min(d[2], box[2]),
+                                             max(d[3], box[3])]
 
     def is_free(self, xy, radius: float | None = None) -> bool:
         """True when xy is observed free and not within ``radius`` of an obstacle."""
@@ -300,11 +337,19 @@ class ObstacleMap:
             occ_mask = counts >= self.min_points
         free_mask &= ~occ_mask
         lo_flat = self.logodds.reshape(-1)
-        lo_flat[free_mask] -= self.l_free
-        lo_flat[occ_mask] += self.l_occ
-        np.clip(lo_flat, -self.l_clamp, self.l_clamp, out=lo_flat)
+        free_idx, occ_idx = np.flatnonzero(free_mask), np.flatnonzero(occ_mask)
+        # Only these cells change: update them in place and note where occupancy flipped.
+        was_free = lo_flat[free_idx] > 0  # occupied before a free pass
+        lo_flat[free_idx] = np.maximum(lo_flat[free_idx] - self.l_free, -self.l_clamp)
+        was_occ = lo_flat[occ_idx] > 0
+        lo_flat[occ_idx] = np.minimum(lo_flat[occ_idx] + self.l_occ, self.l_clamp)
+        if self._inflated_cache:
+            flipped = np.concatenate([free_idx[was_free != (lo_flat[free_idx] > 0)],
+                                      occ_idx[was_occ != (lo_flat[occ_idx] > 0)]])
+            self._occupancy_changed(flipped // w, flipped % w)
         obs_flat = self.observed.reshape(-1)
-        obs_flat[free_mask | occ_mask] = True
+        obs_flat[free_idx] = True
+        obs_flat[occ_idx] = True
         self.version += 1
 
     def set_state(self, mask, state: int) -> None:
@@ -320,6 +365,7 @@ class ObstacleMap:
             self.logodds[mask] = self.l_clamp if state == OCCUPIED else -self.l_clamp
         else:
             raise ValueError(f"state must be UNKNOWN (0), FREE (1) or OCCUPIED (2), got {state!r}")
+        self._occupancy_changed(*np.nonzero(mask))
         self.version += 1
 
     def _disk_cells(self, xy, radius: float) -> tuple[np.ndarray, np.ndarray]:
@@ -345,6 +391,7 @@ class ObstacleMap:
         r, c = self.world_to_cell(p)
         self.logodds[r, c] = self.l_clamp
         self.observed[r, c] = True
+        self._occupancy_changed(r, c)
         self.version += 1
         return int(r), int(c)
 
@@ -424,12 +471,13 @@ class ObstacleMap:
     # ------------------------------------------------------------------ drawing
     def to_image(self, pose=None, path=None, goal=None, goal_radius: float | None = None,
                  frontiers: list[Frontier] | None = None, layer: str | None = None,
-                 crop: bool = True, margin_m: float = 1.0, scale: int = 2) -> np.ndarray:
+                 crop: bool = True, margin_m: float = 1.0, scale: int = 2, marks=None) -> np.ndarray:
         """RGB uint8 top-down image: unknown grey, free white, inflation pale red, obstacles black.
 
         Optional overlays: a score ``layer`` tinting free/occupied cells green, frontier cells
         blue, a ``path`` ((N, 2) xy or an object with ``.waypoints``) orange, the ``goal`` (xy) as a
-        red disk of ``goal_radius`` m, the agent ``pose`` as a green dot with a heading tick.
+        red disk of ``goal_radius`` m, the agent ``pose`` as a green dot with a heading tick, and
+        ``marks``: [(xy, (r, g, b)), ...] extra points (e.g. an exploration target) as small disks.
         Image up = the start heading (+x), image left = start left (+y).
         """
         h, w = self.shape
@@ -471,6 +519,8 @@ class ObstacleMap:
                 ring &= ~ndimage.binary_erosion(ring)
                 img[ring] = (220, 0, 0)
             put(g, (220, 0, 0), 2.0)
+        for xy, color in (marks or []):
+            put(np.asarray(xy, np.float64).reshape(2), tuple(int(v) for v in color), 2.0)
         if pose is not None:
             p = check_pose(pose)
             put(p[:2], (0, 170, 0), 3.0)
@@ -478,11 +528,12 @@ class ObstacleMap:
                 put(p[:2] + t * np.array([math.cos(p[2]), math.sin(p[2])]), (0, 110, 0), 0.8)
         if crop:
             keep = self.observed.copy()
-            marks = [np.asarray(x, np.float64).reshape(-1, 2) for x in (
-                None if pose is None else check_pose(pose)[:2], goal) if x is not None]
+            shown = [np.asarray(x, np.float64).reshape(-1, 2) for x in (
+                None if pose is None else check_pose(pose)[:2], goal, *[m[0] for m in (marks or [])])
+                if x is not None]
             rows, cols = np.nonzero(keep)
-            if marks:
-                mr, mc = self.world_to_cell(np.concatenate(marks))
+            if shown:
+                mr, mc = self.world_to_cell(np.concatenate(shown))
                 rows, cols = np.concatenate([rows, mr]), np.concatenate([cols, mc])
             if rows.size:
                 m = int(round(margin_m / self.cell_size))

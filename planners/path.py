@@ -87,22 +87,34 @@ class PathPlanner:
         return (slice(max(0, rows.min() - k), min(h, rows.max() + k + 1)),
                 slice(max(0, cols.min() - k), min(w, cols.max() + k + 1)))
 
-    def cost_and_blocked(self, start_rc=None) -> tuple[np.ndarray, np.ndarray]:
+    def cost_and_blocked(self, start_rc=None, window: tuple[slice, slice] | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
         """Per-cell cost (1 free, ``unknown_cost`` unknown, plus clearance) and impassable mask.
 
-        When ``start_rc`` falls inside the inflation (the agent got close to a wall), the
-        inflated-but-not-occupied cells around it are opened so the agent can leave.
+        When ``start_rc`` (map cell) falls inside the inflation (the agent got close to a wall), the
+        inflated-but-not-occupied cells around it are opened so the agent can leave. ``window``
+        (row slice, col slice): compute only that part of the map (the clearance still sees
+        obstacles just outside it), as ``plan_to`` does for its crop.
         """
         m = self.map
-        occ = m.occupied
-        blocked = m.inflated().copy()
-        cost = np.where(m.observed, 1.0, self.unknown_cost).astype(np.float32)
-        if self.clearance_weight > 0 and occ.any():
-            dist = ndimage.distance_transform_edt(~occ) * m.cell_size
-            cost += self.clearance_weight * np.clip(1.0 - (dist - m.agent_radius) / self.clearance_m, 0.0, 1.0)
+        h, w = m.shape
+        rs, cs = window if window is not None else (slice(0, h), slice(0, w))
+        r_lo, r_hi, c_lo, c_hi = rs.start, rs.stop, cs.start, cs.stop
+        blocked = m.inflated()[rs, cs].copy()
+        cost = np.where(m.observed[rs, cs], 1.0, self.unknown_cost).astype(np.float32)
+        if self.clearance_weight > 0:
+            # Only distances below agent_radius + clearance_m matter: obstacles farther outside the
+            # window than that cannot change the (clipped) penalty inside it.
+            pad = int(math.ceil((m.agent_radius + self.clearance_m) / m.cell_size)) + 1
+            e0, e1, f0, f1 = max(r_lo - pad, 0), min(r_hi + pad, h), max(c_lo - pad, 0), min(c_hi + pad, w)
+            occ_ext = m.logodds[e0:e1, f0:f1] > 0
+            if occ_ext.any():
+                dist = ndimage.distance_transform_edt(~occ_ext)[r_lo - e0:r_hi - e0, c_lo - f0:c_hi - f0] * m.cell_size
+                cost += self.clearance_weight * np.clip(1.0 - (dist - m.agent_radius) / self.clearance_m, 0.0, 1.0)
         if start_rc is not None:
-            r0, c0 = start_rc
-            if blocked[r0, c0]:
+            r0, c0 = start_rc[0] - r_lo, start_rc[1] - c_lo
+            if 0 <= r0 < blocked.shape[0] and 0 <= c0 < blocked.shape[1] and blocked[r0, c0]:
+                occ = m.logodds[rs, cs] > 0
                 n = int(math.ceil(m.agent_radius / m.cell_size)) + 1
                 sl = (slice(max(0, r0 - n), r0 + n + 1), slice(max(0, c0 - n), c0 + n + 1))
                 blocked[sl] &= occ[sl]
@@ -121,9 +133,8 @@ class PathPlanner:
         m.ensure_contains(np.minimum(goal, start) - 0.5, np.maximum(goal, start) + 0.5)
         s_rc = tuple(int(v) for v in m.world_to_cell(start))
         g_rc = tuple(int(v) for v in m.world_to_cell(goal))
-        cost, blocked = self.cost_and_blocked(s_rc)
         rs, cs = self._crop(s_rc, g_rc)
-        cost, blocked = cost[rs, cs], blocked[rs, cs]
+        cost, blocked = self.cost_and_blocked(s_rc, window=(rs, cs))
         h, w = cost.shape
         s_loc = (s_rc[0] - rs.start, s_rc[1] - cs.start)
         g_loc = (g_rc[0] - rs.start, g_rc[1] - cs.start)

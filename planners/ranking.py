@@ -40,7 +40,7 @@ import numpy as np
 from planners.camera import check_pose, compose
 from planners.mapping import OCCUPIED, UNKNOWN, ObstacleMap
 from planners.rollout_reader import (BoxDetection, GoalEstimate, box_to_goal, find_box_in_frames, fuse_goals,
-                                     view_similarity)
+                                     view_thumbnails)
 
 
 @dataclass
@@ -59,12 +59,17 @@ class Candidate:
     extras: dict = field(default_factory=dict)
 
 
-def localize_view(frame: np.ndarray, ref_frames: np.ndarray, size: int = 16) -> tuple[int, float]:
-    """Index and similarity of the reference frame most similar to ``frame`` (``view_similarity``)."""
+def localize_view(frame: np.ndarray, ref_frames: np.ndarray, size: int = 16,
+                  ref_thumbs: np.ndarray | None = None) -> tuple[int, float]:
+    """Index and similarity of the reference frame most similar to ``frame`` (``view_similarity``).
+
+    ``ref_thumbs``: the references' ``view_thumbnails`` when the caller has them (one per frame).
+    """
     refs = np.asarray(ref_frames)
     if refs.ndim != 4 or len(refs) == 0:
         raise ValueError(f"ref_frames must be (N, H, W, 3) with N >= 1, got shape {refs.shape}")
-    sims = np.array([view_similarity(frame, r, size=size) for r in refs])
+    thumbs = view_thumbnails(refs, size) if ref_thumbs is None else np.asarray(ref_thumbs)
+    sims = thumbs @ view_thumbnails(frame, size)
     i = int(np.argmax(sims))
     return i, float(sims[i])
 
@@ -92,7 +97,7 @@ def read_candidate(index: int, frames: np.ndarray, bbox_frames: np.ndarray, pose
                    ref_frames: np.ndarray | None = None, ref_poses: np.ndarray | None = None,
                    ref_depth=None, obstacle_map: ObstacleMap | None = None, min_match: float = 0.3,
                    depth_match: float = 0.8, motion_rel_pose=None, box_kwargs: dict | None = None,
-                   goal_kwargs: dict | None = None) -> Candidate:
+                   goal_kwargs: dict | None = None, ref_thumbs: np.ndarray | None = None) -> Candidate:
     """Read one imagined rollout (module docstring, steps 1-4).
 
     Args:
@@ -104,6 +109,7 @@ def read_candidate(index: int, frames: np.ndarray, bbox_frames: np.ndarray, pose
             reference i (or None).
         motion_rel_pose: optional (dx, dy, dyaw) of the final view relative to the current view
             from inverse dynamics, used when retrieval finds no match.
+        ref_thumbs: ``view_thumbnails(ref_frames)`` when the caller computed them (several candidates).
     """
     box_kwargs, goal_kwargs = dict(box_kwargs or {}), dict(goal_kwargs or {})
     box = find_box_in_frames(bbox_frames, **box_kwargs)
@@ -111,9 +117,10 @@ def read_candidate(index: int, frames: np.ndarray, bbox_frames: np.ndarray, pose
         return Candidate(index=index, box=None, goal=None)
     pose = check_pose(pose)
     final = np.asarray(frames)[-1]
-    view_pose, where, match, d = pose, "current", 0.0, None
+    view_pose, where, match, d, extras = pose, "current", 0.0, None, {}
     if ref_frames is not None and len(ref_frames):
-        i, match = localize_view(final, ref_frames)
+        i, match = localize_view(final, ref_frames, ref_thumbs=ref_thumbs)
+        extras["match_index"] = i  # the most similar posed real frame (shown in videos)
         if match >= min_match:
             view_pose, where = check_pose(np.asarray(ref_poses)[i]), "retrieval"
             if match >= depth_match and ref_depth is not None:
@@ -125,7 +132,7 @@ def read_candidate(index: int, frames: np.ndarray, bbox_frames: np.ndarray, pose
     localisation_weight = 0.5 + 0.5 * max(match, 0.0) if where == "retrieval" else 0.5
     score = float(box.confidence) * localisation_weight * consistency
     return Candidate(index=index, box=box, goal=goal, view_pose=view_pose, localization=where, view_match=match,
-                     map_consistency=consistency, score=score)
+                     map_consistency=consistency, score=score, extras=extras)
 
 
 def rank_candidates(candidates: list[Candidate], agree_m: float = 1.0, elite_frac: float = 0.4,

@@ -1,7 +1,9 @@
 """Read an imagined rollout: find the red auxiliary box, turn it into a world-frame goal.
 
 The world model ends each rollout with bbox frames: the final view with a pure red
-(255, 0, 0) rectangle outline (2 px) drawn around the target (world_model/rollout.py).
+(255, 0, 0) rectangle outline drawn on the target's outermost pixels
+(``world_model/data.py:draw_box``: 2 px per 64 px of frame width, outer edge = the
+target's bounding box).
 Generated frames blur it and shift its colour, and scenes may hold red furniture, so
 ``find_box`` looks for a *thin rectangular outline* of red, not for red pixels:
 
@@ -228,23 +230,39 @@ def find_box_in_frames(frames, min_iou: float = 0.5, min_confidence: float = 0.2
                         rectangularity=float(np.mean([d.rectangularity for d in agree])))
 
 
+def view_thumbnails(frames, size: int = 16) -> np.ndarray:
+    """(N, size * size) unit-norm, zero-mean grey thumbnails of RGB frames (N, H, W, 3) or one (H, W, 3),
+    block-averaged to size x size (smaller frames: their own size): ``view_similarity`` of two frames
+    of the same size is the dot product of theirs."""
+    f = np.asarray(frames)
+    single = f.ndim == 3
+    f = f[None] if single else f
+    if f.ndim != 4 or f.shape[-1] != 3:
+        raise ValueError(f"frames must be (N, H, W, 3) or (H, W, 3), got shape {np.shape(frames)}")
+    if f.dtype == np.uint8:
+        g = f.astype(np.float32).mean(-1)
+    else:
+        g = np.stack([_check_frame(x) for x in f]).mean(-1) if len(f) else np.zeros(f.shape[:3], np.float32)
+    n, h, w = g.shape
+    size = max(1, min(int(size), h, w))  # frames smaller than size x size keep their own resolution
+    ys = (np.arange(size + 1) * h) // size
+    xs = (np.arange(size + 1) * w) // size
+    t = np.add.reduceat(np.add.reduceat(g, ys[:-1], 1), xs[:-1], 2) / np.outer(np.diff(ys), np.diff(xs))
+    t = t.reshape(n, -1).astype(np.float64)
+    t -= t.mean(1, keepdims=True)
+    norm = np.linalg.norm(t, axis=1, keepdims=True)
+    t = np.divide(t, norm, out=np.zeros_like(t), where=norm > 0)
+    return t[0] if single else t
+
+
 def view_similarity(a, b, size: int = 16) -> float:
     """Normalised cross-correlation of two RGB frames block-averaged to size x size grey images.
 
     In [-1, 1]; near 1 when an imagined view shows the same scene as the real one
-    (used to decide whether the real depth may range an imagined box).
+    (used to decide whether the real depth may range an imagined box). For one frame against
+    many, use ``view_thumbnails`` once per set and dot products.
     """
-    def small(x):
-        g = _check_frame(x).mean(-1)
-        h, w = g.shape
-        ys = (np.arange(size + 1) * h) // size
-        xs = (np.arange(size + 1) * w) // size
-        return np.add.reduceat(np.add.reduceat(g, ys[:-1], 0), xs[:-1], 1) / np.outer(np.diff(ys), np.diff(xs))
-
-    p, q = small(a), small(b)
-    p, q = p - p.mean(), q - q.mean()
-    den = math.sqrt(float((p * p).sum() * (q * q).sum()))
-    return float((p * q).sum() / den) if den > 0 else 0.0
+    return float(view_thumbnails(a, size) @ view_thumbnails(b, size))
 
 
 @dataclass(frozen=True)
@@ -274,38 +292,41 @@ def fuse_goals(a: GoalEstimate, b: GoalEstimate) -> GoalEstimate:
 
 
 def box_to_goal(box: BoxDetection, depth, pose, hfov_deg: float = HFOV_DEG, sensor_height: float = SENSOR_HEIGHT,
-                object_height_m: float = 0.8, line_width: int | None = None,
-                depth_percentile: float = 30.0) -> GoalEstimate:
+                object_height_m: float = 0.8, depth_percentile: float = 30.0) -> GoalEstimate:
     """World-frame (episode-start) goal estimate from a box seen from ``pose`` (x, y, yaw).
+
+    The box is read as ``world_model/data.py:draw_box`` draws it: the outline lies *on* the
+    target's outermost pixels, so rows y0..y1 and columns x0..x1 (inclusive) are the object's
+    own extent (the outline is not added around it).
 
     bearing = -atan((cx + 0.5 - W/2) / f), f = (W/2) / tan(hfov/2) (left positive).
     Range, in order of preference:
     * ``depth`` (H, W[, 1]) given (the real view matches the imagined final view): the
-      ``depth_percentile`` of valid z-depths inside the box (the target is in front of what
-      it occludes), made horizontal: range = z * sqrt(1 + ((cx + 0.5 - W/2) / f)^2);
-      sigma_r = 0.1 + 0.1 range;
+      ``depth_percentile`` of valid z-depths inside the box, 15% in from each side (the
+      target is in front of what it occludes), made horizontal:
+      range = z * sqrt(1 + ((cx + 0.5 - W/2) / f)^2); sigma_r = 0.1 + 0.1 range;
     * otherwise fuse (inverse variance) ground contact, when the box bottom lies below the
       horizon and above the image's bottom edge: z = f * sensor_height / (v_b - H/2), with
-      v_b the object's lowest row, sigma_r = z^2 / (f * sensor_height) * 2 px + 0.15 z;
-      and the size prior z = f * object_height_m / box inner height, sigma_r = 0.5 z.
-    Lateral sigma = range * (1.5 px + box half-width / 2) / f. ``line_width`` None =
-    ``default_line_width(W)`` (the outline's width, excluded from the object's extent).
+      v_b = y1 + 1 the continuous row where the object meets the floor (pixel centres sit at
+      r + 0.5, and the lowest object row is the last whose centre lies above the contact line,
+      so the contact lies in (y1 + 0.5, y1 + 1.5]), sigma_r = z^2 / (f * sensor_height) * 2 px
+      + 0.15 z; and the size prior z = f * object_height_m / box height (y1 - y0 + 1),
+      sigma_r = 0.5 z.
+    Lateral sigma = range * (1.5 px + box half-width / 2) / f.
     """
     p = check_pose(pose)
     h_img, w_img = box.image_hw
     if h_img <= 0 or w_img <= 0:
         raise ValueError("box.image_hw is unset: build the box with find_box or give image_hw")
-    line_width = default_line_width(w_img) if line_width is None else int(line_width)
     f = focal_length(w_img, hfov_deg)
     bearing = column_bearing(box.cx, w_img, hfov_deg)
     lateral = (box.cx + 0.5 - w_img / 2.0) / f
-    inner_h = max(box.height - 2 * line_width, 1.0)
+    obj_h = max(box.height, 1.0)
     z, sigma, source = None, None, None
     if depth is not None:
         d = check_depth(depth)
         b = box.scaled_to(d.shape)
-        lw = line_width * d.shape[1] / float(w_img)
-        mx, my = 0.15 * b.width + lw, 0.15 * b.height + lw
+        mx, my = 0.15 * b.width, 0.15 * b.height
         r0, r1 = int(math.floor(b.y0 + my)), int(math.ceil(b.y1 - my)) + 1
         c0, c1 = int(math.floor(b.x0 + mx)), int(math.ceil(b.x1 - mx)) + 1
         r0, c0 = max(r0, 0), max(c0, 0)
@@ -318,12 +339,12 @@ def box_to_goal(box: BoxDetection, depth, pose, hfov_deg: float = HFOV_DEG, sens
             sigma, source = 0.1 + 0.1 * rng, "depth"
     if z is None:
         ests = []
-        v_b = box.y1 - line_width + 0.5  # continuous row of the object's bottom inside the outline
+        v_b = box.y1 + 1.0  # continuous row of the floor contact: the bottom edge of the lowest object row
         below = v_b - h_img / 2.0
         if below >= 2.0 and box.y1 < h_img - 1.5:
             zg = f * sensor_height / below
             ests.append(("ground", zg, zg * zg / (f * sensor_height) * 2.0 + 0.15 * zg))
-        zs = f * object_height_m / inner_h
+        zs = f * object_height_m / obj_h
         ests.append(("size", zs, 0.5 * zs))
         wts = np.array([1.0 / s ** 2 for _, _, s in ests])
         z = float(sum(w * e[1] for w, e in zip(wts, ests)) / wts.sum())

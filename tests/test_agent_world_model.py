@@ -149,7 +149,8 @@ class BoxOracleImagination:
             u = s / 2 - 0.5 - f * math.tan(bearing)
             vb = s / 2 + f * 0.88 / zf
             hh, hw = f * 0.8 / zf, f * 0.6 / zf / 2
-            box = (u - hw, vb - hh, u + hw, vb)
+            # data.py's convention: the box is the object's own pixels; its lowest row ends at the contact
+            box = (u - hw, vb - hh, u + hw, vb - 1)
             bbox = draw_box(bbox, np.clip(box, 0, s - 1), thickness=2)
         return Rollout(frames=frames, bbox_frames=bbox[None], instruction=instruction,
                        context_indices=np.asarray(context_indices))
@@ -249,7 +250,9 @@ def test_world_model_agent_end_to_end_in_the_env(tmp_path, nav_episode_file, tin
     frames = [f for f in reader]
     reader.close()
     assert len(frames) == row["steps"] + 1
-    assert frames[0].shape[0] == 256 and frames[0].shape[1] > 3 * 256  # obs | imagined strip | map
+    # caption band over obs | imagined strip (2 target frames, bbox frame, matched real view) | map
+    assert frames[0].shape[0] == 256 + 22 and frames[0].shape[1] >= 256 * 6
+    assert len({f.shape for f in frames}) == 1
 
 
 def test_world_model_agent_actions_are_valid(nav_episodes, tiny_pipeline):
@@ -270,3 +273,60 @@ def test_world_model_agent_actions_are_valid(nav_episodes, tiny_pipeline):
     assert agent.rollout["frames"].shape == (2, 16, 16, 3) and agent.rollout["bbox_frames"].shape == (1, 16, 16, 3)
     assert agent.buffer.indices[-1] > agent.buffer.indices[11]
     env.close()
+
+
+# ----------------------------------------------------------------------------- CLI: ablation rows, demo
+@pytest.fixture(scope="module")
+def tiny_pipeline_dir(tiny_pipeline, tmp_path_factory):
+    path = tmp_path_factory.mktemp("wm") / "pipeline"
+    tiny_pipeline.save_pretrained(path)
+    return path
+
+
+WM_ARGS = ["agent=world_model", "agent.num_steps=2", "agent.num_context=4", "agent.threads=null", "env=tiny",
+           "progress=false", "task.max_episode_steps=6"]
+
+
+def test_eval_agents_writes_rows_for_ablations(tmp_path, nav_episode_file, tiny_pipeline_dir, capsys):
+    import json
+
+    from agent import cli
+
+    md = tmp_path / "results.md"
+    args = ["eval", "agents=[world_model,world_model@noise,random,oracle]", "n_episodes=2",
+            f"out_dir={tmp_path / 'ev'}", f"episodes={nav_episode_file}", f"results_md={md}",
+            f"agent.pipeline={tiny_pipeline_dir}", *WM_ARGS]
+    assert cli.main(args) == 0
+    rows = {a: [json.loads(x) for x in (tmp_path / "ev" / a / "episodes.jsonl").read_text().splitlines()]
+            for a in ("world_model", "world_model_noise", "random", "oracle")}
+    ids = {a: sorted(r["episode_id"] for r in rs) for a, rs in rows.items()}
+    assert len(set(map(tuple, ids.values()))) == 1 and len(ids["oracle"]) == 2  # the same 2 episodes
+    assert all(r["agent_imaginations"] >= 1 for r in rows["world_model_noise"])
+    text = md.read_text()
+    assert "| world_model | 2 |" in text and "| world_model (ablation=noise) | 2 |" in text
+    assert "| random | 2 |" in text and "| oracle (privileged) | 2 |" in text
+    # the command that reproduces the rows, agent settings included
+    assert "agents=[world_model,world_model@noise,random,oracle]" in text
+    assert f"agent.pipeline={tiny_pipeline_dir}" in text and "task.max_episode_steps=6" in text
+
+
+def test_demo_runs_the_world_model_agent_or_says_why_not(tmp_path, nav_episode_file, tiny_pipeline_dir,
+                                                         monkeypatch, capsys):
+    from agent import cli
+
+    base = ["demo", f"episodes={nav_episode_file}", "demo.n_episodes=1", "demo.max_episode_steps=4",
+            f"out_dir={tmp_path / 'demo'}", *[a for a in WM_ARGS if not a.startswith("task.")]]
+    assert cli.main(base + [f"agent.pipeline={tiny_pipeline_dir}"]) == 0
+    out = capsys.readouterr().out
+    assert f"world model: {tiny_pipeline_dir}" in out and "world_model" in out and "oracle" in out
+    assert list((tmp_path / "demo" / "world_model_val" / "videos").glob("*.mp4"))
+    # No checkpoint anywhere: oracle and random only, with a note.
+    import agent.world_model_agent as wma
+
+    monkeypatch.setattr(wma, "SHIPPED_PIPELINE", tmp_path / "none")
+    monkeypatch.setattr(wma, "TRAINED_PIPELINE", tmp_path / "none")
+    monkeypatch.setattr(wma, "REPO_DIR", tmp_path)
+    assert cli.main(base + [f"out_dir={tmp_path / 'demo2'}"]) == 0
+    out = capsys.readouterr().out
+    assert "no world-model checkpoint" in out and "oracle, random" in out
+    assert not (tmp_path / "demo2" / "world_model_val").exists() and (tmp_path / "demo2" / "oracle_val").exists()

@@ -56,6 +56,7 @@ def _check_fair(seen, needs_context: bool):
     for _, obs_keys, info, ctx in resets:
         assert obs_keys == OBS_KEYS
         assert set(info) <= set(PUBLIC_INFO_KEYS) and not set(info) & set(GROUND_TRUTH)
+        assert str(info.get("episode_id", "ep-")).startswith("ep-")  # a token, not the scene-naming id
         assert (ctx is not None) == needs_context
         assert ctx is None or ctx <= set(PUBLIC_CONTEXT_KEYS)
     assert all(s[1] == OBS_KEYS for s in seen if s[0] == "act")
@@ -111,8 +112,12 @@ def test_sensor_view_and_public_info_hold_no_ground_truth():
     assert not any(v is env or v is env.unwrapped for v in vars(view).values())
     with pytest.raises(PrivilegedAccessError):
         view.pose = np.zeros(3)
-    info = {"distance_to_goal": 1.0, "success": 0.0, "episode_id": "e", "scene_id": "s", "spl": 0.0}
-    assert public_info(info) == {"episode_id": "e"}
+    info = {"distance_to_goal": 1.0, "success": 0.0, "episode_id": "val_100003_2", "scene_id": "s", "spl": 0.0}
+    pub = public_info(info)
+    assert set(pub) == {"episode_id"}
+    # the id names the scene seed; agents get an opaque, stable token (for seeding only)
+    assert "100003" not in pub["episode_id"] and pub == public_info(dict(info))
+    assert pub != public_info({**info, "episode_id": "val_100003_3"})
     env.close()
 
 

@@ -212,3 +212,37 @@ def test_to_image_and_bad_inputs():
         m.update(wall_depth(), (0, 0))
     with pytest.raises(ValueError, match="sensor_height"):
         ObstacleMap(max_height=0.5)
+
+
+def test_incremental_inflation_equals_a_full_dilation():
+    """inflated() redoes only the part of the grid near cells whose occupancy flipped (updates,
+    free passes erasing a wall, collisions, set_state, growth): always equal to a full dilation."""
+    from scipy import ndimage
+
+    from planners.mapping import disk
+
+    m = ObstacleMap(size_m=6.0, grow_m=2.0)
+    rng = np.random.default_rng(0)
+
+    def full(r=None):
+        r = m.agent_radius if r is None else r
+        return ndimage.binary_dilation(m.occupied, structure=disk(r / m.cell_size))
+
+    m.update(wall_depth(2.0), (0.0, 0.0, 0.0))
+    assert (m.inflated() == full()).all() and (m.inflated(0.3) == full(0.3)).all()
+    for k in range(12):
+        pose = (rng.uniform(-1, 4), rng.uniform(-1, 1), rng.uniform(-math.pi, math.pi))
+        kind = k % 4
+        if kind == 0:
+            m.update(wall_depth(rng.uniform(1.0, 3.0), rng.choice(["all", "left", "right"])), pose)
+        elif kind == 1:  # free passes through where walls were: cells flip back to free
+            for _ in range(4):
+                m.update(wall_depth(9.0), pose)
+        elif kind == 2:
+            m.mark_collision(pose)
+        else:
+            mask = np.zeros(m.shape, bool)
+            mask[rng.integers(0, m.shape[0]), :] = True
+            m.set_state(mask, OCCUPIED if k % 8 == 3 else FREE)
+        assert (m.inflated() == full()).all(), k
+        assert (m.inflated(0.3) == full(0.3)).all(), k

@@ -169,3 +169,14 @@ def test_bad_inputs():
         PathPlanner(m, unknown_cost=0.5)
     with pytest.raises(RuntimeError, match="observe"):
         Navigator(m).act((1.0, 0.0))
+
+
+def test_cost_on_a_window_equals_the_full_map_cropped():
+    m = room_with_wall()
+    p = PathPlanner(m)
+    start = (int(m.shape[0] // 2), int(m.shape[1] // 2))
+    full_cost, full_blocked = p.cost_and_blocked(start)
+    win = (slice(start[0] - 30, start[0] + 25), slice(start[1] - 20, start[1] + 40))
+    cost, blocked = p.cost_and_blocked(start, window=win)
+    np.testing.assert_allclose(cost, full_cost[win], atol=1e-5)
+    np.testing.assert_array_equal(blocked, full_blocked[win])

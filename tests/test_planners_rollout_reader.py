@@ -133,9 +133,10 @@ def test_box_to_goal_bearing_sign_and_frame():
 def test_box_to_goal_without_depth_uses_ground_contact():
     f = focal_length(S, 79.0)
     true_z = 2.5
-    # Object's bottom row (inside the 2 px outline) at the floor 2.5 m ahead: v - H/2 = f * 0.88 / z.
+    # The floor contact 2.5 m ahead: v - H/2 = f * 0.88 / z; the outline's bottom row is the object's
+    # lowest row (data.py draws it on the object's outer pixels), whose bottom edge is the contact.
     v_b = S / 2 + f * 0.88 / true_z
-    y1 = v_b - 0.5 + 2  # outline bottom edge
+    y1 = v_b - 1.0
     box = BoxDetection(x0=28, y0=y1 - 14, x1=36, y1=y1, cx=32, cy=y1 - 7, confidence=0.8, image_hw=(S, S))
     g = box_to_goal(box, None, (0.0, 0.0, 0.0), object_height_m=1.0)
     assert "ground" in g.source
@@ -182,3 +183,41 @@ def test_find_box_at_the_world_model_frame_sizes(size, seed):
     det = find_box(frame)
     assert det is not None
     assert np.abs(det.as_array() - [x0, y0, x1, y1]).max() <= 2.0
+
+
+# ----------------------------------------------------------------------------- a box drawn as the training data draws it
+def _one_target_scene(x_front, y_centre, height=0.8, depth_m=0.5, width=0.6):
+    """Floor + one box-shaped target (instance 1) whose front face is ``x_front`` m ahead of the origin."""
+    from envs.geometry import MeshBuilder
+    from envs.scene import ObjectInstance, semantic_id
+
+    b = MeshBuilder()
+    b.add_box([0, 0, -0.05], [30, 30, 0.1], (128, 128, 128), semantic=semantic_id("floor"), shaded=False)
+    obj = ObjectInstance(1, "chair", "green", "room", center=[x_front + depth_m / 2, y_centre, height / 2],
+                         size=[depth_m, width, height])
+    b.add_box(obj.center, obj.size, (40, 160, 60), instance=1, semantic=semantic_id("chair"))
+    return b.build("test/one_target", [obj])
+
+
+@pytest.mark.parametrize("size", [128, 64])
+def test_box_from_data_draw_box_on_a_rendered_mask_gives_the_range(size):
+    """world_model/data.py draws the box on the target's outermost pixels (its instance-mask bbox);
+    box_to_goal must read it that way: range within 5% from ground contact + size prior, and from depth."""
+    from envs.renderer import Renderer
+    from world_model.data import draw_box as data_draw_box, target_box
+
+    for x_front, y_c in [(1.5, 0.0), (2.5, 0.4), (3.5, -0.5)]:
+        r = Renderer(_one_target_scene(x_front, y_c), width=size, height=size, threads=1)
+        out = r.render([0.0, 0.0, 0.0], outputs=("rgb", "depth", "instance"))
+        box = target_box(out["instance"][0], 1)
+        assert box is not None
+        frame = data_draw_box(out["rgb"][0], box, thickness=max(1, round(2 * size / 64)))
+        det = find_box(frame)
+        assert det is not None and np.abs(det.as_array() - box).max() <= 0.5
+        true_range = math.hypot(x_front, y_c)  # the front face, where the object meets the floor
+        g = box_to_goal(det, None, (0.0, 0.0, 0.0), object_height_m=0.8)
+        assert g.source == "ground+size"
+        assert g.range_m == pytest.approx(true_range, rel=0.05), (size, x_front, y_c, g.range_m)
+        gd = box_to_goal(det, out["depth"][0], (0.0, 0.0, 0.0))
+        assert gd.source == "depth" and gd.range_m == pytest.approx(true_range, rel=0.05)
+        assert math.atan2(g.xy[1], g.xy[0]) == pytest.approx(math.atan2(y_c, x_front + 0.25), abs=math.radians(3))

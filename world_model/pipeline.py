@@ -17,10 +17,16 @@ Sampling integrates the flow-matching ODE with diffusers'
 
 Best-of-N draws N samples in the same batch and keeps the best by a score
 (default: red-box evidence in the bbox frames).
+
+SSG (docs/ssg.md): ``load_ssg(dir)`` installs an SSG-Adapter and keeps its
+``SpatialSignalPrompter`` as ``pipe.ssg_prompter``; ``imagine(ssg=...)`` then
+appends the prompt tokens to the text states of the branches that see both
+the real context and the instruction, and the learned null prompt to the others.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Callable
@@ -65,6 +71,9 @@ class Video4SpatialPipeline(DiffusionPipeline):
         # Prefix-attention models: compute the context K/V once per imagine call (False: the
         # reference path that reruns the context every step; same result, slower).
         self.use_context_cache = True
+        # SSG (load_ssg / init_ssg): the prompter, and its checkpoint config; None = not loaded.
+        self.ssg_prompter = None
+        self.ssg_config = None
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -76,10 +85,96 @@ class Video4SpatialPipeline(DiffusionPipeline):
                 f"no Video4Spatial pipeline at {path} (model_index.json missing); train one with "
                 "`spatialnav train` or save one with `Video4SpatialPipeline.save_pretrained`"
             )
+        with_ssg = kwargs.pop("with_ssg", True)
         try:
-            return super().from_pretrained(str(path), **kwargs)
+            pipe = super().from_pretrained(str(path), **kwargs)
         except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
             raise ValueError(f"checkpoint at {path} is incompatible with Video4SpatialPipeline: {e}") from e
+        if with_ssg and (path / "ssg" / "ssg_config.json").is_file():  # saved with its SSG adapter
+            pipe.load_ssg(path / "ssg")
+        return pipe
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """diffusers' save of the backbone; with SSG loaded, the SSG checkpoint goes to ``<dir>/ssg``
+        (the backbone's weights stay adapter-free, so they load strictly with or without it)."""
+        from .ssg.adapter import ssg_detached
+
+        with ssg_detached(self.model.transformer):
+            out = super().save_pretrained(save_directory, *args, **kwargs)
+        if self.ssg_prompter is not None:
+            self.save_ssg(Path(save_directory) / "ssg")
+        return out
+
+    # ------------------------------------------------------------------ SSG
+    def load_ssg(self, path) -> "Video4SpatialPipeline":
+        """Load an SSG checkpoint directory (``save_ssg`` / ``spatialnav train-ssg`` output): install
+        its adapter on the transformer and keep its prompter as ``self.ssg_prompter``."""
+        from .ssg.checkpoint import load_ssg_checkpoint
+
+        self.unload_ssg()
+        prompter, cfg = load_ssg_checkpoint(path, self.model.transformer, device=self.model.device,
+                                            backbone=self.model)
+        self.ssg_prompter, self.ssg_config = prompter, cfg
+        return self
+
+    def init_ssg(self, clip=None, lam: float = 1.0, **prompter_kwargs) -> "Video4SpatialPipeline":
+        """A fresh (untrained) SSG: build a prompter over ``clip`` (a directory, a ``SpatialClip``,
+        or None = the shipped small CLIP) and install a zero-initialised adapter (output = backbone)."""
+        from .ssg.checkpoint import DEFAULT_PROMPTER, build_prompter, clip_source, fingerprint
+        from .ssg.adapter import install_ssg_adapter
+        from .ssg.clip import SpatialClip, load_clip
+
+        self.unload_ssg()
+        model = clip if isinstance(clip, SpatialClip) else load_clip(clip, device=self.model.device)
+        prompter = build_prompter(model, self.model.transformer.config.text_dim, prompter_kwargs)
+        install_ssg_adapter(self.model.transformer, prompter.num_tokens, lam)
+        kw = dict(DEFAULT_PROMPTER)
+        kw.update(prompter_kwargs)
+        self.ssg_prompter = prompter.to(self.model.device)
+        self.ssg_config = {"clip": "inline" if isinstance(clip, SpatialClip) else clip_source(clip),
+                           "prompter": kw, "lam": float(lam),
+                           "frame_size": [int(v) for v in self.model.config.frame_size],
+                           "backbone": {"fingerprint": fingerprint(self.model)}}
+        return self
+
+    def save_ssg(self, path) -> Path:
+        """Write the loaded SSG (prompt + adapter weights, config, CLIP copy unless shipped) to ``path``."""
+        from .ssg.checkpoint import save_ssg_checkpoint
+
+        if self.ssg_prompter is None:
+            raise ValueError("no SSG loaded: load_ssg(path) or init_ssg() first")
+        return save_ssg_checkpoint(path, self.ssg_prompter, self.model.transformer, dict(self.ssg_config or {}))
+
+    def unload_ssg(self) -> None:
+        """Remove the SSG adapter and prompter (the pipeline is the plain backbone again)."""
+        from .ssg.adapter import remove_ssg_adapter, ssg_processors
+
+        if ssg_processors(self.model.transformer):
+            remove_ssg_adapter(self.model.transformer)
+        self.ssg_prompter, self.ssg_config = None, None
+
+    def _use_ssg(self, ssg: bool | None) -> bool:
+        loaded = self.ssg_prompter is not None
+        if ssg is None:
+            return loaded
+        if ssg and not loaded:
+            raise ValueError("imagine(ssg=True) but no SSG adapter is loaded: call pipe.load_ssg(<ssg dir>) "
+                             "(train one with `spatialnav train-ssg`), or pass ssg=False / None")
+        return bool(ssg)
+
+    def ssg_prompts(self, frames: np.ndarray, indices, instruction: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1, M, text_dim) SSG prompt of (context frames, instruction) and the (1, M, text_dim) null prompt.
+
+        ``frames``: (K, H, W, 3) uint8 at any size (CLIP's preprocessing resizes them).
+        """
+        from .ssg.prompting import context_positions
+
+        p = self.ssg_prompter
+        if p.queries.device != self.model.device:
+            p.to(self.model.device)
+        pos = context_positions(np.asarray(indices, dtype=np.int64)[None])
+        tokens = p(np.ascontiguousarray(frames)[None], [instruction], pos)
+        return tokens, p.null_prompt(1)
 
     @property
     def text_encoder(self):
@@ -180,6 +275,8 @@ class Video4SpatialPipeline(DiffusionPipeline):
         num_target_frames: int | None = None,
         num_bbox_frames: int | None = None,
         score_fn: Callable[[np.ndarray, np.ndarray], float] | None = None,
+        ssg: bool | None = None,
+        ssg_frames: np.ndarray | None = None,
     ) -> Rollout:
         """Imagine the rollout that follows ``instruction`` from the last context frame.
 
@@ -195,12 +292,25 @@ class Video4SpatialPipeline(DiffusionPipeline):
             seed: seed for the initial noise and ``z_ctx`` (None: nondeterministic).
             score_fn: ``score_fn(frames (T,H,W,3), bbox_frames (B,H,W,3)) -> float``;
                 defaults to red-box evidence in the bbox frames.
+            ssg: None = use SSG when loaded; True = require it (error if not loaded);
+                False = the backbone alone (adapter bypassed, no tokens appended).
+            ssg_frames: optional (K, H', W', 3) uint8 copies of the context frames at another
+                resolution for the SSG prompter only (default: ``context_frames``; CLIP's
+                preprocessing resizes either). Use the resolution the adapter was trained on
+                (``pipe.ssg_config["frame_size"]``; the shipped recipe uses the model's frames).
         """
         if cfg_mode not in CFG_MODES:
             raise ValueError(f"cfg_mode must be one of {CFG_MODES}, got {cfg_mode!r}")
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         frames, idx = self._check_inputs(context_frames, context_indices, instruction)
+        use_ssg = self._use_ssg(ssg)
+        if use_ssg and ssg_frames is not None:
+            ssg_frames = np.asarray(ssg_frames)
+            if ssg_frames.ndim != 4 or ssg_frames.shape[-1] != 3 or ssg_frames.dtype != np.uint8 \
+                    or ssg_frames.shape[0] != frames.shape[0]:
+                raise ValueError(f"ssg_frames must be ({frames.shape[0]}, H, W, 3) uint8 (one per context frame); "
+                                 f"got {ssg_frames.shape} {ssg_frames.dtype}")
         t_total = time.perf_counter()
         device = self.model.device
         dtype = self.model.dtype
@@ -215,6 +325,23 @@ class Video4SpatialPipeline(DiffusionPipeline):
         null = self.model.null_text(1).to(device, dtype)
         t_encode = time.perf_counter() - t0
 
+        # SSG: the prompt joins the text states of branches with the real context AND instruction
+        # ("text" rows: (instr, ctx)); null-text rows get the learned null prompt (docs/ssg.md).
+        # The same appended states feed encode_context and every forward_cached step.
+        t0 = time.perf_counter()
+        if use_ssg:
+            from .ssg.adapter import append_ssg_tokens
+
+            tok, null_tok = self.ssg_prompts(frames if ssg_frames is None else ssg_frames, idx, instruction)
+            text = append_ssg_tokens(text, tok.to(device, dtype))
+            null = append_ssg_tokens(null, null_tok.to(device, dtype))
+        t_ssg = time.perf_counter() - t0
+        bypass = contextlib.nullcontext()
+        if not use_ssg and self.ssg_prompter is not None:
+            from .ssg.adapter import ssg_disabled
+
+            bypass = ssg_disabled(self.model.transformer)
+
         n = num_samples
         c, _, h, w = ctx.shape[1:]
         latents = torch.randn((n, c, n_t + n_b, h, w), generator=gen).to(device, dtype)
@@ -224,18 +351,19 @@ class Video4SpatialPipeline(DiffusionPipeline):
 
         t0 = time.perf_counter()
         cache = None
-        if self.model.uses_context_cache and getattr(self, "use_context_cache", True):
-            # Context keys/values once per call: one cache row per (branch, sample).
-            rows = self.branches(cfg_mode, context_scale, instruction_scale)
-            cache = self.model.encode_context(
-                torch.cat([ctx_n if c == "ctx" else z_ctx for _, c in rows]),
-                torch.cat([text_n if t == "text" else null_n for t, _ in rows]),
-                ctx_idx.expand(n * len(rows), -1), n_t + n_b)
-        self.scheduler.set_timesteps(num_steps, device=device)
-        for t in self.scheduler.timesteps:
-            v = self.velocity(latents, t.reshape(1).to(device), ctx_n, z_ctx, text_n, null_n, ctx_idx,
-                              cfg_mode, guidance_scale, context_scale, instruction_scale, cache=cache)
-            latents = self.scheduler.step(v, t, latents, return_dict=False)[0]
+        with bypass:
+            if self.model.uses_context_cache and getattr(self, "use_context_cache", True):
+                # Context keys/values once per call: one cache row per (branch, sample).
+                rows = self.branches(cfg_mode, context_scale, instruction_scale)
+                cache = self.model.encode_context(
+                    torch.cat([ctx_n if c == "ctx" else z_ctx for _, c in rows]),
+                    torch.cat([text_n if t == "text" else null_n for t, _ in rows]),
+                    ctx_idx.expand(n * len(rows), -1), n_t + n_b)
+            self.scheduler.set_timesteps(num_steps, device=device)
+            for t in self.scheduler.timesteps:
+                v = self.velocity(latents, t.reshape(1).to(device), ctx_n, z_ctx, text_n, null_n, ctx_idx,
+                                  cfg_mode, guidance_scale, context_scale, instruction_scale, cache=cache)
+                latents = self.scheduler.step(v, t, latents, return_dict=False)[0]
         t_denoise = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -249,6 +377,7 @@ class Video4SpatialPipeline(DiffusionPipeline):
         target_idx = self.model.target_indices_for(ctx_idx.cpu(), n_t + n_b)[0].numpy()
         timings = {
             "encode": t_encode,
+            "ssg": t_ssg,
             "denoise": t_denoise,
             "decode": t_decode,
             "per_step": t_denoise / max(num_steps, 1),

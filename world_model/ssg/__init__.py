@@ -4,19 +4,23 @@
 * ``clip_data``, ``train_clip``: rendered views + generated captions; training and recall@k evaluation.
 * ``prompting``: ``SpatialSignalPrompter`` (context frames + instruction -> (B, M, text_dim) tokens).
 * ``adapter``: ``SSGAttnProcessor``, ``install_ssg_adapter``, ``freeze_backbone``, ``append_ssg_tokens``.
+* ``checkpoint``: the SSG checkpoint directory (``Video4SpatialPipeline.load_ssg`` / ``save_ssg``).
+* ``train_adapter``: adapter + prompter training on a frozen backbone (``spatialnav train-ssg``).
 
 See docs/ssg.md for the exact construction.
 """
 
 from world_model.ssg.adapter import (SSGAttnProcessor, append_ssg_tokens, freeze_backbone, install_ssg_adapter,
                                      load_ssg_state_dict, remove_ssg_adapter, set_ssg_enabled, set_ssg_scale,
-                                     ssg_disabled, ssg_processors, ssg_state_dict)
+                                     ssg_detached, ssg_disabled, ssg_processors, ssg_state_dict)
+from world_model.ssg.checkpoint import load_ssg_checkpoint, save_ssg_checkpoint
 from world_model.ssg.clip import SmallClipSpec, SpatialClip, build_small_clip, clip_loss, load_clip, recall_at_k
-from world_model.ssg.prompting import PromptProjector, SpatialSignalPrompter, SSGPrompt
+from world_model.ssg.prompting import PromptProjector, SpatialSignalPrompter, SSGPrompt, context_positions
 
 __all__ = [
     "SSGAttnProcessor", "append_ssg_tokens", "freeze_backbone", "install_ssg_adapter", "load_ssg_state_dict",
-    "remove_ssg_adapter", "set_ssg_enabled", "set_ssg_scale", "ssg_disabled", "ssg_processors", "ssg_state_dict",
+    "remove_ssg_adapter", "set_ssg_enabled", "set_ssg_scale", "ssg_detached", "ssg_disabled", "ssg_processors",
+    "ssg_state_dict", "load_ssg_checkpoint", "save_ssg_checkpoint",
     "SmallClipSpec", "SpatialClip", "build_small_clip", "clip_loss", "load_clip", "recall_at_k",
-    "PromptProjector", "SpatialSignalPrompter", "SSGPrompt",
+    "PromptProjector", "SpatialSignalPrompter", "SSGPrompt", "context_positions",
 ]

@@ -246,6 +246,23 @@ def ssg_disabled(transformer: nn.Module) -> Iterator[None]:
             p.enabled = e
 
 
+@contextlib.contextmanager
+def ssg_detached(transformer: nn.Module) -> Iterator[None]:
+    """Take the SSG processors out (Wan's default back in) inside the block, e.g. to save the backbone alone.
+
+    Inside, ``transformer.state_dict()`` holds no adapter tensors; on exit the same
+    processor objects (with their weights) are put back.
+    """
+    saved = [(b, b.attn2.processor) for b in _blocks(transformer) if isinstance(b.attn2.processor, SSGAttnProcessor)]
+    for b, _ in saved:
+        b.attn2.set_processor(WanAttnProcessor())
+    try:
+        yield
+    finally:
+        for b, proc in saved:
+            b.attn2.set_processor(proc)
+
+
 def append_ssg_tokens(encoder_hidden_states: torch.Tensor, ssg_tokens: torch.Tensor) -> torch.Tensor:
     """``[text tokens, SSG tokens]`` on the sequence axis: (B, L, D) + (B, M, D) -> (B, L + M, D).
 

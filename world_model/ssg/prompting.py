@@ -58,6 +58,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -79,6 +80,16 @@ def sincos_2d(grid: int, dim: int) -> torch.Tensor:
     rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
     d = dim // 2
     return torch.cat([sincos_1d(rows.flatten(), d, 100.0), sincos_1d(cols.flatten(), dim - d, 100.0)], dim=-1)
+
+
+def context_positions(indices) -> torch.Tensor:
+    """Frame positions the prompter sees: original indices re-based to start at 0 per sample.
+
+    The DiT re-bases its RoPE frame positions the same way (``Video4SpatialModel.forward``),
+    so the prompt's frame layout matches the backbone's; training and ``imagine`` both use this.
+    """
+    idx = torch.as_tensor(np.asarray(indices) if not torch.is_tensor(indices) else indices).long()
+    return idx - idx.min(dim=-1, keepdim=True).values
 
 
 class PromptProjector(nn.Module):
@@ -163,6 +174,13 @@ class SpatialSignalPrompter(nn.Module):
         self.mlp = nn.Sequential(nn.LayerNorm(hidden_dim), nn.Linear(hidden_dim, 4 * hidden_dim), nn.GELU(),
                                  nn.Linear(4 * hidden_dim, hidden_dim))
         self.projector = PromptProjector(hidden_dim, out_dim)
+        # The prompt of a branch that lacks the context or the instruction (CFG's null branches,
+        # condition dropout in training): learned, zero-initialised like the DiT's null text.
+        self.null_tokens = nn.Parameter(torch.zeros(num_tokens, out_dim))
+
+    def null_prompt(self, batch_size: int = 1) -> torch.Tensor:
+        """(B, M, out_dim) learned null prompt: what a branch without context or instruction gets."""
+        return self.null_tokens[None].expand(batch_size, -1, -1)
 
     def train(self, mode: bool = True):
         super().train(mode)

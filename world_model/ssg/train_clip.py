@@ -1,6 +1,7 @@
 """Train the in-project small CLIP on rendered views and generated captions.
 
     python -m world_model.ssg.train_clip --out runs/clip/small --steps 6000
+    python -m world_model.ssg.train_clip --preset weak_clip      # configs/ssg/weak_clip.yaml: 2 layers x 64
 
 Symmetric InfoNCE (``clip_loss``) with soft targets so that identical captions
 in a batch are not each other's negatives; AdamW with linear warm-up and cosine
@@ -205,14 +206,33 @@ def main(cfg: ClipTrainConfig | dict | None = None) -> dict:
 
 def _cli(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default="",
+                   help="start from configs/ssg/<preset>.yaml's train_clip block (e.g. default, weak_clip); "
+                        "flags given override it")
     for f in fields(ClipTrainConfig):
         if f.name == "spec":
             continue
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None,
+                       help=f"default {f.default!r}")
+    for f in fields(SmallClipSpec):  # model size: --spec-vision-layers 2 --spec-vision-width 64 ...
+        p.add_argument(f"--spec-{f.name.replace('_', '-')}", dest=f"spec_{f.name}", type=int, default=None,
+                       help=f"SmallClipSpec.{f.name} (default {f.default})")
     p.add_argument("--eval-only", default="", help="a CLIP directory to evaluate on the val pairs instead of training")
     a = vars(p.parse_args(argv))
-    eval_only = a.pop("eval_only")
-    cfg = ClipTrainConfig(**a)
+    eval_only, preset = a.pop("eval_only"), a.pop("preset")
+    base: dict = {}
+    if preset:
+        from world_model.ssg.train_adapter import load_preset
+
+        base = dict(load_preset(preset).get("train_clip") or {})
+    cfg = ClipTrainConfig.from_dict(base)
+    for k, v in a.items():
+        if v is None:
+            continue
+        if k.startswith("spec_"):
+            setattr(cfg.spec, k[len("spec_"):], v)
+        else:
+            setattr(cfg, k, v)
     if eval_only:
         torch.set_num_threads(cfg.threads)
         _, val = load_or_build_data(cfg)

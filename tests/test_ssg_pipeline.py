@@ -1,0 +1,226 @@
+"""SSG in the world-model pipeline: load/save, imagine(ssg=...), null-branch prompts, adapter training."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+from world_model.model import Video4SpatialModel
+from world_model.pipeline import Video4SpatialPipeline, make_scheduler
+from world_model.ssg.adapter import ssg_processors
+from world_model.ssg.clip import SmallClipSpec, build_small_clip, build_word_tokenizer, grammar_vocabulary
+
+TINY_WAN = dict(patch_size=[1, 4, 4], num_attention_heads=2, attention_head_dim=12, in_channels=3, out_channels=3,
+                text_dim=32, freq_dim=32, ffn_dim=48, num_layers=2, rope_max_seq_len=128)
+TINY_CLIP = SmallClipSpec(image_size=32, patch_size=8, vision_layers=2, vision_width=32, vision_heads=2,
+                          text_layers=1, text_width=32, text_heads=2, projection_dim=32, max_text_len=24)
+PROMPTER = dict(num_tokens=4, layers=[-2, -1], hidden_dim=32, num_heads=2)
+S, L = 16, 6  # frame size, text tokens
+INSTR = "go to the red chair left of the bed"
+KW = dict(num_steps=3, seed=0)
+
+
+class FakeText:
+    """Deterministic stand-in for MiniLM: (B, L, 32) states seeded by the text."""
+
+    def encode(self, texts):
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        return torch.stack([torch.randn(L, 32, generator=torch.Generator().manual_seed(zlib.crc32(t.encode())))
+                            for t in texts])
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    clip = build_small_clip(build_word_tokenizer(grammar_vocabulary()), TINY_CLIP, seed=0)
+    path = tmp_path_factory.mktemp("clip") / "tiny-clip"
+    clip.save_pretrained(path)
+    return path
+
+
+def make_pipe(seed=0) -> Video4SpatialPipeline:
+    torch.manual_seed(seed)
+    m = Video4SpatialModel(transformer_config=dict(TINY_WAN), text_len=L, frame_size=(S, S),
+                           context_attention="prefix").eval()
+    with torch.no_grad():
+        m.null_text_embedding.normal_()
+    return Video4SpatialPipeline(m, make_scheduler(), text_encoder=FakeText(), num_target_frames=2, num_bbox_frames=1)
+
+
+def context(seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (3, S, S, 3), dtype=np.uint8), [0, 4, 9]
+
+
+def _train_adapter_a_little(pipe):
+    """Make the adapter and the null prompt non-trivial, as training would."""
+    with torch.no_grad():
+        for proc in ssg_processors(pipe.model.transformer):
+            proc.to_v_ssg.weight.normal_(0, 0.5)
+        pipe.ssg_prompter.null_tokens.normal_()
+
+
+def test_zero_init_ssg_equals_backbone_and_ssg_flag(clip_dir):
+    pipe = make_pipe()
+    fr, idx = context()
+    with pytest.raises(ValueError, match="load_ssg"):
+        pipe.imagine(fr, idx, INSTR, ssg=True, **KW)
+    off = pipe.imagine(fr, idx, INSTR, **KW)  # nothing loaded: None = backbone
+    assert off.timings["ssg"] == 0.0 or off.timings["ssg"] < 1e-3
+    pipe.init_ssg(clip_dir, **PROMPTER)
+    on = pipe.imagine(fr, idx, INSTR, **KW)  # None = use SSG when loaded
+    assert on.timings["ssg"] > 0
+    # Zero-initialised W_v_ssg: the SSG branch adds exactly 0 (last-bit rounding of a longer text GEMM at most).
+    assert np.abs(on.frames.astype(int) - off.frames).max() <= 1
+    assert np.abs(on.bbox_frames.astype(int) - off.bbox_frames).max() <= 1
+    _train_adapter_a_little(pipe)
+    trained = pipe.imagine(fr, idx, INSTR, ssg=True, **KW)
+    assert np.abs(trained.frames.astype(int) - off.frames).max() > 10
+    bypass = pipe.imagine(fr, idx, INSTR, ssg=False, **KW)  # backbone only, exactly
+    assert np.array_equal(bypass.frames, off.frames) and np.array_equal(bypass.bbox_frames, off.bbox_frames)
+    hires = np.repeat(np.repeat(fr, 2, axis=1), 2, axis=2)  # ssg_frames: the prompter's own copy of the context
+    assert pipe.imagine(fr, idx, INSTR, ssg_frames=hires, **KW).frames.shape == trained.frames.shape
+    with pytest.raises(ValueError, match="ssg_frames"):
+        pipe.imagine(fr, idx, INSTR, ssg_frames=hires[:2], **KW)
+
+
+def test_null_branches_get_the_null_prompt_and_cache_sees_the_same_states(clip_dir):
+    pipe = make_pipe()
+    pipe.init_ssg(clip_dir, **PROMPTER)
+    _train_adapter_a_little(pipe)
+    fr, idx = context()
+    seen = {}
+    enc, fwd = pipe.model.encode_context, pipe.model.forward_cached
+
+    def encode_context(ctx, states, *a, **k):
+        seen["encode"] = states.clone()
+        return enc(ctx, states, *a, **k)
+
+    def forward_cached(lat, t, states, cache):
+        seen.setdefault("steps", []).append(states.clone())
+        return fwd(lat, t, states, cache)
+
+    pipe.model.encode_context, pipe.model.forward_cached = encode_context, forward_cached
+    cached = pipe.imagine(fr, idx, INSTR, cfg_mode="joint", **KW)
+    m = PROMPTER["num_tokens"]
+    tok, null_tok = pipe.ssg_prompts(fr, idx, INSTR)
+    states = seen["encode"]  # rows in branch order: (instr, ctx), (null, noise)
+    assert states.shape == (2, L + m, 32)
+    torch.testing.assert_close(states[0, -m:], tok[0])
+    torch.testing.assert_close(states[1, -m:], null_tok[0])
+    torch.testing.assert_close(states[1, :L], pipe.model.null_text_embedding)
+    assert len(seen["steps"]) == KW["num_steps"] and all(torch.equal(s, states) for s in seen["steps"])
+    del pipe.model.encode_context, pipe.model.forward_cached
+    pipe.use_context_cache = False
+    assert np.abs(pipe.imagine(fr, idx, INSTR, cfg_mode="joint", **KW).frames.astype(int) - cached.frames).max() <= 1
+
+
+def test_save_load_ssg_round_trip(clip_dir, tmp_path):
+    pipe = make_pipe()
+    pipe.init_ssg(clip_dir, **PROMPTER)
+    _train_adapter_a_little(pipe)
+    fr, idx = context()
+    ref = pipe.imagine(fr, idx, INSTR, **KW)
+    pipe.save_ssg(tmp_path / "ssg")
+    assert (tmp_path / "ssg" / "clip" / "config.json").exists()  # not the shipped CLIP: copied along
+    other = make_pipe()
+    assert other.ssg_prompter is None
+    other.load_ssg(tmp_path / "ssg")
+    assert other.ssg_config["prompter"]["num_tokens"] == PROMPTER["num_tokens"]
+    assert np.array_equal(other.imagine(fr, idx, INSTR, **KW).frames, ref.frames)
+    # a pipeline saved with SSG loaded: adapter-free backbone weights + ssg/, reloaded together
+    pipe.save_pretrained(tmp_path / "pipe")
+    again = Video4SpatialPipeline.from_pretrained(tmp_path / "pipe")
+    again._text_encoder = FakeText()
+    assert again.ssg_prompter is not None
+    assert np.array_equal(again.imagine(fr, idx, INSTR, **KW).frames, ref.frames)
+    plain = Video4SpatialPipeline.from_pretrained(tmp_path / "pipe", with_ssg=False)
+    assert plain.ssg_prompter is None and not ssg_processors(plain.model.transformer)
+    plain.unload_ssg()
+    with pytest.raises(FileNotFoundError, match="train-ssg"):
+        plain.load_ssg(tmp_path / "nothing")
+    with pytest.warns(UserWarning, match="backbone"):  # trained on another backbone: a warning
+        make_pipe(seed=1).load_ssg(tmp_path / "ssg")
+
+
+# ----------------------------------------------------------------------------- adapter training
+class ColourData(torch.utils.data.Dataset):
+    """Eight fixed samples: random context, a target filled with the instruction's colour."""
+
+    colours = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 30), "white": (240, 240, 240)}
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        name, rgb = list(self.colours.items())[i % 4]
+        rng = np.random.default_rng(i)
+        return {"context": rng.integers(0, 256, (3, S, S, 3), dtype=np.uint8),
+                "context_indices": np.array([0, 3 + i, 20]),
+                "target": np.broadcast_to(np.array(rgb, np.uint8), (3, S, S, 3)).copy(),
+                "instruction": f"go to the {name} chair"}
+
+
+def _backbone_state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if ".processor." not in k}
+
+
+def test_adapter_training_freezes_backbone_trains_adapter_and_resumes(clip_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from world_model.ssg.train_adapter import AdapterTrainConfig, train
+
+    backbone = make_pipe()
+    backbone.save_pretrained(tmp_path / "backbone")
+    before = _backbone_state(backbone.model)
+    cfg = dict(pipeline=str(tmp_path / "backbone"), clip=str(clip_dir), prompter=dict(PROMPTER),
+               out_dir=str(tmp_path / "run"), num_context=3, batch_size=8, lr=1e-2, warmup_steps=1, ema_decay=0.0,
+               p_drop_context=0.15, p_drop_text=0.15, p_drop_both=0.15, log_every=1, ckpt_every_steps=1000,
+               max_steps=2)
+    out = train(AdapterTrainConfig(**cfg), dataset=ColourData(), text_encoder=FakeText())
+    assert out["step"] == 2
+    model = out["pipeline"].model
+    after = _backbone_state(model)
+    assert set(after) == set(before) and all(torch.equal(after[k], before[k]) for k in before)  # bit-identical
+    assert all(p.to_v_ssg.weight.abs().sum() > 0 for p in ssg_processors(model.transformer))  # moved off zero
+    first = load_file(str(tmp_path / "run" / "ssg" / "prompter.safetensors"))
+    assert first["null_tokens"].abs().sum() > 0  # dropped rows trained the null prompt
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "backbone" in log and "gain" in log
+
+    out2 = train(AdapterTrainConfig(**dict(cfg, max_steps=4)), dataset=ColourData(), text_encoder=FakeText())
+    assert out2["step"] == 4 and "at step 2" in (tmp_path / "run" / "train.log").read_text()
+    second = load_file(str(tmp_path / "run" / "ssg" / "prompter.safetensors"))
+    assert not torch.equal(first["projector.net.3.weight"], second["projector.net.3.weight"])  # kept rows trained it
+    assert not torch.equal(first["queries"], second["queries"])
+    assert all(torch.equal(v, before[k]) for k, v in _backbone_state(out2["pipeline"].model).items())
+
+    # the exported checkpoint goes on the original backbone and imagines with SSG
+    backbone.load_ssg(tmp_path / "run" / "ssg")
+    assert backbone.ssg_config["training"]["steps"] == 4
+    fr, idx = context()
+    r = backbone.imagine(fr, idx, INSTR, ssg=True, **KW)
+    assert r.frames.shape == (2, S, S, 3)
+
+
+def test_presets_and_cli_config():
+    from agent.cli import COMMANDS, compose_config
+    from world_model.ssg.train_adapter import config_from_any, resolve_config
+
+    d = resolve_config("default")
+    assert d.out_dir == "runs/ssg/default" and d.clip is None and d.prompter["use_mlp_mask"]
+    m = resolve_config("no_mlp_mask", {"max_steps": 7})
+    assert not m.prompter["use_mlp_mask"] and m.prompter["use_attention_mask"] and m.max_steps == 7
+    assert m.out_dir == "runs/ssg/no_mlp_mask"
+    assert not resolve_config("no_attention_mask").prompter["use_attention_mask"]
+    w = resolve_config("weak_clip")
+    assert w.clip == "runs/clip/weak/clip-small" and w.prompter["layers"] == [-2, -1]
+    with pytest.raises(ValueError, match="unknown"):
+        resolve_config("default", {"max_stepz": 1})
+    with pytest.raises(FileNotFoundError, match="preset"):
+        resolve_config("nope")
+    assert COMMANDS["train-ssg"][0] == "world_model.ssg.train_adapter:main"
+    c = config_from_any(compose_config(["train_ssg.preset=weak_clip", "train_ssg.max_steps=5", "out_dir=runs/x"]))
+    assert c.preset == "weak_clip" and c.max_steps == 5 and c.out_dir == "runs/x" and c.clip.endswith("weak/clip-small")

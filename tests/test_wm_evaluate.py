@@ -1,0 +1,198 @@
+"""World-model evaluation (`eval-wm`), `imagine` and their metrics, on real procedural scenes and a tiny model."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from world_model.evaluate import (EvalConfig, SceneState, build_sample, centre_in_box, grounding_metrics, psnr,
+                                  resolve_pipeline_path, select_episodes, spatial_distance, ssim)
+
+TINY = dict(patch_size=[1, 4, 4], num_attention_heads=2, attention_head_dim=12, in_channels=3, out_channels=3,
+            text_dim=384, freq_dim=32, ffn_dim=48, num_layers=1, rope_max_seq_len=1024)
+S = 16  # frame size of the tiny model
+
+
+# ----------------------------------------------------------------------------- image metrics
+def test_ssim_and_psnr_on_hand_made_images():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    assert ssim(a, a) == pytest.approx(1.0)
+    assert psnr(a, a) == pytest.approx(100.0)  # identical: capped
+    b = np.zeros((32, 32, 3), np.uint8)
+    # constant error 10: MSE 100 -> 10 log10(255^2 / 100) = 28.1308 dB
+    assert psnr(b, b + 10) == pytest.approx(10 * math.log10(255 ** 2 / 100), abs=1e-9)
+    noisy = np.clip(a.astype(int) + rng.normal(0, 30, a.shape), 0, 255).astype(np.uint8)
+    s_noisy, s_other = ssim(a, noisy), ssim(a, rng.integers(0, 256, a.shape, dtype=np.uint8))
+    assert 0.2 < s_noisy < 0.95 and s_other < 0.1 < s_noisy
+    # a constant offset keeps the structure term but loses luminance: close to, not equal to, 1
+    g = np.tile(np.linspace(60, 200, 32)[None, :, None], (32, 1, 3)).astype(np.uint8)
+    assert 0.9 < ssim(g, g + 20) < 1.0
+    assert ssim(np.full((8, 8), 50), np.full((8, 8), 50)) == pytest.approx(1.0)  # window shrinks to the image
+    with pytest.raises(ValueError, match="same shape"):
+        ssim(a, a[:, :16])
+
+
+def test_spatial_distance_and_box_centre():
+    assert spatial_distance([3.0, 4.0], [0.0, 0.0], 10.0) == pytest.approx(0.5)
+    assert spatial_distance([0.3, 0.4], [0.0, 0.0], 0.1) == pytest.approx(1.0)  # d_gt floored at 0.5 m
+    assert centre_in_box(10, 10, (8, 8, 12, 12), 0) and not centre_in_box(14, 10, (8, 8, 12, 12), 1)
+    assert centre_in_box(14, 10, (8, 8, 12, 12), 2) and not centre_in_box(1, 1, None, 5)
+
+
+# ----------------------------------------------------------------------------- grounding on a real scene
+@pytest.fixture(scope="module")
+def scene_sample(nav_episodes):
+    cfg = EvalConfig(split="val", tour_frames=24).validate()
+    ep = nav_episodes[0]
+    state = SceneState(ep.scene_id, 32, cfg)
+    sample, why = build_sample(ep, state, 8, 4, cfg)
+    assert sample is not None, why
+    return cfg, state, sample
+
+
+def test_sample_matches_the_training_construction(scene_sample):
+    cfg, state, s = scene_sample
+    assert s.context.shape == (8, 32, 32, 3) and s.context.dtype == np.uint8
+    assert np.all(np.diff(s.context_indices) > 0)
+    np.testing.assert_array_equal(s.context[-1], s.target[0])  # the current view is the path's first frame
+    assert s.target.shape == (4, 32, 32, 3)
+    red = (s.bbox == (255, 0, 0)).all(-1)
+    x0, y0, x1, y1 = s.box
+    assert red[y0, x0:x1 + 1].all() and red[y0:y1 + 1, x1].all()  # 1-px box at 32 px, like the loader
+    bearing = math.atan2(s.episode.target_center[1] - s.final_pose[1], s.episode.target_center[0] - s.final_pose[0])
+    assert abs((bearing - s.final_pose[2] + math.pi) % (2 * math.pi) - math.pi) < 1e-6  # centred on the target
+
+
+def test_ground_truth_frames_score_perfectly(scene_sample):
+    """SD = 0 for the true final frame (localisation recovers its pose), IF true for the true bbox frame,
+    false for a frame without a box; the lattice alone localises within a lattice cell."""
+    cfg, state, s = scene_sample
+    m = grounding_metrics(s.target, s.bbox[None], s, state, cfg)
+    assert m["sd"] == 0.0 and m["match"] == pytest.approx(1.0, abs=1e-5)
+    assert m["if"] and m["if_box"] and m["if_gtbox"] and m["if_final"] and m["if_sd02"]
+    assert m["psnr"] == pytest.approx(100.0) and m["ssim"] == pytest.approx(1.0)
+    assert m["heading_err_deg"] < 1e-6
+    blank = grounding_metrics(s.target, s.target[-1:], s, state, cfg)  # the final view with no box drawn
+    assert not blank["if"] and not blank["box_found"] and blank["sd"] == 0.0
+    black = grounding_metrics(s.target, np.zeros((1, 32, 32, 3), np.uint8), s, state, cfg)
+    assert not black["if"] and not black["if_sd02"]
+    # without the true path among the candidates: lattice (0.25 m, 30 deg) + refinement
+    pose, sim = state.localize(s.target[-1], extra_poses=None)
+    assert np.linalg.norm(pose[:2] - s.final_pose[:2]) < 0.3 and sim > 0.9
+    # the no-bbox ablation judges the final frame: the true one is centred on the target
+    nob = grounding_metrics(s.target, np.zeros((0, 32, 32, 3), np.uint8), s, state, cfg)
+    assert nob["if"] and nob["if_box"] is None
+
+
+# ----------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def tiny_pipeline_dir(tmp_path_factory):
+    from world_model.model import Video4SpatialModel
+    from world_model.pipeline import Video4SpatialPipeline, make_scheduler
+
+    torch.manual_seed(0)
+    model = Video4SpatialModel(transformer_config=dict(TINY), text_len=8, frame_size=(S, S),
+                               context_attention="prefix").eval()
+    pipe = Video4SpatialPipeline(model, make_scheduler(), num_target_frames=2, num_bbox_frames=1)
+    path = tmp_path_factory.mktemp("wm") / "tiny-pipe"
+    pipe.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_dir(tmp_path_factory):
+    from world_model.ssg.clip import SmallClipSpec, build_small_clip, build_word_tokenizer, grammar_vocabulary
+
+    spec = SmallClipSpec(image_size=32, patch_size=8, vision_layers=1, vision_width=32, vision_heads=2,
+                         text_layers=1, text_width=32, text_heads=2, projection_dim=32, max_text_len=24)
+    path = tmp_path_factory.mktemp("clip") / "clip-tiny"
+    build_small_clip(build_word_tokenizer(grammar_vocabulary()), spec, seed=0).save_pretrained(path)
+    return path
+
+
+def _eval_args(out, pipe, episodes, clip, *extra):
+    return ["eval-wm", f"episodes={episodes}", f"out_dir={out}", f"eval_wm.pipeline={pipe}", f"eval_wm.clip={clip}",
+            "eval_wm.num_steps=2", "eval_wm.tour_frames=24", "progress=false", *extra]
+
+
+def test_eval_wm_end_to_end_resumes_and_refuses_other_configs(tmp_path, tiny_pipeline_dir, tiny_clip_dir,
+                                                              nav_episode_file, capsys):
+    from agent.cli import main
+
+    out = tmp_path / "ev"
+    assert main(_eval_args(out, tiny_pipeline_dir, nav_episode_file, tiny_clip_dir, "n=2")) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    for k in ("sd", "if", "if_sd02", "psnr", "ssim", "n", "clip_score", "sd_ci95", "if_ci95", "clip_score_gt"):
+        assert k in summary, k
+    assert summary["n"] + summary["n_skipped"] == 2 and summary["n"] >= 1
+    assert summary["config"]["num_bbox"] == 1 and summary["config"]["cfg_mode"] == "joint"
+    assert -1.0 <= summary["clip_score"] <= 1.0 and summary["sd"] >= 0 and 0 <= summary["if"] <= 1
+    assert "IF(SD<0.2)" in capsys.readouterr().out
+    rows = [json.loads(ln) for ln in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 2
+    # rerun: nothing repeated; a larger n adds only the new sample
+    assert main(_eval_args(out, tiny_pipeline_dir, nav_episode_file, tiny_clip_dir, "n=2")) == 0
+    assert len((out / "samples.jsonl").read_text().splitlines()) == 2
+    assert main(_eval_args(out, tiny_pipeline_dir, nav_episode_file, tiny_clip_dir, "n=3")) == 0
+    ids = [json.loads(ln)["sample_id"] for ln in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(ids) == 3 == len(set(ids)) and ids[:2] == [r["sample_id"] for r in rows]
+    # an ablation into the same out_dir would mix results: refused with a readable message
+    capsys.readouterr()
+    assert main(_eval_args(out, tiny_pipeline_dir, nav_episode_file, tiny_clip_dir, "n=3",
+                           "eval_wm.cfg_mode=text")) == 2
+    assert "another configuration" in capsys.readouterr().err
+
+
+def test_eval_wm_ablations_and_bad_input(tmp_path, tiny_pipeline_dir, nav_episode_file, capsys):
+    from agent.cli import main
+
+    out = tmp_path / "nobbox"
+    assert main(_eval_args(out, tiny_pipeline_dir, nav_episode_file, "none", "n=1", "eval_wm.num_bbox=0",
+                           "eval_wm.context_mode=contiguous", "eval_wm.cfg_mode=text")) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["config"]["num_bbox"] == 0 and s["config"]["context_mode"] == "contiguous"
+    assert s["clip_score"] is None and "skipped" in s["clip_note"]
+    row = json.loads((out / "samples.jsonl").read_text().splitlines()[0])
+    assert row["status"] != "ok" or (row["if_box"] is None and row["if"] == row["if_final"])
+    for bad, msg in (("eval_wm.cfg_mode=bogus", "cfg_mode"), ("eval_wm.context_mode=random", "context_mode"),
+                     ("eval_wm.subset=odd", "subset"), ("eval_wm.ssg=true", "ssg")):
+        assert main(_eval_args(tmp_path / "bad", tiny_pipeline_dir, nav_episode_file, "none", "n=1", bad)) == 2
+        assert msg in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="spatialnav train"):
+        resolve_pipeline_path(tmp_path / "nowhere")
+
+
+def test_relation_subset_keeps_only_relation_episodes(nav_episodes, nav_episode_file):
+    cfg = EvalConfig(episodes=str(nav_episode_file), n=3, subset="relation").validate()
+    want = [e.episode_id for e in nav_episodes if e.needs_relation]
+    if want:
+        assert [e.episode_id for e in select_episodes(cfg)] == want
+    else:
+        with pytest.raises(ValueError, match="relation"):
+            select_episodes(cfg)
+
+
+def test_imagine_writes_video_and_picture(tmp_path, tiny_pipeline_dir, nav_episode_file, capsys):
+    import imageio.v2 as imageio
+    import imageio_ffmpeg
+
+    from world_model.imagine import main
+
+    prefix = tmp_path / "im" / "ep0"
+    cfg = {"split": "val", "episodes": str(nav_episode_file),
+           "imagine": {"pipeline": str(tiny_pipeline_dir), "episode_index": 0, "num_steps": 2, "size": 32,
+                       "out": str(prefix), "num_context": 4}}
+    assert main(cfg) == 0
+    mp4, png = prefix.with_suffix(".mp4"), prefix.with_suffix(".png")
+    assert mp4.stat().st_size > 0 and png.stat().st_size > 0
+    assert imageio_ffmpeg.count_frames_and_secs(str(mp4))[0] == 4  # max(K=4 context frames, T=2)
+    pic = imageio.imread(png)
+    assert pic.shape[1] >= 4 * 32  # the context row: 4 upscaled tiles
+    assert str(mp4) in capsys.readouterr().out
+    with pytest.raises(ValueError, match="episode_index"):
+        main({**cfg, "imagine": {**cfg["imagine"], "episode_index": 99}})
