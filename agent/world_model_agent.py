@@ -80,6 +80,7 @@ def load_pipeline(path: str | Path | None = None, device: str = "cpu", retries: 
     A training run re-exports runs/wm/pipeline every few minutes, so a load that races the
     export (files missing for a moment) is retried.
     """
+    resolve_pipeline(path)  # a missing checkpoint fails fast, before diffusers is imported
     from world_model.pipeline import Video4SpatialPipeline
 
     for attempt in range(retries):
