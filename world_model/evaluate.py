@@ -24,7 +24,7 @@ final frame be ``F`` (the last target frame), the bbox frames ``B_1..B_b``:
 * **SD** (spatial distance) = ``||p_hat - p_gt|| / max(d_gt, 0.5 m)``, ``p_gt`` the true final
   position (centred on the target), ``d_gt`` the geodesic start-to-``p_gt`` distance.
 * **IF** (instruction following). With bbox frames: a red box is found in the last bbox
-  frame (``planners.rollout_reader.find_box``, confidence >= ``box_min_confidence`` = 0.3)
+  frame (``world_model.boxes.find_box``, confidence >= ``box_min_confidence`` = 0.3)
   and its centre lies inside the target's box, grown by ``if_margin`` x W px on each side,
   in the simulator's instance mask at the localised pose ``p_hat`` (the view ``F`` depicts;
   the target must be visible there). Without bbox frames (``num_bbox=0``, the ablation): the target is visible at ``p_hat`` (>=
@@ -521,7 +521,7 @@ def region_of(sample: GroundTruthSample, margin: float | None) -> tuple[float, f
 def grounding_metrics(frames: np.ndarray, bbox_frames: np.ndarray, sample: GroundTruthSample, state: SceneState,
                       cfg: EvalConfig) -> dict[str, Any]:
     """SD, IF (box and final-frame criteria), IF(SD<0.2), PSNR and SSIM of one imagined rollout."""
-    from planners.rollout_reader import find_box, find_box_in_frames  # evaluation reads rollouts like a planner
+    from .boxes import find_box, find_box_in_frames
 
     frames = np.asarray(frames)
     final = frames[-1]
