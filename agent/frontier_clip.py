@@ -36,47 +36,8 @@ from agent.base import set_threads
 from agent.baselines import episode_rng
 from envs.actions import Action
 from planners.camera import HFOV_DEG, backproject, wrap_angle
-from planners.mapping import ObstacleMap
-from planners.path import Navigator, PathPlanner
-
-
-def frontier_points(obstacle_map: ObstacleMap, min_size: int = 5, spacing_m: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
-    """Frontier cells thinned to one per ``spacing_m`` square: points (M, 2) and their cluster sizes (M,).
-
-    A single frontier cluster can ring the whole explored area, so its centroid is no place to
-    drive to; points along it are.
-    """
-    pts, sizes = [], []
-    k = max(1, int(round(spacing_m / obstacle_map.cell_size)))
-    for f in obstacle_map.frontiers(min_size):
-        rc = np.asarray(f.cells)
-        _, first = np.unique(rc // k, axis=0, return_index=True)
-        rc = rc[np.sort(first)]
-        pts.append(obstacle_map.cell_to_world(rc[:, 0], rc[:, 1]))
-        sizes.append(np.full(len(rc), f.size))
-    if not pts:
-        return np.zeros((0, 2)), np.zeros(0, int)
-    return np.concatenate(pts), np.concatenate(sizes)
-
-
-def far_free_point(obstacle_map: ObstacleMap, visited: np.ndarray, rng: np.random.Generator,
-                   n_samples: int = 256, min_m: float = 1.0) -> np.ndarray | None:
-    """A free, non-inflated map point far from every visited position (of ``n_samples`` random free
-    cells, the one maximising the distance to the nearest visited point), or None.
-
-    The fallback when the map has no frontier left (the context tour mapped the whole scene):
-    new viewpoints, not new map, are what is missing then.
-    """
-    free = obstacle_map.free & ~obstacle_map.inflated()
-    rc = np.argwhere(free)
-    if len(rc) == 0:
-        return None
-    rc = rc[rng.choice(len(rc), size=min(n_samples, len(rc)), replace=False)]
-    pts = obstacle_map.cell_to_world(rc[:, 0], rc[:, 1])
-    v = np.asarray(visited, np.float64).reshape(-1, 2)
-    d = np.min(np.linalg.norm(pts[:, None] - v[None], axis=-1), axis=1) if len(v) else np.full(len(pts), np.inf)
-    i = int(np.argmax(d))
-    return pts[i] if d[i] >= min_m else None
+from planners.mapping import ObstacleMap, far_free_point, frontier_points  # re-exported (moved to planners)
+from planners.path import FrontierExplorer, Navigator, PathPlanner
 
 
 TRAINED_CLIP = Path("runs") / "clip" / "small" / "clip-small"
@@ -174,13 +135,11 @@ class FrontierClipAgent:
         self.views: list[dict] = []  # {"score", "xy", "offset", "z"} of every view with a depth hit
         self.rejected: list[np.ndarray] = []
         self.goal: np.ndarray | None = None
-        self.frontier_target: np.ndarray | None = None
-        self.failed: list[np.ndarray] = []
+        self.explorer = FrontierExplorer(self.navigator, give_up_steps=self.give_up_steps,
+                                         frontier_min_size=self.frontier_min_size)
         self.visited: list[np.ndarray] = []
-        self._blocked, self._last_collisions = 0, 0
         self.pose = np.zeros(3)
         self.last_action: int | None = None
-        self.idle_steps = 0
         self.look_around = 0
         self.text = None
         self.last_view: dict | None = None
@@ -298,7 +257,7 @@ class FrontierClipAgent:
                 return self._policy()
             a = self.navigator.act(self.goal)
             if a is not None and a != Action.STOP:
-                self.idle_steps = 0
+                self.explorer.idle_steps = 0
                 return int(a)
             self._reject(best)
             return self._policy()
@@ -325,54 +284,10 @@ class FrontierClipAgent:
         return out
 
     def _explore(self) -> int:
+        """The frontier point of highest value - ``distance_weight`` x distance (``FrontierExplorer``)."""
         self.visited.append(self.pose[:2].copy())
-        target = self.frontier_target
-        if target is None or np.linalg.norm(target - self.pose[:2]) < 0.5:
-            target = self._pick_frontier()
-            if target is None:
-                target = far_free_point(self.map, np.concatenate([self.visited, self.failed]) if self.failed
-                                        else np.asarray(self.visited), self.rng)
-        stuck = self._stuck()
-        if stuck and target is not None:
-            # Blocked forward steps in a row: the map calls free what the agent cannot pass
-            # (the inflation edge); give this target up instead of pushing on.
-            self.failed.append(target)
-            self.frontier_target = None
-            return int(Action.TURN_LEFT)
-        while target is not None:
-            a = self.navigator.act(target)
-            if a is not None and a != Action.STOP:
-                self.frontier_target, self.idle_steps = target, 0
-                return int(a)
-            self.failed.append(target)
-            target = self._pick_frontier()
-        self.frontier_target = None
-        self.idle_steps += 1
-        return int(Action.STOP if self.idle_steps > self.give_up_steps else Action.TURN_LEFT)
-
-    def _stuck(self, limit: int = 3) -> bool:
-        """True after ``limit`` collisions in a row (counted from the navigator's collision count)."""
-        n = self.navigator.collisions
-        self._blocked = self._blocked + 1 if n > self._last_collisions else 0
-        self._last_collisions = n
-        if self._blocked >= limit:
-            self._blocked = 0
-            return True
-        return False
-
-    def _pick_frontier(self) -> np.ndarray | None:
-        pts, _ = frontier_points(self.map, self.frontier_min_size)
-        if len(pts) == 0:
-            return None
-        d = np.linalg.norm(pts - self.pose[:2], axis=1)
-        ok = d >= 0.75
-        for q in self.failed:
-            ok &= np.linalg.norm(pts - q, axis=1) >= 0.5
-        if not ok.any():
-            return None
-        idx = np.flatnonzero(ok)
-        score = self.frontier_values(pts[idx]) - self.distance_weight * d[idx]
-        return pts[idx[int(np.argmax(score))]]
+        return self.explorer.act(self.pose, self.visited, self.rng,
+                                 score=lambda pts, d: self.frontier_values(pts) - self.distance_weight * d)
 
     # ------------------------------------------------------------------ introspection
     def episode_stats(self) -> dict:

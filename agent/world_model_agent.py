@@ -41,11 +41,10 @@ import numpy as np
 from agent.base import set_threads
 from agent.baselines import episode_rng
 from agent.context import ContextBuffer
-from agent.frontier_clip import far_free_point, frontier_points
 from envs.actions import Action
 from planners.camera import HFOV_DEG, wrap_angle
 from planners.mapping import ObstacleMap
-from planners.path import Navigator, PathPlanner, StopPolicy, goal_in_view
+from planners.path import FrontierExplorer, Navigator, PathPlanner, StopPolicy, goal_in_view
 from planners.ranking import Candidate, rank_candidates, read_candidate
 from planners.rollout_reader import GoalEstimate, view_thumbnails
 
@@ -206,11 +205,9 @@ class WorldModelAgent:
         self.instruction = ""
         self.last_action: int | None = None
         self.since_imagine = 0
-        self.idle_steps = 0
         self.force_imagine = True
-        self.frontier_target: np.ndarray | None = None
-        self.failed_targets: list[np.ndarray] = []
-        self._blocked, self._last_collisions = 0, 0
+        self.explorer = FrontierExplorer(self.navigator, give_up_steps=self.give_up_steps,
+                                         frontier_min_size=self.frontier_min_size)
         self.stats = {"imaginations": 0, "imagine_seconds": 0.0, "steps_with_goal": 0, "steps": 0}
 
     def reset(self, obs: dict, info: dict | None = None, context: dict | None = None) -> None:
@@ -333,7 +330,7 @@ class WorldModelAgent:
                 return int(Action.STOP)
             a = self.navigator.act(g.xy)
             if a is not None and a != Action.STOP:
-                self.idle_steps = 0
+                self.explorer.idle_steps = 0
                 return int(a)
             # At (or unable to get nearer to) the estimate without leave to stop: face it and look
             # again from here; if it is in view already, the estimate was wrong, so drop it.
@@ -349,58 +346,10 @@ class WorldModelAgent:
         return Action.TURN_LEFT if b > 0 else Action.TURN_RIGHT
 
     def _explore(self) -> int:
-        """Nearest reachable frontier, else a free point far from the agent's own path; turn in place
-        when neither is reachable, STOP after ``give_up_steps`` idle steps."""
-        target = self.frontier_target
-        if target is None or np.linalg.norm(target - self.pose[:2]) < 0.5:
-            target = self._pick_frontier()
-            if target is None:  # no frontier (the tour mapped the scene): new viewpoints to imagine from
-                visited = self.buffer.poses[~self.buffer.is_tour][:, :2]
-                target = far_free_point(self.map, np.concatenate([visited, *[t[None] for t in self.failed_targets]]),
-                                        self.rng)
-        stuck = self._stuck()
-        if stuck and target is not None:
-            # Blocked forward steps in a row: the map calls free what the agent cannot pass
-            # (the inflation edge); give this target up instead of pushing on.
-            self.failed_targets.append(target)
-            self.frontier_target = None
-            return int(Action.TURN_LEFT)
-        while target is not None:
-            a = self.navigator.act(target)
-            if a is not None and a != Action.STOP:
-                self.frontier_target = target
-                self.idle_steps = 0
-                return int(a)
-            self.failed_targets.append(target)
-            target = self._pick_frontier()
-        self.frontier_target = None
-        self.idle_steps += 1
-        if self.idle_steps > self.give_up_steps:
-            return int(Action.STOP)
-        return int(Action.TURN_LEFT)
-
-    def _stuck(self, limit: int = 3) -> bool:
-        """True after ``limit`` collisions in a row (counted from the navigator's collision count)."""
-        n = self.navigator.collisions
-        self._blocked = self._blocked + 1 if n > self._last_collisions else 0
-        self._last_collisions = n
-        if self._blocked >= limit:
-            self._blocked = 0
-            return True
-        return False
-
-    def _pick_frontier(self) -> np.ndarray | None:
-        """The nearest frontier point at least ``min_frontier_m`` away that has not failed before."""
-        pts, _ = frontier_points(self.map, self.frontier_min_size)
-        if len(pts) == 0:
-            return None
-        d = np.linalg.norm(pts - self.pose[:2], axis=1)
-        ok = d >= 0.75
-        for q in self.failed_targets:
-            ok &= np.linalg.norm(pts - q, axis=1) >= 0.5
-        if not ok.any():
-            return None
-        return pts[np.flatnonzero(ok)[np.argmin(d[ok])]]
+        """Nearest reachable frontier, else a free point far from the agent's own path (new
+        viewpoints to imagine from); turn in place when neither is reachable, STOP after
+        ``give_up_steps`` idle steps (``FrontierExplorer``)."""
+        return self.explorer.act(self.pose, lambda: self.buffer.poses[~self.buffer.is_tour][:, :2], self.rng)
 
     # ------------------------------------------------------------------ introspection
     def episode_stats(self) -> dict:
@@ -439,7 +388,8 @@ class WorldModelAgent:
                 matched = self.buffer.frame(int(self.best.extras["match_index"]))
             imagined = np.concatenate(list(self.rollout["frames"]) + [bbox, matched], axis=1)
         g = self.goal
-        marks = [] if g is not None or self.frontier_target is None else [(self.frontier_target, (40, 90, 255))]
+        target = self.explorer.target
+        marks = [] if g is not None or target is None else [(target, (40, 90, 255))]
         mp = self.map.to_image(pose=self.pose, path=self.navigator.path, goal=None if g is None else g.xy,
                                goal_radius=None if g is None else g.radius_m, marks=marks)
         return {"imagined": imagined, "map": mp}

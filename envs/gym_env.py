@@ -85,34 +85,6 @@ def episode_start_pose(episode) -> np.ndarray:
     return np.array([xyz[0], xyz[1], habitat_rotation_to_yaw(episode.start_rotation)])
 
 
-def point_field_distance(grid, field: np.ndarray, x: float, y: float) -> float:
-    """``grid.field_distance(field, (x, y))`` for a single point:
-
-        d(p) = min over the 3x3 cells c around p of field[c] + |p - centre(c)|
-
-    (see ``NavGrid.field_distance``; tests check the two agree). inf if none is reachable.
-    """
-    cs = grid.cell_size
-    ox, oy = float(grid.origin[0]), float(grid.origin[1])
-    col = math.floor((x - ox) / cs)
-    row = math.floor((y - oy) / cs)
-    rows, cols = field.shape
-    best = math.inf
-    for r in (row - 1, row, row + 1):
-        if r < 0 or r >= rows:
-            continue
-        cy = oy + (r + 0.5) * cs
-        for c in (col - 1, col, col + 1):
-            if c < 0 or c >= cols:
-                continue
-            f = field[r, c]
-            if f < best:
-                d = f + math.hypot(x - (ox + (c + 0.5) * cs), y - cy)
-                if d < best:
-                    best = d
-    return float(best)
-
-
 @dataclass
 class _SceneAssets:
     """Everything built once per scene and reused across episodes."""
@@ -366,9 +338,9 @@ class ObjectNavEnv(gym.Env):
         return obs, 0.0 if not terminated else float(m.success), terminated, truncated, self._info()
 
     def _distance_to_goal(self) -> float:
-        """Geodesic distance to the nearest view point: ``NavGrid.field_distance`` for one
-        point, evaluated with scalar math (the vectorised version costs ~10x more per step)."""
-        return point_field_distance(self.grid, self._goal_field, self.pose[0], self.pose[1])
+        """Geodesic distance to the nearest view point (``NavGrid.field_distance``, whose
+        single-point path is scalar math: the vectorised one costs ~10x more per step)."""
+        return self.grid.field_distance(self._goal_field, self.pose[:2])
 
     def _observe(self) -> dict:
         out = self.renderer.render(self.pose, outputs=("rgb", "depth"))

@@ -438,10 +438,12 @@ class NavGrid:
         d(xy) = min over the 3x3 cells around xy of field[cell] + |xy - centre(cell)|: one
         straight hop to a nearby cell centre (these hops stay within 1.5 cells of a navigable
         cell, hence clear of obstacles), so d is continuous in xy and 0 only near goal cells.
-        inf when no neighbouring cell is reachable.
+        inf when no neighbouring cell is reachable. A single point (2,) is evaluated with
+        scalar math (the env's per-step hot path; ~10x cheaper than the vectorised loop).
         """
         p = np.asarray(xy, np.float64)
-        scalar = p.ndim == 1
+        if p.ndim == 1:
+            return self._point_field_distance(field, float(p[0]), float(p[1]))
         p = p.reshape(-1, 2)
         row, col = self.world_to_cell(p)
         rows, cols = self.shape
@@ -455,7 +457,29 @@ class NavGrid:
                 cx = self.origin[0] + (cc + 0.5) * self.cell_size
                 cy = self.origin[1] + (rc + 0.5) * self.cell_size
                 best = np.minimum(best, f + np.hypot(p[:, 0] - cx, p[:, 1] - cy))
-        return float(best[0]) if scalar else best
+        return best
+
+    def _point_field_distance(self, field: np.ndarray, x: float, y: float) -> float:
+        """``field_distance`` for one point, in scalar math (same cells, same formula)."""
+        cs = self.cell_size
+        ox, oy = float(self.origin[0]), float(self.origin[1])
+        col = math.floor((x - ox) * self._inv_cs)  # world_to_cell's expression
+        row = math.floor((y - oy) * self._inv_cs)
+        rows, cols = field.shape
+        best = math.inf
+        for r in (row - 1, row, row + 1):
+            if r < 0 or r >= rows:
+                continue
+            cy = oy + (r + 0.5) * cs
+            for c in (col - 1, col, col + 1):
+                if c < 0 or c >= cols:
+                    continue
+                f = field[r, c]
+                if f < best:
+                    d = f + math.hypot(x - (ox + (c + 0.5) * cs), y - cy)
+                    if d < best:
+                        best = d
+        return float(best)
 
     def geodesic_distance(self, xy, goals_xy):
         """Geodesic distance (metres) from xy ((2,) or (N, 2)) to the nearest goal; inf if unreachable."""

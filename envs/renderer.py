@@ -46,6 +46,16 @@ def _as_poses(poses) -> np.ndarray:
     return p
 
 
+def _as_outputs(outputs) -> tuple[str, ...]:
+    """The requested render outputs as a tuple (one name or a sequence); unknown names raise."""
+    if isinstance(outputs, str):
+        outputs = (outputs,)
+    bad = [o for o in outputs if o not in OUTPUTS]
+    if bad:
+        raise ValueError(f"unknown render outputs {bad}; choose from {OUTPUTS}")
+    return tuple(outputs)
+
+
 def camera_rotations(yaw: np.ndarray, pitch: np.ndarray | None = None) -> np.ndarray:
     """World-from-camera rotations (N, 3, 3) with camera axes (right, up, forward) as columns.
 
@@ -189,11 +199,7 @@ class Renderer:
         metres (0 = miss or beyond max_depth), instance (N,H,W) int32 and semantic (N,H,W)
         int32 (0 = miss). The leading N is kept even for a single (3,) pose.
         """
-        if isinstance(outputs, str):
-            outputs = (outputs,)
-        bad = [o for o in outputs if o not in OUTPUTS]
-        if bad:
-            raise ValueError(f"unknown render outputs {bad}; choose from {OUTPUTS}")
+        outputs = _as_outputs(outputs)
         poses = _as_poses(poses)
         n, h, w = len(poses), self.height, self.width
         rays = self._rays(poses, pitch)

@@ -543,3 +543,43 @@ class ObstacleMap:
         if scale > 1:
             img = np.repeat(np.repeat(img, int(scale), 0), int(scale), 1)
         return np.ascontiguousarray(img)
+
+
+# ----------------------------------------------------------------------------- frontier targets
+def frontier_points(obstacle_map: ObstacleMap, min_size: int = 5, spacing_m: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+    """Frontier cells thinned to one per ``spacing_m`` square: points (M, 2) and their cluster sizes (M,).
+
+    A single frontier cluster can ring the whole explored area, so its centroid is no place to
+    drive to; points along it are.
+    """
+    pts, sizes = [], []
+    k = max(1, int(round(spacing_m / obstacle_map.cell_size)))
+    for f in obstacle_map.frontiers(min_size):
+        rc = np.asarray(f.cells)
+        _, first = np.unique(rc // k, axis=0, return_index=True)
+        rc = rc[np.sort(first)]
+        pts.append(obstacle_map.cell_to_world(rc[:, 0], rc[:, 1]))
+        sizes.append(np.full(len(rc), f.size))
+    if not pts:
+        return np.zeros((0, 2)), np.zeros(0, int)
+    return np.concatenate(pts), np.concatenate(sizes)
+
+
+def far_free_point(obstacle_map: ObstacleMap, visited: np.ndarray, rng: np.random.Generator,
+                   n_samples: int = 256, min_m: float = 1.0) -> np.ndarray | None:
+    """A free, non-inflated map point far from every visited position (of ``n_samples`` random free
+    cells, the one maximising the distance to the nearest visited point), or None.
+
+    The fallback when the map has no frontier left (the context tour mapped the whole scene):
+    new viewpoints, not new map, are what is missing then.
+    """
+    free = obstacle_map.free & ~obstacle_map.inflated()
+    rc = np.argwhere(free)
+    if len(rc) == 0:
+        return None
+    rc = rc[rng.choice(len(rc), size=min(n_samples, len(rc)), replace=False)]
+    pts = obstacle_map.cell_to_world(rc[:, 0], rc[:, 1])
+    v = np.asarray(visited, np.float64).reshape(-1, 2)
+    d = np.min(np.linalg.norm(pts[:, None] - v[None], axis=-1), axis=1) if len(v) else np.full(len(pts), np.inf)
+    i = int(np.argmax(d))
+    return pts[i] if d[i] >= min_m else None

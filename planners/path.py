@@ -32,7 +32,7 @@ from scipy.sparse.csgraph import dijkstra
 
 from envs.actions import TURN_ANGLE_DEG, Action
 from planners.camera import HFOV_DEG, check_pose, pose_from_obs, wrap_angle
-from planners.mapping import ObstacleMap
+from planners.mapping import ObstacleMap, far_free_point, frontier_points
 
 _NEIGHBOURS = ((-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1))
 
@@ -329,4 +329,85 @@ class Navigator:
         return next_action(self.pose, self.path, self.lookahead_m, self.reach_m)
 
 
-__all__ = ["Path", "PathPlanner", "path_blocked", "next_action", "goal_in_view", "StopPolicy", "Navigator"]
+@dataclass
+class FrontierExplorer:
+    """Frontier exploration on a Navigator: what an agent does while it has no goal.
+
+    ``act(pose, visited, rng, score=None)`` keeps the current ``target`` until within
+    ``reached_m``, then picks the frontier point (``frontier_points``) at least ``min_dist_m``
+    from the agent and ``failed_radius_m`` from every failed target that maximises
+    ``score(points, distances)`` (default: the nearest); with no frontier left (the tour mapped
+    the scene), a free point far from ``visited`` and the failed targets (``far_free_point``).
+    A target fails when the navigator finds no way nearer, or after ``stuck_after`` explore
+    steps in a row that each saw a new collision (the map calls free what the agent cannot
+    pass). With no target it turns left, and STOPs after more than ``give_up_steps`` such idle
+    steps; an agent that makes progress otherwise resets ``idle_steps``.
+    """
+
+    navigator: Navigator
+    give_up_steps: int = 24
+    frontier_min_size: int = 5
+    min_dist_m: float = 0.75
+    failed_radius_m: float = 0.5
+    reached_m: float = 0.5
+    stuck_after: int = 3
+    target: np.ndarray | None = field(default=None, init=False)
+    failed: list = field(default_factory=list, init=False)
+    idle_steps: int = field(default=0, init=False)
+    _blocked: int = field(default=0, init=False)
+    _last_collisions: int = field(default=0, init=False)
+
+    def act(self, pose, visited, rng: np.random.Generator, score=None) -> int:
+        """One exploration action. ``visited``: (M, 2) positions, or a function returning them
+        (called only when no frontier is left); ``score(points (K, 2), distances (K,)) -> (K,)``."""
+        xy = np.asarray(pose, np.float64).reshape(-1)[:2]
+        target = self.target
+        if target is None or np.linalg.norm(target - xy) < self.reached_m:
+            target = self.pick_frontier(xy, score)
+            if target is None:
+                v = np.asarray(visited() if callable(visited) else visited, np.float64).reshape(-1, 2)
+                avoid = np.concatenate([v, *[np.reshape(t, (1, 2)) for t in self.failed]])
+                target = far_free_point(self.navigator.obstacle_map, avoid, rng)
+        if self.stuck() and target is not None:
+            self.failed.append(target)
+            self.target = None
+            return int(Action.TURN_LEFT)
+        while target is not None:
+            a = self.navigator.act(target)
+            if a is not None and a != Action.STOP:
+                self.target, self.idle_steps = target, 0
+                return int(a)
+            self.failed.append(target)
+            target = self.pick_frontier(xy, score)
+        self.target = None
+        self.idle_steps += 1
+        return int(Action.STOP if self.idle_steps > self.give_up_steps else Action.TURN_LEFT)
+
+    def pick_frontier(self, xy, score=None) -> np.ndarray | None:
+        """The best frontier point far enough from ``xy`` and from every failed target, or None."""
+        pts, _ = frontier_points(self.navigator.obstacle_map, self.frontier_min_size)
+        if len(pts) == 0:
+            return None
+        d = np.linalg.norm(pts - np.asarray(xy, np.float64)[:2], axis=1)
+        ok = d >= self.min_dist_m
+        for q in self.failed:
+            ok &= np.linalg.norm(pts - q, axis=1) >= self.failed_radius_m
+        if not ok.any():
+            return None
+        idx = np.flatnonzero(ok)
+        values = -d[idx] if score is None else np.asarray(score(pts[idx], d[idx]))
+        return pts[idx[int(np.argmax(values))]]
+
+    def stuck(self) -> bool:
+        """True after ``stuck_after`` calls in a row that each saw a new navigator collision."""
+        n = self.navigator.collisions
+        self._blocked = self._blocked + 1 if n > self._last_collisions else 0
+        self._last_collisions = n
+        if self._blocked >= self.stuck_after:
+            self._blocked = 0
+            return True
+        return False
+
+
+__all__ = ["Path", "PathPlanner", "path_blocked", "next_action", "goal_in_view", "StopPolicy", "Navigator",
+           "FrontierExplorer"]

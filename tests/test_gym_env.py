@@ -227,10 +227,9 @@ def test_fuzz_random_actions_stay_navigable(nav_episodes):
     env.close()
 
 
-def test_point_field_distance_matches_navgrid(env):
-    """The env's scalar hot-path lookup equals NavGrid.field_distance everywhere."""
-    from envs.gym_env import point_field_distance
-
+def test_field_distance_scalar_path_matches_vectorised(env):
+    """NavGrid.field_distance's scalar one-point path (the env's per-step look-up) equals its
+    vectorised path everywhere."""
     env.reset(options={"episode_index": 0})
     grid, field = env.grid, env._goal_field
     rng = np.random.default_rng(0)
@@ -239,7 +238,8 @@ def test_point_field_distance_matches_navgrid(env):
     pts = np.concatenate([rng.uniform(lo, hi, size=(300, 2)), grid.sample_navigable(rng, 200),
                           env.episode.view_points[:20, :2]])
     ref = grid.field_distance(field, pts)
-    ours = np.array([point_field_distance(grid, field, x, y) for x, y in pts])
+    ours = np.array([grid.field_distance(field, p) for p in pts])
+    assert isinstance(grid.field_distance(field, pts[0]), float)
     assert np.isfinite(ref).sum() > 200
     np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=1e-12)
 

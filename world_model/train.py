@@ -63,7 +63,7 @@ class TrainConfig:
         max_minutes: stop after this many minutes of this invocation (None: no limit).
         t_sampling: "logit_normal" or "uniform"; logit_mean, logit_std; shift.
         p_drop_context, p_drop_text, p_drop_both: condition dropout probabilities.
-        ema_decay: EMA decay (with diffusers' warm-up: min(decay, (1+n)/(10+n))).
+        ema_decay: EMA decay (with diffusers' warm-up: min(decay, 1 - (1 + n) ** (-2/3)) at step n).
         ckpt_every_steps, ckpt_every_minutes, keep_checkpoints: checkpointing.
         log_every: steps between log lines.
         num_workers: DataLoader workers.
@@ -113,10 +113,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown train config key(s) {unknown}; valid keys: {sorted(names)}")
+        check_keys(cls, d, "train config")
         return cls(**d)
 
 
@@ -239,6 +236,71 @@ def _infinite(loader):
         yield from loader
 
 
+# ----------------------------------------------------------------------------- shared by the training scripts
+# (this one and world_model.ssg.train_adapter): log, loader, optimiser, checkpoints
+def check_keys(cls, d, what: str) -> None:
+    """Raise a ValueError listing the valid keys when ``d`` has keys that are not fields of dataclass ``cls``."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"unknown {what} key(s) {unknown}; valid keys: {sorted(names)}")
+
+
+def train_logger(acc, log_path: Path):
+    """``log(msg)``: a time-stamped line appended to ``log_path`` by the main process."""
+    def log(msg: str) -> None:
+        if acc.is_main_process:
+            with open(log_path, "a") as f:
+                f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + msg + "\n")
+    return log
+
+
+def make_loader(dataset, cfg) -> torch.utils.data.DataLoader:
+    """Shuffled, drop-last batches of ``cfg.batch_size`` with ``cfg.num_workers`` workers."""
+    return torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                                       num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
+
+
+def make_optimizer(params, cfg):
+    """AdamW (betas 0.9, 0.99) and its schedule: linear warm-up over ``cfg.warmup_steps``, then constant."""
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
+    return opt, sched
+
+
+def make_ema(params, decay: float):
+    """diffusers' EMAModel with warm-up: at optimiser step n the decay is min(decay, 1 - (1 + n) ** (-2/3))."""
+    from diffusers.training_utils import EMAModel
+
+    return EMAModel(params, decay=decay, use_ema_warmup=True, inv_gamma=1.0, power=2 / 3)
+
+
+def resume_checkpoint(acc, out: Path, seed: int, log) -> int | None:
+    """Load the newest ``out/ckpt/step_*`` into ``acc`` (and re-seed for a fresh data order instead
+    of replaying the first batches); returns its step, or None when there is none."""
+    from accelerate.utils import set_seed
+
+    ckpt = latest_checkpoint(out)
+    if ckpt is None:
+        return None
+    acc.load_state(str(ckpt))
+    step = int(json.loads((ckpt / "train_state.json").read_text())["step"])
+    log(f"resumed from {ckpt} at step {step}")
+    set_seed(seed + 1000 * step + acc.process_index)
+    return step
+
+
+def save_checkpoint(acc, out: Path, step: int, keep: int) -> Path:
+    """``acc.save_state`` to ``out/ckpt/step_<step>`` with its ``train_state.json``; keeps the newest
+    ``keep`` checkpoints. Call on the main process only."""
+    d = out / "ckpt" / f"step_{step:08d}"
+    acc.save_state(str(d))
+    (d / "train_state.json").write_text(json.dumps({"step": step, "time": time.time()}))
+    for p in sorted((out / "ckpt").glob("step_*"))[: -max(1, keep)]:
+        shutil.rmtree(p, ignore_errors=True)
+    return d
+
+
 def train(cfg: TrainConfig, dataset=None, text_encoder=None) -> dict[str, Any]:
     """Run (or resume) training; returns a summary (final step, last loss, s/step, the model).
 
@@ -247,7 +309,6 @@ def train(cfg: TrainConfig, dataset=None, text_encoder=None) -> dict[str, Any]:
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from diffusers.training_utils import EMAModel
     from tqdm import tqdm
 
     from .data import ContextVideoDataset
@@ -261,39 +322,26 @@ def train(cfg: TrainConfig, dataset=None, text_encoder=None) -> dict[str, Any]:
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
-    log_path = out / "train.log"
-
-    def log(msg: str) -> None:
-        if acc.is_main_process:
-            with open(log_path, "a") as f:
-                f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + msg + "\n")
+    log = train_logger(acc, out / "train.log")
 
     if dataset is None:
         dataset = ContextVideoDataset(cfg.data_dir, cfg.num_context, cfg.num_target, cfg.num_bbox,
                                       cfg.frame_size, cfg.contiguous_context, seed=cfg.seed)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                                         num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
+    loader = make_loader(dataset, cfg)
     model = build_model(cfg)
     autoencoder = load_autoencoder(cfg)
     if autoencoder is not None:
         autoencoder.requires_grad_(False).eval().to(acc.device)
     if text_encoder is None:
         text_encoder = load_text_encoder(model.config.text_encoder, max_length=model.config.text_len)
-    ema = EMAModel(model.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, inv_gamma=1.0, power=2 / 3)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
+    ema = make_ema(model.parameters(), cfg.ema_decay)
+    opt, sched = make_optimizer(model.parameters(), cfg)
     model, opt, loader, sched = acc.prepare(model, opt, loader, sched)
     acc.register_for_checkpointing(ema)
 
-    step = 0
-    ckpt = latest_checkpoint(out)
-    if ckpt is not None:
-        acc.load_state(str(ckpt))
-        step = int(json.loads((ckpt / "train_state.json").read_text())["step"])
-        log(f"resumed from {ckpt} at step {step}")
-        # fresh data order after a resume instead of replaying the first batches
-        set_seed(cfg.seed + 1000 * step + acc.process_index)
-    else:
+    step = resume_checkpoint(acc, out, cfg.seed, log)
+    if step is None:
+        step = 0
         log(f"start: {sum(p.numel() for p in acc.unwrap_model(model).parameters()) / 1e6:.2f}M params, "
             f"{len(dataset)} samples, config {json.dumps(dataclasses.asdict(cfg))}")
     ema.to(acc.device)
@@ -305,12 +353,7 @@ def train(cfg: TrainConfig, dataset=None, text_encoder=None) -> dict[str, Any]:
         acc.wait_for_everyone()
         if not acc.is_main_process:
             return
-        d = out / "ckpt" / f"step_{step:08d}"
-        acc.save_state(str(d))
-        (d / "train_state.json").write_text(json.dumps({"step": step, "time": time.time()}))
-        old = sorted((out / "ckpt").glob("step_*"))[: -max(1, cfg.keep_checkpoints)]
-        for p in old:
-            shutil.rmtree(p, ignore_errors=True)
+        d = save_checkpoint(acc, out, step, cfg.keep_checkpoints)
         export_pipeline(acc.unwrap_model(model), ema, cfg, autoencoder, out / "pipeline")
         log(f"checkpoint {d.name}")
 

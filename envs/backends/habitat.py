@@ -46,7 +46,7 @@ except ImportError as err:  # the only path on pip-only Linux machines
         "https://github.com/facebookresearch/habitat-sim, or use backend='open3d' (the default)."
     ) from err
 
-from envs.renderer import OUTPUTS, _as_poses
+from envs.renderer import _as_outputs, _as_poses
 from envs.scene import Scene
 
 _SENSORS = {"rgb": "COLOR", "depth": "DEPTH", "semantic": "SEMANTIC"}
@@ -143,11 +143,7 @@ class HabitatRenderer:
 
     def render(self, poses, pitch=None, outputs: Sequence[str] = ("rgb", "depth")) -> dict[str, np.ndarray]:
         """Same contract as ``Renderer.render``; one habitat draw per pose."""
-        if isinstance(outputs, str):
-            outputs = (outputs,)
-        bad = [o for o in outputs if o not in OUTPUTS]
-        if bad:
-            raise ValueError(f"unknown render outputs {bad}; choose from {OUTPUTS}")
+        outputs = _as_outputs(outputs)
         poses = _as_poses(poses)
         n = len(poses)
         pit = np.zeros(n) if pitch is None else np.broadcast_to(np.asarray(pitch, float).reshape(-1), (n,))

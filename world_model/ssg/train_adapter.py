@@ -117,10 +117,9 @@ class AdapterTrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "AdapterTrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown SSG adapter training key(s) {unknown}; valid keys: {sorted(names)}")
+        from world_model.train import check_keys
+
+        check_keys(cls, d, "SSG adapter training")
         d = dict(d)
         if d.get("prompter") is not None:
             p = dict(DEFAULT_PROMPTER)
@@ -261,7 +260,6 @@ def train(cfg: AdapterTrainConfig, dataset=None, text_encoder=None) -> dict[str,
     """
     from accelerate import Accelerator, DistributedDataParallelKwargs
     from accelerate.utils import set_seed
-    from diffusers.training_utils import EMAModel
     from tqdm import tqdm
 
     from world_model.data import ContextVideoDataset
@@ -269,8 +267,9 @@ def train(cfg: AdapterTrainConfig, dataset=None, text_encoder=None) -> dict[str,
     from world_model.pipeline import Video4SpatialPipeline
     from world_model.release import training_time_from_log
     from world_model.ssg.adapter import freeze_backbone, ssg_disabled
-    from world_model.train import (_infinite, condition_dropout, encode_text_cached, flow_matching_loss,
-                                   latest_checkpoint, sample_t)
+    from world_model.train import (_infinite, condition_dropout, encode_text_cached, flow_matching_loss, make_ema,
+                                   make_loader, make_optimizer, resume_checkpoint, sample_t, save_checkpoint,
+                                   train_logger)
 
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))
@@ -278,11 +277,7 @@ def train(cfg: AdapterTrainConfig, dataset=None, text_encoder=None) -> dict[str,
     acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available(),
                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     log_path = out / "train.log"
-
-    def log(msg: str) -> None:
-        if acc.is_main_process:
-            with open(log_path, "a") as f:
-                f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + msg + "\n")
+    log = train_logger(acc, log_path)
 
     snap = out / "backbone"
     if acc.is_main_process:
@@ -317,26 +312,17 @@ def train(cfg: AdapterTrainConfig, dataset=None, text_encoder=None) -> dict[str,
     if dataset is None:
         dataset = ContextVideoDataset(cfg.data_dir, cfg.num_context, n_t, n_b, int(model.config.frame_size[0]),
                                       cfg.contiguous_context, seed=cfg.seed)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                                         num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
+    loader = make_loader(dataset, cfg)
     module = SSGTrainModule(model, prompter)
-    ema = None
-    if cfg.ema_decay > 0:
-        ema = EMAModel(params, decay=cfg.ema_decay, use_ema_warmup=True, inv_gamma=1.0, power=2 / 3)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
+    ema = make_ema(params, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    opt, sched = make_optimizer(params, cfg)
     module, opt, loader, sched = acc.prepare(module, opt, loader, sched)
     if ema is not None:
         acc.register_for_checkpointing(ema)
 
-    step = 0
-    ckpt = latest_checkpoint(out)
-    if ckpt is not None:
-        acc.load_state(str(ckpt))
-        step = int(json.loads((ckpt / "train_state.json").read_text())["step"])
-        log(f"resumed from {ckpt} at step {step}")
-        set_seed(cfg.seed + 1000 * step + acc.process_index)
-    else:
+    step = resume_checkpoint(acc, out, cfg.seed, log)
+    if step is None:
+        step = 0
         n_train = sum(p.numel() for p in params)
         log(f"start: {n_train / 1e6:.3f}M trainable params (adapter {sum(p.numel() for p in adapter_params)}), "
             f"backbone {backbone_src} frozen, {len(dataset)} samples, config {json.dumps(dataclasses.asdict(cfg))}")
@@ -370,12 +356,7 @@ def train(cfg: AdapterTrainConfig, dataset=None, text_encoder=None) -> dict[str,
         acc.wait_for_everyone()
         if not acc.is_main_process:
             return
-        d = out / "ckpt" / f"step_{step:08d}"
-        acc.save_state(str(d))
-        (d / "train_state.json").write_text(json.dumps({"step": step, "time": time.time()}))
-        for p in sorted((out / "ckpt").glob("step_*"))[: -max(1, cfg.keep_checkpoints)]:
-            shutil.rmtree(p, ignore_errors=True)
-        log(f"checkpoint step_{step:08d}")
+        log(f"checkpoint {save_checkpoint(acc, out, step, cfg.keep_checkpoints).name}")
         export(step)
 
     t_start = t_last_ckpt = t_window = time.time()
