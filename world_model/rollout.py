@@ -22,7 +22,7 @@ class Rollout:
         instruction: the instruction it was conditioned on.
         context_indices: (K,) original indices of the context frames used.
         target_indices: (T + B,) RoPE positions given to the generated frames.
-        timings: seconds per stage ("encode", "denoise", "decode", "total") and
+        timings: seconds per stage ("encode", "ssg", "denoise", "decode", "total") and
             "per_step".
         samples: (N, T, H, W, 3) all imagined videos when best-of-N sampling ran (N > 1).
         sample_bbox_frames: (N, B, H, W, 3) their bbox frames.
