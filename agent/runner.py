@@ -145,7 +145,15 @@ def merge(out_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike | No
             splits.add(r.get("split", ""))
     summary = summarize_rows(rows, agent="+".join(sorted(agents)), split="+".join(sorted(splits)))
     if out_dir is not None:
+        # The merged directory is a complete evaluate() out_dir: the union of the shards' episode
+        # logs (one row per episode id) and the summary, so rerunning the unsharded command there
+        # finds every episode done.
         Path(out_dir).mkdir(parents=True, exist_ok=True)
+        unique = {str(r["episode_id"]): r for r in rows}
+        ordered = sorted(unique.values(), key=lambda r: (r.get("episode_index", 0), str(r["episode_id"])))
+        tmp = Path(out_dir) / (EPISODES_FILE + ".tmp")
+        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in ordered))
+        tmp.replace(Path(out_dir) / EPISODES_FILE)
         write_summary(out_dir, summary)
     return summary
 

@@ -113,6 +113,10 @@ def test_shards_merge_to_single_run(tmp_path, nav_episode_file):
     merged = merge(dirs, out_dir=tmp_path / "merged")
     assert _behaviour(merged) == _behaviour(single)
     assert (tmp_path / "merged" / SUMMARY_FILE).exists()
+    assert len(_rows(tmp_path / "merged")) == 3
+    # the merged dir is a finished out_dir: the unsharded command there runs nothing new
+    again = evaluate("random", n_episodes=3, out_dir=tmp_path / "merged", episodes=nav_episode_file, **FAST)
+    assert _behaviour(again) == _behaviour(single) and len(_rows(tmp_path / "merged")) == 3
 
 
 def test_oracle_reaches_goal_and_video(tmp_path, nav_episode_file):
