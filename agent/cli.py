@@ -268,14 +268,14 @@ def _demo_agents(cfg) -> tuple[list[str], str | None]:
     wm = [a for a in specs if a.partition("@")[0] == "world_model"]
     if not wm:
         return specs, None
-    from agent.world_model_agent import SHIPPED_PIPELINE, resolve_pipeline
+    from world_model import loading
 
     try:
-        path = resolve_pipeline(_agent_spec_kwargs(cfg, wm[0])[2].get("pipeline"))
+        path = loading.resolve_pipeline_path(_agent_spec_kwargs(cfg, wm[0])[2].get("pipeline"))
     except FileNotFoundError as e:
         rest = [a for a in specs if a not in wm] or ["oracle", "random"]
         return rest, f"note: no world-model checkpoint, so the demo runs {', '.join(rest)} only ({e})"
-    which = ("shipped weights" if path.resolve() == SHIPPED_PIPELINE.resolve()
+    which = ("shipped weights" if path.resolve() == loading.SHIPPED_PIPELINE.resolve()
              else "the training run's latest export (shipped weights not found)"
              if "runs/wm/pipeline" in str(path) else "agent.pipeline")
     return specs, f"world model: {path} ({which})"

@@ -40,33 +40,10 @@ from planners.mapping import ObstacleMap, far_free_point, frontier_points  # re-
 from planners.path import FrontierExplorer, Navigator, PathPlanner
 
 
-TRAINED_CLIP = Path("runs") / "clip" / "small" / "clip-small"
-
-
-def resolve_clip(path=None) -> Path:
-    """The CLIP to load: ``path`` when given, else the shipped small CLIP
-    (``world_model/ssg/weights/clip-small``, ``world_model.ssg.clip.default_clip_dir``), else the
-    training run's ``runs/clip/small/clip-small``, else a ``FileNotFoundError`` saying how to make one."""
-    from world_model.ssg.clip import default_clip_dir
-
-    hint = ("train the small CLIP with `python -m world_model.ssg.train_clip --out runs/clip/small` (it writes "
-            "runs/clip/small/clip-small) or set agent.clip=<a saved CLIP directory>")
-    if path not in (None, "", "null", "none", "None"):
-        p = Path(path)
-        if not (p / "config.json").is_file():
-            raise FileNotFoundError(f"CLIP checkpoint {str(p)!r} not found (no config.json); {hint}")
-        return p
-    repo = Path(__file__).resolve().parents[1]
-    for p in (default_clip_dir(), TRAINED_CLIP, repo / TRAINED_CLIP):
-        if (p / "config.json").is_file():
-            return p
-    raise FileNotFoundError(f"no CLIP checkpoint: neither the shipped one ({default_clip_dir()}) nor "
-                            f"{TRAINED_CLIP} exists; {hint}")
-
-
 def load_clip_checkpoint(path=None):
-    """``world_model.ssg.clip.load_clip`` of ``resolve_clip(path)``, with an error that says how to make it."""
-    from world_model.ssg.clip import load_clip
+    """``load_clip(resolve_clip(path))`` (both ``world_model.ssg.clip``): a missing checkpoint is an
+    error that says how to make one."""
+    from world_model.ssg.clip import load_clip, resolve_clip
 
     return load_clip(str(resolve_clip(path)))
 
@@ -78,7 +55,8 @@ class FrontierClipAgent:
         env: the runner's sensor view (camera settings); may be None.
         seed: agent seed (combined with the episode id).
         clip: a ``SpatialClip``, the directory of a saved CLIP, or None for the shipped small CLIP
-            (world_model/ssg/weights/clip-small), else runs/clip/small/clip-small (``resolve_clip``).
+            (world_model/ssg/weights/clip-small), else runs/clip/small/clip-small
+            (``world_model.ssg.clip.resolve_clip``).
         use_tour: seed the map, the value map and the candidates from the context tour.
         relevance_weight: beta, the weight of patch relevance in the per-pixel value.
         z_detect: z-score of the view score above which the target counts as recognised.
@@ -299,4 +277,4 @@ class FrontierClipAgent:
         return {"map": self.map.to_image(pose=self.pose, path=self.navigator.path, goal=self.goal, layer=layer)}
 
 
-__all__ = ["FrontierClipAgent", "far_free_point", "frontier_points", "load_clip_checkpoint", "resolve_clip"]
+__all__ = ["FrontierClipAgent", "far_free_point", "frontier_points", "load_clip_checkpoint"]

@@ -409,7 +409,7 @@ def evaluate(
                 row["agent"] = agent_name
                 row["split"] = split
                 if cb is not None:
-                    from agent.video import write_video
+                    from world_model.video_io import write_video
 
                     vpath = out / "videos" / f"{_safe(row['episode_id'])}.mp4"
                     row["video"] = str(write_video(frames, vpath, fps=video_fps))

@@ -3,8 +3,8 @@
 Frames come from ``env.render()`` (the egocentric RGB next to the map with the
 path so far, the target's box and its view points), or, for an agent with
 ``debug_panels()``, from ``panel_frame``: observation | imagined rollout with
-the detected box | the agent's own map with its goal estimate and path. ``write_video`` writes mp4
-through imageio-ffmpeg (gif if the suffix says so); ``episode_strip`` lays a
+the detected box | the agent's own map with its goal estimate and path
+(``world_model.video_io.write_video`` writes them to mp4 or gif); ``episode_strip`` lays a
 few frames of one episode side by side with the final map, the picture in the
 README (``spatialnav picture``).
 """
@@ -16,32 +16,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-
-
-def _even(frame: np.ndarray) -> np.ndarray:
-    """Pad to even height/width: H.264 with yuv420p needs both even."""
-    h, w = frame.shape[:2]
-    return np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-
-
-def write_video(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: int = 8) -> Path:
-    """Write uint8 RGB frames (H, W, 3) to ``path`` (.mp4 via ffmpeg, or .gif)."""
-    import imageio.v2 as imageio
-
-    if len(frames) == 0:
-        raise ValueError(f"write_video({path}): no frames to write")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".gif":
-        imageio.mimsave(path, [np.asarray(f, np.uint8) for f in frames], duration=1.0 / fps, loop=0)
-        return path
-    if path.suffix.lower() != ".mp4":
-        raise ValueError(f"write_video({path}): use a .mp4 or .gif suffix")
-    with imageio.get_writer(path, fps=fps, codec="libx264", quality=7, macro_block_size=1,
-                            ffmpeg_log_level="error") as w:
-        for f in frames:
-            w.append_data(_even(np.asarray(f, np.uint8)))
-    return path
 
 
 def _fit_box(img: np.ndarray, height: int, width: int, fill: int = 255) -> np.ndarray:

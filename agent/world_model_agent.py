@@ -47,53 +47,9 @@ from planners.mapping import ObstacleMap
 from planners.path import FrontierExplorer, Navigator, PathPlanner, StopPolicy, goal_in_view
 from planners.ranking import Candidate, rank_candidates, read_candidate
 from planners.rollout_reader import GoalEstimate, view_thumbnails
+from world_model.loading import load_pipeline
 
 ABLATIONS = ("none", "noise", "no_ssg")
-REPO_DIR = Path(__file__).resolve().parents[1]
-SHIPPED_PIPELINE = REPO_DIR / "world_model" / "weights" / "v4s-small"
-TRAINED_PIPELINE = Path("runs") / "wm" / "pipeline"
-TRAIN_HINT = ("collect data and train one: `spatialnav collect world_model=small split=train n=8000` then "
-              "`spatialnav train world_model=small` (it exports runs/wm/pipeline), or point "
-              "agent.pipeline=<dir> at a saved Video4SpatialPipeline")
-
-
-def resolve_pipeline(path: str | Path | None = None) -> Path:
-    """The world-model checkpoint to load: ``path`` when given, else the shipped weights
-    (``world_model/weights/v4s-small``), else the training run's export (``runs/wm/pipeline``, in
-    the working directory or the repo), else a ``FileNotFoundError`` that says how to make one."""
-    if path not in (None, "", "null", "none", "None"):
-        p = Path(path)
-        if not (p / "model_index.json").exists():
-            raise FileNotFoundError(f"world-model checkpoint {str(p)!r} not found (no model_index.json); {TRAIN_HINT}")
-        return p
-    for p in (SHIPPED_PIPELINE, TRAINED_PIPELINE, REPO_DIR / TRAINED_PIPELINE):
-        if (p / "model_index.json").exists():
-            return p
-    raise FileNotFoundError(f"no world-model checkpoint: neither the shipped weights ({SHIPPED_PIPELINE}) nor a "
-                            f"training export ({TRAINED_PIPELINE}) exists; {TRAIN_HINT}")
-
-
-def load_pipeline(path: str | Path | None = None, device: str = "cpu", retries: int = 3):
-    """A saved ``Video4SpatialPipeline`` (``resolve_pipeline(path)``), with an error that says how to make one.
-
-    A training run re-exports runs/wm/pipeline every few minutes, so a load that races the
-    export (files missing for a moment) is retried.
-    """
-    resolve_pipeline(path)  # a missing checkpoint fails fast, before diffusers is imported
-    from world_model.pipeline import Video4SpatialPipeline
-
-    for attempt in range(retries):
-        p = resolve_pipeline(path)
-        try:
-            pipe = Video4SpatialPipeline.from_pretrained(str(p))
-            break
-        except (OSError, ValueError, KeyError):
-            if attempt == retries - 1:
-                raise
-            time.sleep(2.0)
-    pipe.model.to(device).eval()
-    pipe.source = str(p)
-    return pipe
 
 
 def load_inverse_dynamics(path: str | Path | None):
@@ -115,7 +71,8 @@ class WorldModelAgent:
         env: the runner's sensor view of the env (camera settings only); may be None.
         seed: agent seed, combined with each episode id.
         pipeline: a ``Video4SpatialPipeline``, the directory it was saved to, or None for the shipped
-            weights (world_model/weights/v4s-small), else runs/wm/pipeline (``resolve_pipeline``).
+            weights (world_model/weights/v4s-small), else runs/wm/pipeline
+            (``world_model.loading.load_pipeline``).
         inverse_dynamics: optional ``InverseDynamicsModel`` (or its directory) to place the
             imagined final view by integrating imagined motion when retrieval finds no match.
         num_context: K context frames per imagination; ``context_mode``: ContextBuffer.sample mode.
@@ -409,4 +366,4 @@ class WorldModelAgent:
         return s
 
 
-__all__ = ["WorldModelAgent", "ABLATIONS", "load_pipeline", "resolve_pipeline"]
+__all__ = ["WorldModelAgent", "ABLATIONS", "load_pipeline"]

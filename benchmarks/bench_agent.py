@@ -41,11 +41,11 @@ def _agent_config() -> dict:
 
 
 def _pipeline(path: str | None):
-    from agent.world_model_agent import load_pipeline
+    from world_model.loading import load_pipeline
 
     try:
         pipe = load_pipeline(path)
-        return pipe, f"trained ({pipe.source})"
+        return pipe, f"trained ({pipe.source_path})"
     except FileNotFoundError:
         if path not in (None, "", "null"):
             raise

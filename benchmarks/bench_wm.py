@@ -18,7 +18,7 @@ steps, per torch thread count:
   ``ssg=False``), when the pipeline has one loaded or ``ssg_path`` can be loaded with
   ``pipe.load_ssg``; skipped with the reason otherwise.
 
-The weights are the shipped / trained pipeline when one is found (world_model.evaluate.resolve_pipeline_path),
+The weights are the shipped / trained pipeline when one is found (world_model.loading.resolve_pipeline_path),
 else a freshly initialised model of the small architecture: speed depends on the architecture,
 not on the weights. Peak memory is the process's max RSS (``resource.getrusage``).
 ``OMP_WAIT_POLICY=PASSIVE`` is set when torch is not imported yet: on a shared 2-core machine
@@ -69,7 +69,7 @@ def fresh_small_model(seed: int = 0):
 
 def load_bench_pipeline(path: str | None = None):
     """(pipeline, description): the shipped/trained pipeline if any, else a fresh small model."""
-    from world_model.evaluate import load_pipeline, resolve_pipeline_path
+    from world_model.loading import load_pipeline, resolve_pipeline_path
     from world_model.pipeline import Video4SpatialPipeline, make_scheduler
 
     try:

@@ -321,11 +321,11 @@ def test_demo_runs_the_world_model_agent_or_says_why_not(tmp_path, nav_episode_f
     assert f"world model: {tiny_pipeline_dir}" in out and "world_model" in out and "oracle" in out
     assert list((tmp_path / "demo" / "world_model_val" / "videos").glob("*.mp4"))
     # No checkpoint anywhere: oracle and random only, with a note.
-    import agent.world_model_agent as wma
+    import world_model.loading as loading
 
-    monkeypatch.setattr(wma, "SHIPPED_PIPELINE", tmp_path / "none")
-    monkeypatch.setattr(wma, "TRAINED_PIPELINE", tmp_path / "none")
-    monkeypatch.setattr(wma, "REPO_DIR", tmp_path)
+    monkeypatch.setattr(loading, "SHIPPED_PIPELINE", tmp_path / "none")
+    monkeypatch.setattr(loading, "TRAINED_PIPELINE", tmp_path / "none")
+    monkeypatch.setattr(loading, "REPO_DIR", tmp_path)
     assert cli.main(base + [f"out_dir={tmp_path / 'demo2'}"]) == 0
     out = capsys.readouterr().out
     assert "no world-model checkpoint" in out and "oracle, random" in out

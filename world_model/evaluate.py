@@ -61,13 +61,11 @@ from typing import Any
 
 import numpy as np
 
+from .loading import load_pipeline, resolve_pipeline_path  # noqa: F401 (re-exported)
+
 SAMPLES_FILE = "samples.jsonl"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "eval_config.json"
-PACKAGE_DIR = Path(__file__).resolve().parent
-REPO_DIR = PACKAGE_DIR.parent
-SHIPPED_PIPELINE = PACKAGE_DIR / "weights" / "v4s-small"
-TRAINED_PIPELINE = Path("runs/wm/pipeline")
 CONTEXT_MODES = ("noncontiguous", "contiguous")
 SUBSETS = ("all", "relation")
 BINARY_KEYS = ("if", "if_box", "if_final", "if_gtbox", "if_sd02")
@@ -76,42 +74,8 @@ METRIC_KEYS = ("sd", "if", "if_sd02", "psnr", "ssim", "clip_score", "if_box", "i
 _TURN = math.radians(30.0)
 
 
-# ============================================================================ pipeline path
-def resolve_pipeline_path(path: str | os.PathLike | None = None) -> Path:
-    """The pipeline directory to load: ``path`` if given, else the shipped weights
-    (``world_model/weights/v4s-small``), else the training run's export (``runs/wm/pipeline``)."""
-    if path not in (None, "", "null"):
-        p = Path(str(path))
-        if not (p / "model_index.json").exists():
-            raise FileNotFoundError(f"no Video4Spatial pipeline at {p} (model_index.json missing); train one with "
-                                    "`spatialnav train world_model=small` (exports runs/wm/pipeline)")
-        return p
-    for p in (SHIPPED_PIPELINE, TRAINED_PIPELINE, REPO_DIR / TRAINED_PIPELINE):
-        if (p / "model_index.json").exists():
-            return p
-    raise FileNotFoundError(
-        f"no world-model pipeline found: looked for {SHIPPED_PIPELINE} (shipped weights) and {TRAINED_PIPELINE} "
-        "(training export). Train one with `spatialnav collect world_model=small split=train n=8000` then "
-        "`spatialnav train world_model=small`, or pass pipeline=<dir>")
-
-
-def load_pipeline(path=None, retries: int = 3):
-    """Load a pipeline (resolved as :func:`resolve_pipeline_path`). A directory being replaced by a
-    running training export can be missing for a moment: retry a few times."""
-    from .pipeline import Video4SpatialPipeline
-
-    p = resolve_pipeline_path(path)
-    for i in range(retries):
-        try:
-            pipe = Video4SpatialPipeline.from_pretrained(p)
-            break
-        except (FileNotFoundError, ValueError):
-            if i == retries - 1:
-                raise
-            time.sleep(1.0)
-    pipe.model.eval()
-    pipe.source_path = str(p)
-    return pipe
+# ============================================================================ pipeline
+# resolve_pipeline_path / load_pipeline live in world_model.loading (shared with the agent); re-exported here.
 
 
 def weights_fingerprint(path: str | os.PathLike) -> str:
@@ -554,21 +518,22 @@ def grounding_metrics(frames: np.ndarray, bbox_frames: np.ndarray, sample: Groun
 
 
 # ============================================================================ CLIP
-def resolve_clip(value) -> tuple[Any, str]:
-    """(SpatialClip or None, note). ``value`` None: the shipped / trained small CLIP if present."""
+def eval_clip(value) -> tuple[Any, str]:
+    """(SpatialClip or None, note). ``value`` "none"/false: skip the CLIP score; None: the shipped / trained
+    small CLIP if there is one (``world_model.ssg.clip.resolve_clip``), else skip with a note; a directory: that CLIP."""
     if isinstance(value, str) and value.lower() in ("none", "false", "off", "skip"):
         return None, "clip_score skipped (clip=none)"
     if value is False:
         return None, "clip_score skipped (clip=false)"
-    from .ssg.clip import default_clip_dir, load_clip
+    from .ssg.clip import load_clip, resolve_clip
 
-    if value not in (None, ""):
-        return load_clip(str(value)).eval(), f"CLIP {value}"
-    for p in (default_clip_dir(), Path("runs/clip/small/clip-small"), REPO_DIR / "runs/clip/small/clip-small"):
-        if (p / "config.json").is_file():
-            return load_clip(str(p)).eval(), f"CLIP {p}"
-    return None, ("clip_score skipped: no CLIP found (shipped world_model/ssg/weights/clip-small or "
-                  "runs/clip/small/clip-small); train one with `python -m world_model.ssg.train_clip` or pass clip=<dir>")
+    try:
+        p = resolve_clip(value)
+    except FileNotFoundError as e:
+        if value not in (None, ""):
+            raise
+        return None, f"clip_score skipped: {e}"
+    return load_clip(str(p)).eval(), f"CLIP {p}"
 
 
 def clip_scores(clip, images: np.ndarray, text: str) -> list[float]:
@@ -693,7 +658,7 @@ def evaluate(cfg: EvalConfig, pipe=None, clip=None) -> dict:
         cfg_path.write_text(json.dumps(fp, indent=1, sort_keys=True) + "\n")
     clip_note = ""
     if clip is None:
-        clip, clip_note = resolve_clip(cfg.clip)
+        clip, clip_note = eval_clip(cfg.clip)
     episodes = select_episodes(cfg)
     log_path = out / SAMPLES_FILE
     done = {str(r["sample_id"]) for r in _read_rows(log_path)}

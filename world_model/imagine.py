@@ -19,7 +19,6 @@ The grounding metrics of this one sample (SD, IF, PSNR; docs/world_model.md) are
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -76,24 +75,6 @@ def vstack(rows: Sequence[np.ndarray], gap: int = 6) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def _even(img: np.ndarray) -> np.ndarray:
-    h, w = img.shape[:2]
-    return np.pad(img, ((0, h % 2), (0, w % 2), (0, 0)), constant_values=255)
-
-
-def write_mp4(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: int = 2) -> Path:
-    """uint8 RGB frames to an H.264 mp4 through imageio-ffmpeg."""
-    import imageio.v2 as imageio
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with imageio.get_writer(path, fps=fps, codec="libx264", quality=7, macro_block_size=1,
-                            ffmpeg_log_level="error") as w:
-        for f in frames:
-            w.append_data(_even(np.asarray(f, np.uint8)))
-    return path
-
-
 def rollout_strip(context, context_indices, frames, bbox_frames, gt_frames, gt_bbox, instruction: str,
                   size: int = 128) -> np.ndarray:
     """The picture: context row, imagined row (rollout + bbox frames), ground-truth row."""
@@ -148,7 +129,9 @@ def imagine_episode(opts: dict[str, Any], split: str = "val", episodes: str | No
 
     from envs.episodes import generate_episodes, load_episodes
 
-    from .evaluate import (EvalConfig, SceneState, build_sample, grounding_metrics, load_pipeline, ssg_kwargs)
+    from .evaluate import EvalConfig, SceneState, build_sample, grounding_metrics, ssg_kwargs
+    from .loading import load_pipeline
+    from .video_io import write_video
 
     if opts.get("threads"):
         torch.set_num_threads(int(opts["threads"]))
@@ -189,7 +172,7 @@ def imagine_episode(opts: dict[str, Any], split: str = "val", episodes: str | No
 
     Image.fromarray(rollout_strip(sample.context, sample.context_indices, r.frames, r.bbox_frames, sample.target,
                                   gt_bbox, f"{ep.episode_id}: {instruction}", size)).save(png)
-    write_mp4(rollout_video_frames(sample.context, r.frames, r.bbox_frames, sample.target, gt_bbox, size), mp4,
+    write_video(rollout_video_frames(sample.context, r.frames, r.bbox_frames, sample.target, gt_bbox, size), mp4,
               fps=int(opts.get("fps", 2) or 2))
     metrics = grounding_metrics(r.frames, r.bbox_frames, sample, state, ec) if instruction == ep.instruction else {}
     return {"mp4": mp4, "png": png, "episode_id": ep.episode_id, "instruction": instruction, "metrics": metrics,

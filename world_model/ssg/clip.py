@@ -287,6 +287,28 @@ def default_clip_dir() -> Path:
     return Path(__file__).resolve().parent / "weights" / "clip-small"
 
 
+TRAINED_CLIP = Path("runs") / "clip" / "small" / "clip-small"
+CLIP_HINT = ("train the small CLIP with `python -m world_model.ssg.train_clip --out runs/clip/small` (it writes "
+             "runs/clip/small/clip-small) or point agent.clip=<dir> / eval_wm.clip=<dir> at a saved CLIP directory")
+
+
+def resolve_clip(path: str | os.PathLike | None = None) -> Path:
+    """The CLIP directory to load: ``path`` when given, else the shipped small CLIP (``default_clip_dir()``,
+    world_model/ssg/weights/clip-small), else the training run's ``runs/clip/small/clip-small`` (in the
+    working directory, then in the repo), else a ``FileNotFoundError`` saying how to make one."""
+    if path not in (None, "", "null", "none", "None"):
+        p = Path(str(path))
+        if not (p / "config.json").is_file():
+            raise FileNotFoundError(f"CLIP checkpoint {str(p)!r} not found (no config.json); {CLIP_HINT}")
+        return p
+    repo = Path(__file__).resolve().parents[2]
+    for p in (default_clip_dir(), TRAINED_CLIP, repo / TRAINED_CLIP):
+        if (p / "config.json").is_file():
+            return p
+    raise FileNotFoundError(f"no CLIP checkpoint: neither the shipped one ({default_clip_dir()}) nor "
+                            f"{TRAINED_CLIP} exists; {CLIP_HINT}")
+
+
 def load_clip(path_or_name: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> SpatialClip:
     """Load a CLIP directory with ``CLIPModel.from_pretrained`` (eager attention).
 
