@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-SAMPLE_MODES = ("noncontiguous", "contiguous", "recent")
+SAMPLE_MODES = ("noncontiguous", "contiguous", "recent", "relevant")
 
 
 class ContextSample(NamedTuple):
@@ -203,7 +203,8 @@ class ContextBuffer:
         return self._frames[-1], self._indices[-1], self._poses[-1]
 
     # ------------------------------------------------------------------ sampling
-    def sample(self, k: int, rng: np.random.Generator, mode: str = "noncontiguous") -> ContextSample:
+    def sample(self, k: int, rng: np.random.Generator, mode: str = "noncontiguous",
+               relevance: np.ndarray | None = None, temperature: float = 1.0) -> ContextSample:
         """K frames with their original indices (sorted), always ending with the newest frame.
 
         * ``noncontiguous`` (Video4Spatial, the world model's training distribution,
@@ -212,7 +213,12 @@ class ContextBuffer:
         * ``contiguous`` (the ablation): the k newest frames;
         * ``recent``: the newest frame plus k - 1 earlier frames drawn without replacement
           with probability proportional to (1 + position), favouring the agent's recent
-          views while still reaching back into the tour.
+          views while still reaching back into the tour;
+        * ``relevant``: the newest frame plus k - 1 earlier frames drawn without replacement
+          with probability proportional to exp(z / ``temperature``), z = the z-scored
+          ``relevance`` (one score per buffered frame, e.g. CLIP image-text similarity to the
+          instruction): frames that likely show the target enter the context more often,
+          still non-contiguous and with their original indices.
         Fewer than k frames in the buffer: all of them.
         """
         if mode not in SAMPLE_MODES:
@@ -226,6 +232,14 @@ class ContextBuffer:
         else:
             if mode == "noncontiguous":
                 rest = rng.choice(n - 1, size=k - 1, replace=False)
+            elif mode == "relevant":
+                if relevance is None or len(relevance) < n - 1:
+                    raise ValueError(f"mode='relevant' needs a relevance score per buffered frame ({n}), got "
+                                     f"{None if relevance is None else len(relevance)}")
+                r = np.asarray(relevance, np.float64)[:n - 1]
+                z = (r - r.mean()) / max(float(r.std()), 1e-9)
+                w = np.maximum(np.exp((z - z.max()) / max(float(temperature), 1e-6)), 1e-12)
+                rest = rng.choice(n - 1, size=k - 1, replace=False, p=w / w.sum())
             else:
                 w = np.arange(1, n, dtype=np.float64)
                 rest = rng.choice(n - 1, size=k - 1, replace=False, p=w / w.sum())

@@ -14,7 +14,15 @@ Receding horizon: the agent re-imagines every ``reimagine_every`` steps while it
 confident goal, every ``explore_reimagine_every`` steps while it does not, and at once
 when the real view has drifted away from every imagined frame (``view_similarity`` below
 ``divergence``) or when it reached the goal estimate without being allowed to stop.
-Without a confident box it explores the nearest frontier of its own map and keeps
+Without a confident imagined goal it hands the step to its **CLIP guide** (``clip_guidance``,
+on by default): a ``FrontierClipAgent`` fed the same observations, which explores frontiers
+ranked by a CLIP value map and approaches views CLIP recognises as the target. The guide's
+STOP (the target recognised, close and centred) is honoured even while an imagined goal is
+held, and a STOP at an imagined goal needs the guide's confirmation: the current view's CLIP
+z-score at least ``stop_confirm_z`` (an unconfirmed imagined goal is dropped, and later
+imagined goals within ``reject_m`` of it are ignored). So the agent = the Frontier+CLIP baseline + imagined goals with priority, and the noise
+ablation reduces it to that baseline: the gap is what imagination adds. With
+``clip_guidance=False`` it explores the nearest frontier of its own map and keeps
 re-imagining from the new views.
 
 Ablations (``ablation``): "noise" replaces every imagined rollout by uniform noise frames
@@ -75,7 +83,8 @@ class WorldModelAgent:
             (``world_model.loading.load_pipeline``).
         inverse_dynamics: optional ``InverseDynamicsModel`` (or its directory) to place the
             imagined final view by integrating imagined motion when retrieval finds no match.
-        num_context: K context frames per imagination; ``context_mode``: ContextBuffer.sample mode.
+        num_context: K context frames per imagination; ``context_mode``: ContextBuffer.sample mode
+            ("relevant" weights frames by the CLIP guide's score of each, ``context_temperature``).
         num_candidates: N rollouts per imagination (>1 = ranking mode, best-of-N by goal evidence).
         elite_frac, agree_m: ranking's elite fraction and agreement distance (m).
         num_steps, guidance_scale, cfg_mode: sampling settings of ``pipeline.imagine``.
@@ -93,6 +102,13 @@ class WorldModelAgent:
         mapping, path, navigator, stop, box, goal: keyword blocks of ObstacleMap, PathPlanner,
             Navigator, StopPolicy, find_box_in_frames and box_to_goal (configs/planner/default.yaml).
         frontier_min_size: smallest frontier cluster (cells) worth exploring.
+        clip_guidance: act as the CLIP guide (``FrontierClipAgent``) whenever no confident
+            imagined goal is held, and STOP when it does (module docstring).
+        stop_confirm_z: with a guide, STOP at an imagined goal only when the current view's CLIP
+            z-score (``FrontierClipAgent``) is at least this (None: the box alone decides).
+        reject_m: imagined goals within this of an unconfirmed one are ignored (m).
+        clip, guide: the guide's CLIP (None: the shipped small CLIP) and its other keyword
+            arguments (configs/agent/frontier_clip.yaml).
         device, threads: torch device and CPU threads for the world model (None: leave as is;
             "auto": the cores other work leaves free, ``auto_threads``).
     """
@@ -101,7 +117,7 @@ class WorldModelAgent:
     privileged = False
 
     def __init__(self, env=None, seed: int | None = 0, pipeline=None, inverse_dynamics=None,
-                 num_context: int = 8, context_mode: str = "noncontiguous", num_candidates: int = 1,
+                 num_context: int = 8, context_mode: str = "noncontiguous", context_temperature: float = 1.0, num_candidates: int = 1,
                  elite_frac: float = 0.4, agree_m: float = 1.0, num_steps: int = 16, guidance_scale: float = 3.0,
                  cfg_mode: str = "joint", reimagine_every: int = 8, explore_reimagine_every: int = 4,
                  divergence: float = 0.2, min_confidence: float = 0.15, min_match: float = 0.3,
@@ -109,7 +125,9 @@ class WorldModelAgent:
                  ablation: str = "none", hfov_deg: float = HFOV_DEG, max_depth: float = 10.0,
                  mapping: dict | None = None, path: dict | None = None, navigator: dict | None = None,
                  stop: dict | None = None, box: dict | None = None, goal: dict | None = None,
-                 frontier_min_size: int = 5, device: str = "cpu", threads: int | None = None) -> None:
+                 frontier_min_size: int = 5, clip_guidance: bool = True, stop_confirm_z: float | None = 2.0,
+                 reject_m: float = 0.75, clip=None, guide: dict | None = None,
+                 device: str = "cpu", threads: int | None = None) -> None:
         if ablation not in ABLATIONS:
             raise ValueError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
         if num_candidates < 1 or num_context < 1:
@@ -128,6 +146,9 @@ class WorldModelAgent:
         self.num_target = int(self.pipeline.config.num_target_frames)
         self.num_bbox = int(self.pipeline.config.num_bbox_frames)
         self.num_context, self.context_mode = int(num_context), context_mode
+        self.context_temperature = float(context_temperature)
+        if context_mode == "relevant" and not clip_guidance:
+            raise ValueError("context_mode='relevant' ranks frames by the CLIP guide's scores: set clip_guidance=True")
         self.num_candidates, self.elite_frac, self.agree_m = int(num_candidates), float(elite_frac), float(agree_m)
         self.sampling = {"num_steps": int(num_steps), "guidance_scale": float(guidance_scale), "cfg_mode": cfg_mode}
         self.reimagine_every, self.explore_reimagine_every = int(reimagine_every), int(explore_reimagine_every)
@@ -145,6 +166,16 @@ class WorldModelAgent:
         if ablation != "noise":
             getattr(self.pipeline, "text_encoder", None)  # load the instruction encoder now, not in step 1
         self._warned_ssg = False
+        self.stop_confirm_z = None if stop_confirm_z is None else float(stop_confirm_z)
+        self.reject_m = float(reject_m)
+        self.guide = None
+        if clip_guidance:
+            from agent.frontier_clip import FrontierClipAgent
+
+            self.guide = FrontierClipAgent(env=env, seed=seed, clip=clip, device=device, threads=None,
+                                           **{"hfov_deg": self.hfov_deg, "max_depth": self.max_depth,
+                                              "mapping": mapping, "path": path, "navigator": navigator,
+                                              "frontier_min_size": frontier_min_size, **(guide or {})})
         self.buffer = ContextBuffer(frame_size=self.frame_size)
         self.rng = np.random.default_rng(seed)
         self._reset_state()
@@ -163,15 +194,19 @@ class WorldModelAgent:
         self.last_action: int | None = None
         self.since_imagine = 0
         self.force_imagine = True
+        self.rejected: list[np.ndarray] = []  # imagined goals the guide did not confirm at STOP
         self.explorer = FrontierExplorer(self.navigator, give_up_steps=self.give_up_steps,
                                          frontier_min_size=self.frontier_min_size)
-        self.stats = {"imaginations": 0, "imagine_seconds": 0.0, "steps_with_goal": 0, "steps": 0}
+        self.stats = {"imaginations": 0, "imagine_seconds": 0.0, "steps_with_goal": 0, "steps": 0,
+                      "guide_steps": 0, "guide_stops": 0, "unconfirmed_goals": 0}
 
     def reset(self, obs: dict, info: dict | None = None, context: dict | None = None) -> None:
         self.buffer.clear()
         self._reset_state()
         self.rng = episode_rng(self.seed, (info or {}).get("episode_id", ""))
         self.instruction = str(obs["instruction"])
+        if self.guide is not None:
+            self.guide.reset(obs, info, context)
         if context is not None and len(context.get("rgb", ())):
             self.buffer.add_tour(context["rgb"], context["poses"], context.get("indices"), context.get("depth"))
             if self.use_tour_map and context.get("depth") is not None:
@@ -210,7 +245,14 @@ class WorldModelAgent:
     def imagine(self) -> GoalEstimate | None:
         """Imagine N candidates from the current context, rank them, update the goal belief."""
         t0 = time.perf_counter()
-        sample = self.buffer.sample(self.num_context, self.rng, self.context_mode)
+        relevance = None
+        if self.context_mode == "relevant":
+            if self.guide is None or len(self.guide.scores) != len(self.buffer):
+                raise RuntimeError("context_mode='relevant' needs the CLIP guide's score of every buffered frame "
+                                   "(clip_guidance=True)")
+            relevance = np.asarray(self.guide.scores)
+        sample = self.buffer.sample(self.num_context, self.rng, self.context_mode, relevance=relevance,
+                                    temperature=self.context_temperature)
         frames, bbox, rollout = self._imagine_rollouts(sample)
         refs, ref_poses, ref_thumbs = self.buffer.frames, self.buffer.poses, self.buffer.thumbnails()
         motion = None
@@ -242,6 +284,8 @@ class WorldModelAgent:
         """Belief update: agreeing evidence is fused, a stronger new goal replaces a weaker old one,
         and an unconfirmed old goal loses weight each time imagination does not support it."""
         self.goal_score *= 0.7
+        if goal is not None and any(np.linalg.norm(goal.xy - q) <= self.reject_m for q in self.rejected):
+            goal = None  # the guide saw no target there when the agent stood at it
         if goal is None or score < self.min_confidence:
             if self.goal is not None and self.goal_score < self.min_confidence:
                 self.goal = None
@@ -272,19 +316,31 @@ class WorldModelAgent:
         self.buffer.append(obs["rgb"], self.pose, obs.get("depth"))
         self.stats["steps"] += 1
         rgb_small = self.buffer.newest()[0]
+        guide_action = self.guide.act(obs) if self.guide is not None else None  # scores the view first
         if self._should_imagine(rgb_small):
             self.imagine()
         self.since_imagine += 1
-        action = self._act_on_belief()
+        action = self._act_on_belief(guide_action)
         self.last_action = int(action)
+        if self.guide is not None:
+            self.guide.last_action = int(action)  # its odometry follows what was actually done
         return int(action)
 
-    def _act_on_belief(self) -> int:
+    def _act_on_belief(self, guide_action: int | None = None) -> int:
+        if guide_action == Action.STOP:  # CLIP recognises the target, close and centred
+            self.stats["guide_stops"] += 1
+            return int(Action.STOP)
         if self.goal is not None:
             self.stats["steps_with_goal"] += 1
             g = self.goal
             if self.stop_policy.should_stop(self.pose, g.xy, g.confidence, g.radius_m):
-                return int(Action.STOP)
+                if self._confirmed():
+                    return int(Action.STOP)
+                self.stats["unconfirmed_goals"] += 1
+                self.rejected.append(np.asarray(g.xy, np.float64).copy())
+                self.goal, self.goal_score = None, 0.0
+                self.force_imagine = True
+                return int(guide_action) if guide_action is not None else int(self._explore())
             a = self.navigator.act(g.xy)
             if a is not None and a != Action.STOP:
                 self.explorer.idle_steps = 0
@@ -296,7 +352,16 @@ class WorldModelAgent:
                 return int(self._turn_towards(g.xy))
             self.goal, self.goal_score = None, 0.0
             self.force_imagine = True
+        if guide_action is not None:
+            self.stats["guide_steps"] += 1
+            return int(guide_action)
         return int(self._explore())
+
+    def _confirmed(self) -> bool:
+        """The guide's check of a STOP at an imagined goal: the current view's CLIP z-score."""
+        if self.guide is None or self.stop_confirm_z is None or self.guide.last_view is None:
+            return True
+        return bool(self.guide.last_view["z"] >= self.stop_confirm_z)
 
     def _turn_towards(self, xy) -> Action:
         b = wrap_angle(math.atan2(xy[1] - self.pose[1], xy[0] - self.pose[0]) - self.pose[2])

@@ -58,6 +58,17 @@ def test_context_buffer_keeps_original_indices_and_samples():
         buf.add_tour(tour[:1], np.zeros((1, 3)), [100])
     with pytest.raises(ValueError, match="mode"):
         buf.sample(2, rng, "sideways")
+    # relevance-weighted: frames the scores favour enter the context far more often
+    rel = np.zeros(len(buf))
+    rel[[2, 7]] = 5.0
+    counts = np.zeros(len(buf))
+    for _ in range(200):
+        s = buf.sample(3, rng, "relevant", relevance=rel)
+        assert s.indices[-1] == 55 and (np.diff(s.indices) > 0).all()
+        counts[s.positions] += 1
+    assert counts[2] > 120 and counts[7] > 120 and counts[[0, 1, 3, 4, 5, 6, 8, 9]].max() < 40
+    with pytest.raises(ValueError, match="relevance score per buffered frame"):
+        buf.sample(3, rng, "relevant")
 
 
 # ----------------------------------------------------------------------------- ranking
@@ -170,7 +181,7 @@ def _tour(world, n=4):
 
 def test_goal_from_an_imagined_box_points_at_the_target_and_the_agent_gets_there():
     world = ToyWorld(target=(2.6, -1.2))
-    agent = WorldModelAgent(pipeline=BoxOracleImagination(world), reimagine_every=4, seed=0)
+    agent = WorldModelAgent(pipeline=BoxOracleImagination(world), reimagine_every=4, seed=0, clip_guidance=False)
     obs = world.obs()
     agent.reset(obs, {"episode_id": "toy"}, _tour(world))
     a = agent.act(obs)
@@ -195,7 +206,7 @@ def test_goal_from_an_imagined_box_points_at_the_target_and_the_agent_gets_there
 def test_noise_ablation_never_gets_a_goal_and_explores():
     world = ToyWorld(target=(2.6, -1.2))
     agent = WorldModelAgent(pipeline=BoxOracleImagination(world), ablation="noise", explore_reimagine_every=1,
-                            seed=0)
+                            seed=0, clip_guidance=False)
     obs = world.obs()
     agent.reset(obs, {"episode_id": "toy"}, _tour(world))
     actions = []
@@ -205,6 +216,68 @@ def test_noise_ablation_never_gets_a_goal_and_explores():
         obs = world.step(actions[-1])
     assert agent.pipeline.calls == 0 and agent.stats["imaginations"] == 10
     assert Action.STOP not in actions and Action.MOVE_FORWARD in actions  # it explores frontiers
+
+
+class FixedGuide:
+    """Stands in for the CLIP guide: always proposes ``action``; its current view has CLIP z-score ``z``."""
+
+    def __init__(self, z: float, action: int = Action.TURN_LEFT):
+        self.z, self.action, self.calls, self.last_action = z, int(action), 0, None
+        self.last_view = None
+
+    def reset(self, obs, info=None, context=None):
+        self.last_view = None
+
+    def act(self, obs):
+        self.calls += 1
+        self.last_view = {"z": self.z}
+        return self.action
+
+
+def _walk_to_imagined_goal(agent, world, steps=40):
+    obs = world.obs()
+    agent.reset(obs, {"episode_id": "toy"}, _tour(world))
+    actions = []
+    for _ in range(steps):
+        a = agent.act(obs)
+        actions.append(a)
+        if a == Action.STOP:
+            break
+        obs = world.step(a)
+    return actions
+
+
+def test_imagined_goal_stop_needs_the_guides_confirmation():
+    # The guide recognises the target in view (z 3 >= stop_confirm_z 1): the imagined goal's STOP stands.
+    world = ToyWorld(target=(2.6, -1.2))
+    agent = WorldModelAgent(pipeline=BoxOracleImagination(world), reimagine_every=4, seed=0, clip_guidance=False)
+    agent.guide = FixedGuide(z=3.0)
+    actions = _walk_to_imagined_goal(agent, world)
+    assert actions[-1] == Action.STOP and world.distance() < 1.0
+    assert agent.guide.calls == len(actions) and agent.stats["unconfirmed_goals"] == 0
+    assert agent.guide.last_action == Action.STOP  # the guide is told what was actually done
+
+    # The guide does not see it (z -1): no STOP; the goal is dropped, remembered, not re-adopted,
+    # and the step goes to the guide.
+    world = ToyWorld(target=(2.6, -1.2))
+    agent = WorldModelAgent(pipeline=BoxOracleImagination(world), reimagine_every=4, seed=0, clip_guidance=False)
+    agent.guide = FixedGuide(z=-1.0)
+    actions = _walk_to_imagined_goal(agent, world)
+    assert Action.STOP not in actions
+    assert agent.stats["unconfirmed_goals"] >= 1 and len(agent.rejected) >= 1
+    assert agent.goal is None or min(np.linalg.norm(agent.goal.xy - q) for q in agent.rejected) > agent.reject_m
+    assert agent.stats["guide_steps"] >= 1
+
+
+def test_guide_acts_without_a_goal_and_its_stop_is_honoured():
+    world = ToyWorld(target=(2.6, -1.2))
+    agent = WorldModelAgent(pipeline=BoxOracleImagination(world), ablation="noise", seed=0, clip_guidance=False)
+    agent.guide = FixedGuide(z=0.0, action=Action.TURN_RIGHT)
+    obs = world.obs()
+    agent.reset(obs, {"episode_id": "toy"}, _tour(world))
+    assert [agent.act(obs) for _ in range(3)] == [Action.TURN_RIGHT] * 3  # noise: no goal, the guide drives
+    agent.guide.action = int(Action.STOP)
+    assert agent.act(obs) == Action.STOP and agent.stats["guide_stops"] == 1
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):

@@ -451,3 +451,26 @@ def test_collect_scene_on_a_real_procedural_scene():
     red = (smp["bbox_rgb"] == (255, 0, 0)).all(-1)
     assert red[y0, x0:x1 + 1].all() and red[y0:y1 + 1, x1].all()
     assert smp["instruction"].strip()
+
+
+def test_release_counts_the_training_of_the_checkpoint_a_run_started_from(tmp_path):
+    import json
+
+    from world_model.release import _with_prior, training_time_from_log
+
+    log = tmp_path / "train.log"
+    log.write_text("2026-11-30 10:00:00 start: 2.83M params\n"
+                   "2026-11-30 10:30:00 step 600 loss 0.1\n"
+                   "2026-11-30 11:00:00 resumed from ckpt at step 600\n"
+                   "2026-11-30 11:30:00 checkpoint step_00001200\n")
+    info = training_time_from_log(log)
+    assert info == {"steps": 1200, "wall_hours": 1.0, "invocations": 2}
+    info["samples_seen"] = 1200 * 16
+    shipped = tmp_path / "v4s-small"
+    shipped.mkdir()
+    (shipped / "TRAINING.json").write_text(json.dumps({"steps": 1349, "wall_hours": 1.579, "invocations": 2,
+                                                        "samples_seen": 21584, "released": "2026-11-22"}))
+    out = _with_prior(info, str(shipped))
+    assert out["steps"] == 2549 and out["wall_hours"] == 2.579 and out["samples_seen"] == 21584 + 19200
+    assert out["invocations"] == 4 and out["prior"]["steps"] == 1349 and out["this_run"]["steps"] == 1200
+    assert _with_prior(info, None) == {} and _with_prior(info, str(tmp_path / "nothing")) == {}

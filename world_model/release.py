@@ -6,7 +6,9 @@
 Weights are stored in float16 (half the bytes; the pipeline loads them back as
 float32 for CPU sampling), and ``TRAINING.json`` beside them records what the
 checkpoint has had: optimizer steps, samples seen, the wall-clock training time
-summed over every resumed invocation in the log, and the command.
+summed over every resumed invocation in the log, and the command. A run started from a
+released checkpoint (``init_from=world_model/weights/v4s-small``) adds that checkpoint's
+totals (kept under ``prior``), so the numbers count all the training the weights have had.
 """
 
 from __future__ import annotations
@@ -46,6 +48,23 @@ def training_time_from_log(log_path: str | Path) -> dict:
     return {"steps": last_step, "wall_hours": round(seconds / 3600, 3), "invocations": len(segments)}
 
 
+def _with_prior(info: dict, init_from: str | None) -> dict:
+    """A run started from a released checkpoint (``init_from`` with a ``TRAINING.json``) adds that
+    checkpoint's history, so the shipped totals count all training the weights have had."""
+    prior_path = Path(init_from) / "TRAINING.json" if init_from else None
+    if prior_path is None or not prior_path.exists():
+        return {}
+    prior = json.loads(prior_path.read_text())
+    out = {"init_from": str(init_from), "this_run": {k: info.get(k) for k in ("steps", "wall_hours", "samples_seen")},
+           "prior": {k: prior.get(k) for k in ("steps", "wall_hours", "samples_seen", "released")}}
+    for k in ("steps", "samples_seen", "invocations"):
+        if info.get(k) is not None and prior.get(k) is not None:
+            out[k] = int(info[k]) + int(prior[k])
+    if info.get("wall_hours") is not None and prior.get("wall_hours") is not None:
+        out["wall_hours"] = round(float(info["wall_hours"]) + float(prior["wall_hours"]), 3)
+    return out
+
+
 def release(src: str | Path, dst: str | Path, log: str | Path | None = None, dtype: str = "float16",
             command: str | None = None) -> Path:
     from .pipeline import Video4SpatialPipeline
@@ -65,6 +84,7 @@ def release(src: str | Path, dst: str | Path, log: str | Path | None = None, dty
             cfg = json.loads(cfg_path.read_text())
             info["batch_size"] = cfg.get("batch_size")
             info["samples_seen"] = info["steps"] * int(cfg.get("batch_size") or 0)
+            info.update(_with_prior(info, cfg.get("init_from")))
     if command:
         info["command"] = command
     (tmp / "TRAINING.json").write_text(json.dumps(info, indent=1) + "\n")
