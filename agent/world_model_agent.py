@@ -426,6 +426,9 @@ class WorldModelAgent:
             s += f"; box seen, too weak (score {self.best.score:.2f})"
         else:
             s += "; no box: exploring"
+        if self.goal is None and self.guide is not None:
+            n = int(self.guide.stats.get("candidates", 0))
+            s += f" with the CLIP guide ({n} recognised view{'s' if n != 1 else ''})"
         if self.ablation != "none":
             s += f"  [ablation={self.ablation}]"
         return s
