@@ -20,8 +20,9 @@ ranked by a CLIP value map and approaches views CLIP recognises as the target. T
 STOP (the target recognised, close and centred) is honoured even while an imagined goal is
 held, and a STOP at an imagined goal needs the guide's confirmation: the current view's CLIP
 z-score at least ``stop_confirm_z`` (an unconfirmed imagined goal is dropped, and later
-imagined goals within ``reject_m`` of it are ignored). So the agent = the Frontier+CLIP baseline + imagined goals with priority, and the noise
-ablation reduces it to that baseline: the gap is what imagination adds. With
+imagined goals within ``reject_m`` of it are ignored). So the agent = the Frontier+CLIP
+baseline + imagined goals with priority, and the noise ablation reduces it to that
+baseline: the gap is what imagination adds. With
 ``clip_guidance=False`` it explores the nearest frontier of its own map and keeps
 re-imagining from the new views.
 
@@ -117,8 +118,8 @@ class WorldModelAgent:
     privileged = False
 
     def __init__(self, env=None, seed: int | None = 0, pipeline=None, inverse_dynamics=None,
-                 num_context: int = 8, context_mode: str = "noncontiguous", context_temperature: float = 1.0, num_candidates: int = 1,
-                 elite_frac: float = 0.4, agree_m: float = 1.0, num_steps: int = 16, guidance_scale: float = 3.0,
+                 num_context: int = 8, context_mode: str = "noncontiguous", context_temperature: float = 1.0,
+                 num_candidates: int = 1, elite_frac: float = 0.4, agree_m: float = 1.0, num_steps: int = 16, guidance_scale: float = 3.0,
                  cfg_mode: str = "joint", reimagine_every: int = 8, explore_reimagine_every: int = 4,
                  divergence: float = 0.2, min_confidence: float = 0.15, min_match: float = 0.3,
                  depth_match: float = 0.8, use_tour_map: bool = True, give_up_steps: int = 24,
@@ -247,10 +248,10 @@ class WorldModelAgent:
         t0 = time.perf_counter()
         relevance = None
         if self.context_mode == "relevant":
-            if self.guide is None or len(self.guide.scores) != len(self.buffer):
-                raise RuntimeError("context_mode='relevant' needs the CLIP guide's score of every buffered frame "
-                                   "(clip_guidance=True)")
-            relevance = np.asarray(self.guide.scores)
+            relevance = np.asarray(self.guide.scores)  # the guide scored every buffered frame, in order
+            if len(relevance) != len(self.buffer):
+                raise RuntimeError(f"CLIP guide scores ({len(relevance)}) out of step with the context buffer "
+                                   f"({len(self.buffer)})")
         sample = self.buffer.sample(self.num_context, self.rng, self.context_mode, relevance=relevance,
                                     temperature=self.context_temperature)
         frames, bbox, rollout = self._imagine_rollouts(sample)
@@ -332,30 +333,39 @@ class WorldModelAgent:
             return int(Action.STOP)
         if self.goal is not None:
             self.stats["steps_with_goal"] += 1
-            g = self.goal
-            if self.stop_policy.should_stop(self.pose, g.xy, g.confidence, g.radius_m):
-                if self._confirmed():
-                    return int(Action.STOP)
-                self.stats["unconfirmed_goals"] += 1
-                self.rejected.append(np.asarray(g.xy, np.float64).copy())
-                self.goal, self.goal_score = None, 0.0
-                self.force_imagine = True
-                return int(guide_action) if guide_action is not None else int(self._explore())
-            a = self.navigator.act(g.xy)
-            if a is not None and a != Action.STOP:
-                self.explorer.idle_steps = 0
-                return int(a)
-            # At (or unable to get nearer to) the estimate without leave to stop: face it and look
-            # again from here; if it is in view already, the estimate was wrong, so drop it.
-            if not goal_in_view(self.pose, g.xy, self.hfov_deg):
-                self.force_imagine = True
-                return int(self._turn_towards(g.xy))
-            self.goal, self.goal_score = None, 0.0
-            self.force_imagine = True
+            action = self._act_on_goal(self.goal)
+            if action is not None:
+                return int(action)
         if guide_action is not None:
             self.stats["guide_steps"] += 1
             return int(guide_action)
         return int(self._explore())
+
+    def _act_on_goal(self, g: GoalEstimate) -> int | None:
+        """STOP, a step towards ``g`` or a turn to face it; None when the goal was dropped (the
+        caller then lets the guide act, or explores)."""
+        if self.stop_policy.should_stop(self.pose, g.xy, g.confidence, g.radius_m):
+            if self._confirmed():
+                return int(Action.STOP)
+            self.stats["unconfirmed_goals"] += 1
+            self.rejected.append(np.asarray(g.xy, np.float64).copy())
+            self._drop_goal()
+            return None
+        a = self.navigator.act(g.xy)
+        if a is not None and a != Action.STOP:
+            self.explorer.idle_steps = 0
+            return int(a)
+        # At (or unable to get nearer to) the estimate without leave to stop: face it and look
+        # again from here; if it is in view already, the estimate was wrong, so drop it.
+        if not goal_in_view(self.pose, g.xy, self.hfov_deg):
+            self.force_imagine = True
+            return int(self._turn_towards(g.xy))
+        self._drop_goal()
+        return None
+
+    def _drop_goal(self) -> None:
+        self.goal, self.goal_score = None, 0.0
+        self.force_imagine = True
 
     def _confirmed(self) -> bool:
         """The guide's check of a STOP at an imagined goal: the current view's CLIP z-score."""

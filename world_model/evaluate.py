@@ -61,7 +61,8 @@ from typing import Any
 
 import numpy as np
 
-from .loading import load_pipeline, resolve_pipeline_path  # noqa: F401 (re-exported)
+# the pipeline loader is shared with the agent (world_model.loading); re-exported for callers of this module
+from .loading import load_pipeline, resolve_pipeline_path  # noqa: F401
 
 SAMPLES_FILE = "samples.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -72,10 +73,6 @@ BINARY_KEYS = ("if", "if_box", "if_final", "if_gtbox", "if_sd02")
 METRIC_KEYS = ("sd", "if", "if_sd02", "psnr", "ssim", "clip_score", "if_box", "if_final", "if_gtbox",
                "clip_score_gt", "match", "heading_err_deg")
 _TURN = math.radians(30.0)
-
-
-# ============================================================================ pipeline
-# resolve_pipeline_path / load_pipeline live in world_model.loading (shared with the agent); re-exported here.
 
 
 def weights_fingerprint(path: str | os.PathLike) -> str:
