@@ -96,7 +96,8 @@ class WorldModelAgent:
         min_confidence: a goal needs at least this candidate score to be acted on.
         min_match, depth_match: view-similarity thresholds to localise the imagined final view on a
             real frame, and to range its box with that frame's real depth.
-        use_tour_map: integrate the tour's depth into the obstacle map at reset.
+        use_tour_map: integrate the tour's depth into the obstacle map at reset (with a CLIP guide the
+            agent plans on the guide's map, which holds the tour's depth when the guide uses the tour).
         give_up_steps: STOP after this many steps with neither a goal nor a frontier.
         ablation: "none", "noise" or "no_ssg".
         hfov_deg, max_depth: camera (read from ``env`` when it has them).
@@ -182,8 +183,9 @@ class WorldModelAgent:
         self._reset_state()
 
     # ------------------------------------------------------------------ episode
-    def _reset_state(self) -> None:
-        self.map = ObstacleMap(**self.map_kwargs)
+    def _reset_state(self, shared_map: ObstacleMap | None = None) -> None:
+        # With a CLIP guide the agent plans on the guide's map: one map, integrated once per step.
+        self.map = shared_map if shared_map is not None else ObstacleMap(**self.map_kwargs)
         self.navigator = Navigator(self.map, PathPlanner(self.map, **self.path_kwargs), **self.nav_kwargs)
         self.goal: GoalEstimate | None = None
         self.goal_score = 0.0
@@ -203,14 +205,15 @@ class WorldModelAgent:
 
     def reset(self, obs: dict, info: dict | None = None, context: dict | None = None) -> None:
         self.buffer.clear()
-        self._reset_state()
+        if self.guide is not None:
+            self.guide.reset(obs, info, context)  # a fresh map, with the tour's depth when it uses the tour
+        self._reset_state(shared_map=None if self.guide is None else self.guide.map)
         self.rng = episode_rng(self.seed, (info or {}).get("episode_id", ""))
         self.instruction = str(obs["instruction"])
-        if self.guide is not None:
-            self.guide.reset(obs, info, context)
+        tour_mapped = self.guide is not None and self.guide.use_tour
         if context is not None and len(context.get("rgb", ())):
             self.buffer.add_tour(context["rgb"], context["poses"], context.get("indices"), context.get("depth"))
-            if self.use_tour_map and context.get("depth") is not None:
+            if self.use_tour_map and not tour_mapped and context.get("depth") is not None:
                 pitch = np.asarray(context.get("pitch", np.zeros(len(context["rgb"]))), np.float64).reshape(-1)
                 for d, p, pt in zip(context["depth"], np.asarray(context["poses"], np.float64), pitch):
                     self.map.update(d, p, pitch=float(pt))
@@ -313,7 +316,8 @@ class WorldModelAgent:
 
     # ------------------------------------------------------------------ acting
     def act(self, obs: dict) -> int:
-        self.pose = self.navigator.observe(obs, self.last_action)
+        # the guide (when there is one) integrates depth and collisions into the shared map
+        self.pose = self.navigator.observe(obs, self.last_action, update_map=self.guide is None)
         self.buffer.append(obs["rgb"], self.pose, obs.get("depth"))
         self.stats["steps"] += 1
         rgb_small = self.buffer.newest()[0]

@@ -298,16 +298,21 @@ class Navigator:
         self.path, self.pose, self._prev_pose = None, None, None
         self._collided, self._since_plan, self.collisions = False, 0, 0
 
-    def observe(self, obs, last_action=None) -> np.ndarray:
-        """Update the map from obs (depth, gps, compass); returns the pose (x, y, yaw)."""
+    def observe(self, obs, last_action=None, update_map: bool = True) -> np.ndarray:
+        """Update the map from obs (depth, gps, compass); returns the pose (x, y, yaw).
+
+        ``update_map=False`` tracks the pose and collisions only: for a second navigator on a map
+        that another one already keeps up to date (the world-model agent and its CLIP guide).
+        """
         pose = pose_from_obs(obs)
         self._collided = False
         if (last_action is not None and int(last_action) == Action.MOVE_FORWARD and self._prev_pose is not None
                 and np.linalg.norm(pose[:2] - self._prev_pose[:2]) < self.collision_m):
-            self.obstacle_map.mark_collision(self._prev_pose)
+            if update_map:
+                self.obstacle_map.mark_collision(self._prev_pose)
             self._collided = True
             self.collisions += 1
-        if "depth" in obs:
+        if update_map and "depth" in obs:
             self.obstacle_map.update(obs["depth"], pose)
         self._prev_pose = pose
         self.pose = pose

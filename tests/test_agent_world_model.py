@@ -219,17 +219,28 @@ def test_noise_ablation_never_gets_a_goal_and_explores():
 
 
 class FixedGuide:
-    """Stands in for the CLIP guide: always proposes ``action``; its current view has CLIP z-score ``z``."""
+    """Stands in for the CLIP guide: always proposes ``action``; its current view has CLIP z-score ``z``.
+    Like the real guide it keeps the map the agent plans on (the tour's depth, then each step's)."""
+
+    use_tour = True
 
     def __init__(self, z: float, action: int = Action.TURN_LEFT):
         self.z, self.action, self.calls, self.last_action = z, int(action), 0, None
         self.last_view = None
 
     def reset(self, obs, info=None, context=None):
+        from planners.mapping import ObstacleMap
+        from planners.path import Navigator
+
         self.last_view = None
+        self.map = ObstacleMap()
+        self.navigator = Navigator(self.map)
+        for d, p in zip(context["depth"], context["poses"]):
+            self.map.update(d, np.asarray(p, np.float64))
 
     def act(self, obs):
         self.calls += 1
+        self.navigator.observe(obs, self.last_action)
         self.last_view = {"z": self.z}
         return self.action
 
@@ -256,6 +267,7 @@ def test_imagined_goal_stop_needs_the_guides_confirmation():
     assert actions[-1] == Action.STOP and world.distance() < 1.0
     assert agent.guide.calls == len(actions) and agent.stats["unconfirmed_goals"] == 0
     assert agent.guide.last_action == Action.STOP  # the guide is told what was actually done
+    assert agent.map is agent.guide.map  # one map, kept by the guide, planned on by both
 
     # The guide does not see it (z -1): no STOP; the goal is dropped, remembered, not re-adopted,
     # and the step goes to the guide.

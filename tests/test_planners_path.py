@@ -180,3 +180,21 @@ def test_cost_on_a_window_equals_the_full_map_cropped():
     cost, blocked = p.cost_and_blocked(start, window=win)
     np.testing.assert_allclose(cost, full_cost[win], atol=1e-5)
     np.testing.assert_array_equal(blocked, full_blocked[win])
+
+
+def test_a_follower_navigator_tracks_pose_and_collisions_without_touching_the_shared_map():
+    m = ObstacleMap(size_m=6.0)
+    lead, follow = Navigator(m), Navigator(m)
+    depth = np.full((24, 32, 1), 1.5, np.float32)  # a wall 1.5 m ahead
+    obs = {"gps": np.zeros(2, np.float32), "compass": np.zeros(1, np.float32), "depth": depth}
+    follow.observe(obs, None, update_map=False)
+    assert not m.observed.any()  # the follower did not integrate the depth
+    lead.observe(obs, None)
+    logodds = m.logodds.copy()
+    assert m.observed.any()
+    # a MOVE_FORWARD that did not move: both register the collision, only the lead marks the map
+    pose = follow.observe(obs, Action.MOVE_FORWARD, update_map=False)
+    np.testing.assert_array_equal(m.logodds, logodds)
+    assert follow.collisions == 1 and follow._collided and np.allclose(pose, 0.0)
+    lead.observe({k: v for k, v in obs.items() if k != "depth"}, Action.MOVE_FORWARD)
+    assert lead.collisions == 1 and not np.array_equal(m.logodds, logodds)  # the blocked cell ahead

@@ -1,0 +1,121 @@
+"""The small frame autoencoder: shapes, standardised latents, save/load, training + resume, the
+latent-space comparison, and a Video4Spatial pipeline that samples in its latent space."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from world_model.autoencoder import (AutoencoderTrainConfig, FrameAutoencoder, evaluate_latent_spaces, to_tensor,
+                                     train_autoencoder)
+from world_model.latents import decode_latents, encode_frames
+
+S = 16
+
+
+def tiny_ae(seed=0) -> FrameAutoencoder:
+    torch.manual_seed(seed)
+    return FrameAutoencoder(latent_channels=4, channels=(8, 16), frame_size=S).eval()
+
+
+class Bank:
+    """A FrameBank stand-in: smooth random frames (blobs), so there is structure to learn."""
+
+    def __init__(self, n=64, seed=0):
+        rng = np.random.default_rng(seed)
+        yy, xx = np.mgrid[0:S, 0:S]
+        frames = np.zeros((n, S, S, 3), np.float64)
+        for i in range(n):
+            for _ in range(3):
+                cy, cx, r = rng.uniform(0, S, 2).tolist() + [rng.uniform(2, 6)]
+                frames[i] += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))[..., None] * rng.uniform(0, 255, 3)
+        self.frames = np.clip(frames, 0, 255).astype(np.uint8)
+        self.frame_size = S
+
+    def __len__(self):
+        return len(self.frames)
+
+    def sample(self, n, rng):
+        return self.frames[rng.integers(0, len(self.frames), n)]
+
+    def spread(self, n):
+        return self.frames[:n]
+
+
+def test_video_shapes_and_wrong_frame_size():
+    ae = tiny_ae()
+    frames = np.random.default_rng(0).integers(0, 256, (2, 3, S, S, 3), dtype=np.uint8)
+    z = encode_frames(frames, ae)
+    assert z.shape == (2, 4, 3, S // 2, S // 2)
+    out = decode_latents(z, ae)
+    assert out.shape == frames.shape and out.dtype == np.uint8
+    # each frame is coded on its own: frame 1 of video 0 equals coding it alone
+    alone = encode_frames(frames[0, 1:2][None], ae)
+    torch.testing.assert_close(alone[:, :, 0], z[:1, :, 1], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match=f"{S}x{S}"):
+        encode_frames(np.zeros((1, 2, 2 * S, 2 * S, 3), np.uint8), ae)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        FrameAutoencoder(channels=(12, 16))
+
+
+def test_calibrate_standardises_latents_and_save_load(tmp_path):
+    ae = tiny_ae()
+    x = to_tensor(Bank(48).frames)
+    raw = ae.encode_raw(x).detach()
+    assert raw.std() > 0 and (raw.mean((0, 2, 3)).abs() > 1e-3).any()
+    ae.calibrate(x)
+    z = encode_frames(Bank(48).frames[None], ae)[0]  # (C, N, h, w)
+    flat = z.reshape(z.shape[0], -1)
+    torch.testing.assert_close(flat.mean(1), torch.zeros(4), atol=1e-4, rtol=0)
+    torch.testing.assert_close(flat.std(1), torch.ones(4), atol=1e-3, rtol=0)
+    ae.save_pretrained(tmp_path / "ae")
+    ae2 = FrameAutoencoder.from_pretrained(tmp_path / "ae")
+    torch.testing.assert_close(ae2.latent_std, ae.latent_std)
+    torch.testing.assert_close(encode_frames(Bank(4).frames[None], ae2), encode_frames(Bank(4).frames[None], ae))
+
+
+def test_training_improves_reconstruction_and_resumes(tmp_path):
+    bank = Bank(64)
+    cfg = dict(out_dir=str(tmp_path / "run"), latent_channels=4, channels=(8, 16), batch_size=16, lr=3e-3,
+               max_steps=60, calib_frames=64, num_threads=1)
+    before = evaluate_latent_spaces(tiny_ae(), bank.frames, pixel_sizes=())[0]["psnr"]
+    out = train_autoencoder(AutoencoderTrainConfig.from_dict(cfg), bank=bank)
+    assert out["steps"] == 60
+    rows = evaluate_latent_spaces(out["model"], bank.frames, pixel_sizes=(S, S // 2))
+    assert rows[0]["psnr"] == 100.0  # pixel space at the full size is lossless (PSNR capped at 100)
+    ae_row = rows[-1]
+    assert ae_row["latent"].startswith("autoencoder") and ae_row["tokens_per_frame"] == (S // 4) ** 2
+    assert ae_row["psnr"] > before + 3.0, (before, ae_row["psnr"])
+    assert (tmp_path / "run" / "autoencoder" / "TRAINING.json").exists()
+    # a second invocation with more steps resumes from step 60
+    out2 = train_autoencoder(AutoencoderTrainConfig.from_dict({**cfg, "max_steps": 65}), bank=bank)
+    assert out2["steps"] == 65
+    assert "resumed from" in (tmp_path / "run" / "train.log").read_text()
+    with pytest.raises(ValueError, match="unknown autoencoder training key"):
+        AutoencoderTrainConfig.from_dict({"latent_chanels": 4})
+
+
+def test_pipeline_samples_in_the_autoencoder_latent_space(tmp_path):
+    from world_model.model import Video4SpatialModel
+    from world_model.pipeline import Video4SpatialPipeline, make_scheduler
+    from world_model.text_encoder import load_text_encoder
+
+    ae = tiny_ae()
+    ae.calibrate(to_tensor(Bank(32).frames))
+    torch.manual_seed(0)
+    tcfg = dict(patch_size=[1, 2, 2], num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4,
+                text_dim=384, freq_dim=32, ffn_dim=48, num_layers=1, rope_max_seq_len=128)
+    model = Video4SpatialModel(transformer_config=tcfg, text_len=8, frame_size=(S, S), latent_space="autoencoder")
+    te = load_text_encoder("minilm", max_length=8)
+    pipe = Video4SpatialPipeline(model.eval(), make_scheduler(), autoencoder=ae, text_encoder=te,
+                                 num_target_frames=2, num_bbox_frames=1)
+    ctx = Bank(3, seed=1).frames
+    r = pipe.imagine(ctx, [0, 4, 9], "go to the red chair", num_steps=2, seed=3)
+    assert r.frames.shape == (2, S, S, 3) and r.bbox_frames.shape == (1, S, S, 3)
+    pipe.save_pretrained(tmp_path / "pipe")
+    pipe2 = Video4SpatialPipeline.from_pretrained(tmp_path / "pipe")
+    assert isinstance(pipe2.autoencoder, FrameAutoencoder)
+    pipe2._text_encoder = te
+    np.testing.assert_array_equal(pipe2.imagine(ctx, [0, 4, 9], "go to the red chair", num_steps=2, seed=3).frames,
+                                  r.frames)

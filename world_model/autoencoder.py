@@ -1,0 +1,400 @@
+"""A small convolutional frame autoencoder: the measured alternative to pixel space.
+
+``FrameAutoencoder`` maps 64x64 RGB frames to an 8-channel 16x16 latent (a /4 spatial
+compression) and back, one frame at a time (every frame keeps its own RoPE index, as
+in pixel space). With the transformer's patch (1, 2, 2) its latent gives the same
+64 tokens per frame as the shipped pixel-space model (32x32 frames, patch (1, 4, 4)),
+so the two latent spaces cost the world model the same; the question is which one
+keeps more of the 64x64 render. ``python -m world_model.autoencoder eval`` answers it on
+held-out frames (docs/world_model.md, "Latent space").
+
+The model is a diffusers ``ModelMixin``/``ConfigMixin`` (``save_pretrained`` /
+``from_pretrained``), and a ``Video4SpatialPipeline`` component: ``encode_video`` /
+``decode_video`` are what ``world_model.latents`` calls. Latents are standardised with
+per-channel statistics measured on training frames after training (``latent_mean``,
+``latent_std``), so the flow-matching noise and the latents have the same scale.
+
+Command line::
+
+    python -m world_model.autoencoder train data_dir=runs/wm/data/train out_dir=runs/ae max_steps=1500
+    python -m world_model.autoencoder eval autoencoder=runs/ae/autoencoder data_dir=runs/ae/data/val
+
+Training checkpoints every ``ckpt_every_minutes`` (model, optimizer, step, sampler
+state) and a restarted run resumes from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+
+
+# ============================================================================ model
+class _ResBlock(nn.Module):
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.norm1, self.conv1 = nn.GroupNorm(8, ch), nn.Conv2d(ch, ch, 3, padding=1)
+        self.norm2, self.conv2 = nn.GroupNorm(8, ch), nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        return x + self.conv2(F.silu(self.norm2(h)))
+
+
+class FrameAutoencoder(ModelMixin, ConfigMixin):
+    """Per-frame conv autoencoder, frames in [-1, 1] -> standardised latents.
+
+    Args:
+        in_channels: image channels (3).
+        latent_channels: channels of the latent.
+        channels: width of each resolution level; ``len(channels) - 1`` stride-2
+            stages, so (32, 64, 64) compresses 64x64 to 16x16.
+        frame_size: the frame size the autoencoder was trained on (checked on encode).
+    """
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(self, in_channels: int = 3, latent_channels: int = 8, channels: tuple[int, ...] = (32, 64, 64),
+                 frame_size: int = 64) -> None:
+        super().__init__()
+        ch = [int(c) for c in channels]
+        if len(ch) < 1 or any(c % 8 for c in ch):
+            raise ValueError(f"channels must be a non-empty list of multiples of 8 (GroupNorm), got {channels}")
+        enc: list[nn.Module] = [nn.Conv2d(in_channels, ch[0], 3, padding=1), _ResBlock(ch[0])]
+        for a, b in zip(ch[:-1], ch[1:]):
+            enc += [nn.Conv2d(a, b, 3, stride=2, padding=1), _ResBlock(b)]
+        enc += [nn.GroupNorm(8, ch[-1]), nn.SiLU(), nn.Conv2d(ch[-1], latent_channels, 1)]
+        self.encoder = nn.Sequential(*enc)
+        dec: list[nn.Module] = [nn.Conv2d(latent_channels, ch[-1], 3, padding=1), _ResBlock(ch[-1])]
+        for a, b in zip(ch[::-1][:-1], ch[::-1][1:]):
+            dec += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(a, b, 3, padding=1), _ResBlock(b)]
+        dec += [nn.GroupNorm(8, ch[0]), nn.SiLU(), nn.Conv2d(ch[0], in_channels, 3, padding=1)]
+        self.decoder = nn.Sequential(*dec)
+        # latent standardisation, measured by `calibrate` after training (identity until then)
+        self.register_buffer("latent_mean", torch.zeros(latent_channels))
+        self.register_buffer("latent_std", torch.ones(latent_channels))
+
+    @property
+    def compression(self) -> int:
+        return 2 ** (len(self.config.channels) - 1)
+
+    # ---------------------------------------------------------------- images (N, 3, H, W)
+    def encode_raw(self, x: torch.Tensor) -> torch.Tensor:
+        s = int(self.config.frame_size)
+        if x.ndim != 4 or x.shape[1] != self.config.in_channels or tuple(x.shape[-2:]) != (s, s):
+            raise ValueError(f"FrameAutoencoder expects frames (N, {self.config.in_channels}, {s}, {s}); "
+                             f"got {tuple(x.shape)}: render or resize the frames to {s}x{s}")
+        return self.encoder(x)
+
+    def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reconstruction and the raw latent of images (N, 3, H, W) in [-1, 1]."""
+        z = self.encode_raw(x)
+        return self.decode_raw(z), z
+
+    # ---------------------------------------------------------------- videos (B, C, F, H, W)
+    def _norm(self, z: torch.Tensor) -> torch.Tensor:
+        return (z - self.latent_mean.view(1, -1, 1, 1)) / self.latent_std.view(1, -1, 1, 1)
+
+    def _denorm(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.latent_std.view(1, -1, 1, 1) + self.latent_mean.view(1, -1, 1, 1)
+
+    def encode_video(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, F, H, W) in [-1, 1] -> standardised latents (B, C, F, h, w)."""
+        b, c, f, h, w = x.shape
+        p = next(self.parameters())
+        frames = x.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w).to(p.device, p.dtype)
+        z = self._norm(self.encode_raw(frames))
+        return z.reshape(b, f, *z.shape[1:]).permute(0, 2, 1, 3, 4)
+
+    def decode_video(self, z: torch.Tensor) -> torch.Tensor:
+        """Standardised latents (B, C, F, h, w) -> frames (B, 3, F, H, W) in [-1, 1]."""
+        b, c, f, h, w = z.shape
+        p = next(self.parameters())
+        lat = z.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w).to(p.device, p.dtype)
+        x = self.decode_raw(self._denorm(lat))
+        return x.reshape(b, f, *x.shape[1:]).permute(0, 2, 1, 3, 4)
+
+    @torch.no_grad()
+    def calibrate(self, frames: torch.Tensor, batch: int = 256) -> None:
+        """Set ``latent_mean``/``latent_std`` from images (N, 3, H, W) in [-1, 1]."""
+        zs = [self.encode_raw(frames[i:i + batch]) for i in range(0, len(frames), batch)]
+        z = torch.cat(zs).transpose(0, 1).reshape(self.config.latent_channels, -1)
+        self.latent_mean.copy_(z.mean(1))
+        self.latent_std.copy_(z.std(1).clamp_min(1e-6))
+
+
+# ============================================================================ frames
+class FrameBank:
+    """All RGB frames (tour, agent and path views) of a collected directory at its render size.
+
+    Args:
+        data_dir: a directory written by ``world_model.data.collect``.
+        max_shards: read at most this many shards (memory: ~30 MB of frames per 500 samples).
+    """
+
+    def __init__(self, data_dir: str | os.PathLike, max_shards: int | None = None) -> None:
+        d = Path(data_dir)
+        path = d / "index.json"
+        if not path.exists():
+            raise FileNotFoundError(f"no index.json in {d}: collect frames first "
+                                    f"(`python -m world_model.data split=train n=... out_dir={d}`)")
+        index = json.loads(path.read_text())
+        shards = index["shards"][:max_shards] if max_shards else index["shards"]
+        parts = []
+        for s in shards:
+            with np.load(d / s["file"]) as z:
+                parts += [z["tour_rgb"], z["agent_rgb"], z["path_rgb"]]
+        if not parts:
+            raise ValueError(f"{path} lists no shards")
+        self.frames = np.concatenate(parts)  # (N, S, S, 3) uint8
+        self.frame_size = int(self.frames.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return self.frames[rng.integers(0, len(self.frames), n)]
+
+    def spread(self, n: int) -> np.ndarray:
+        """``n`` frames evenly spread over the bank (a fixed evaluation set)."""
+        return self.frames[np.linspace(0, len(self.frames) - 1, min(n, len(self.frames))).astype(np.int64)]
+
+
+def to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """float (N, 3, H, W) in [-1, 1] -> uint8 (N, H, W, 3)."""
+    return ((x.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+# ============================================================================ training
+@dataclass
+class AutoencoderTrainConfig:
+    """Autoencoder training (``python -m world_model.autoencoder train key=value ...``).
+
+    Args:
+        data_dir: collected training frames (``world_model.data``; 64x64 renders).
+        out_dir: run directory: ``ckpt/``, ``train.log``, and the final ``autoencoder/``.
+        latent_channels, channels: the architecture (see :class:`FrameAutoencoder`).
+        batch_size, lr, max_steps: AdamW on the pixel MSE.
+        latent_l2: weight of a small L2 penalty on the raw latent (keeps it bounded).
+        max_shards: shards of ``data_dir`` to read (None: all).
+        ckpt_every_minutes: checkpoint period; a restarted run resumes.
+        calib_frames: training frames used to measure the latent statistics at the end.
+        num_threads: torch threads (0: leave torch's default).
+        seed: sampler and init seed.
+    """
+
+    data_dir: str = "runs/wm/data/train"
+    out_dir: str = "runs/ae"
+    latent_channels: int = 8
+    channels: tuple[int, ...] = (32, 64, 64)
+    batch_size: int = 32
+    lr: float = 1e-3
+    max_steps: int = 1500
+    latent_l2: float = 1e-4
+    max_shards: int | None = 4
+    ckpt_every_minutes: float = 5.0
+    calib_frames: int = 2048
+    num_threads: int = 1
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "AutoencoderTrainConfig":
+        known = {f.name for f in fields(cls)}
+        bad = sorted(set(d) - known)
+        if bad:
+            raise ValueError(f"unknown autoencoder training key(s) {bad}; known: {sorted(known)}")
+        d = dict(d)
+        if "channels" in d:
+            d["channels"] = tuple(int(c) for c in d["channels"])
+        return cls(**d)
+
+
+def _save_state(path: Path, model, opt, step: int, rng: np.random.Generator, elapsed: float) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                "rng": rng.bit_generator.state, "elapsed": elapsed}, tmp)
+    os.replace(tmp, path)
+
+
+def train_autoencoder(cfg: AutoencoderTrainConfig, bank: FrameBank | None = None) -> dict[str, Any]:
+    """Train (or resume) a :class:`FrameAutoencoder`; saves ``out_dir/autoencoder``. Returns a summary."""
+    if cfg.num_threads:
+        torch.set_num_threads(int(cfg.num_threads))
+    out = Path(cfg.out_dir)
+    (out / "ckpt").mkdir(parents=True, exist_ok=True)
+    logf = open(out / "train.log", "a")
+
+    def log(msg: str) -> None:
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}"
+        print(line, file=sys.stderr, flush=True)
+        logf.write(line + "\n")
+        logf.flush()
+
+    bank = bank if bank is not None else FrameBank(cfg.data_dir, cfg.max_shards)
+    torch.manual_seed(cfg.seed)
+    model = FrameAutoencoder(latent_channels=cfg.latent_channels, channels=cfg.channels,
+                             frame_size=bank.frame_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    rng = np.random.default_rng(cfg.seed)
+    step, elapsed = 0, 0.0
+    state_path = out / "ckpt" / "state.pt"
+    if state_path.exists():
+        st = torch.load(state_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        rng.bit_generator.state = st["rng"]
+        step, elapsed = int(st["step"]), float(st["elapsed"])
+        log(f"resumed from {state_path} at step {step}")
+    else:
+        log(f"autoencoder training: {len(bank)} frames at {bank.frame_size}x{bank.frame_size}, "
+            f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, config {json.dumps(asdict(cfg))}")
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    # cosine decay to 10% over max_steps (a function of the step, so resuming keeps it)
+    lr_at = lambda s: cfg.lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(s, cfg.max_steps) / cfg.max_steps)))
+    t_start, t_ckpt, losses = time.perf_counter(), time.perf_counter(), []
+    start_step = step
+    model.train()
+    while step < cfg.max_steps:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        x = to_tensor(bank.sample(cfg.batch_size, rng))
+        x = torch.where(torch.rand(len(x), 1, 1, 1) < 0.5, x, x.flip(-1))  # horizontal flips
+        rec, z = model(x)
+        loss = F.mse_loss(rec, x) + cfg.latent_l2 * z.pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        losses.append(loss.item())
+        if step % 50 == 0 or step == cfg.max_steps:
+            now = time.perf_counter()
+            mse = float(np.mean(losses))
+            log(f"step {step} loss {mse:.5f} (~{10 * np.log10(4.0 / max(mse, 1e-12)):.2f} dB) "
+                f"lr {lr_at(step):.2e} {(now - t_start) / max(1, step - start_step):.2f}s/step")
+            losses = []
+        if time.perf_counter() - t_ckpt > 60 * cfg.ckpt_every_minutes:
+            _save_state(state_path, model, opt, step, rng, elapsed + time.perf_counter() - t_start)
+            t_ckpt = time.perf_counter()
+            log(f"checkpoint step {step}")
+    elapsed += time.perf_counter() - t_start
+    _save_state(state_path, model, opt, step, rng, elapsed)
+    model.eval()
+    model.calibrate(to_tensor(bank.spread(cfg.calib_frames)))
+    model.save_pretrained(out / "autoencoder")
+    info = {"steps": step, "wall_hours": round(elapsed / 3600, 3), "frames_seen": step * cfg.batch_size,
+            "data_dir": cfg.data_dir}
+    (out / "autoencoder" / "TRAINING.json").write_text(json.dumps(info, indent=1))
+    log(f"finished: {json.dumps(info)}; saved {out / 'autoencoder'}")
+    logf.close()
+    return {**info, "model": model}
+
+
+# ============================================================================ evaluation
+@torch.no_grad()
+def evaluate_latent_spaces(autoencoder: FrameAutoencoder | None, frames: np.ndarray,
+                           pixel_sizes: tuple[int, ...] = (32, 16), batch: int = 256) -> list[dict[str, Any]]:
+    """Reconstruction quality of each latent space on ``frames`` (N, S, S, 3) uint8, judged at S x S.
+
+    Pixel space at size ``p``: area-downsample to p x p, then bicubic upsampling back (the best a
+    p x p pixel model could show at S x S). The autoencoder: encode then decode. Each row has
+    PSNR and SSIM (``world_model.evaluate``), the latent shape and the tokens per frame at the
+    patch that keeps 64 tokens for the 32x32 pixel model.
+    """
+    from .evaluate import psnr, ssim
+
+    s = frames.shape[1]
+    x = to_tensor(frames)
+    rows = []
+    for p in pixel_sizes:
+        rec = []
+        for i in range(0, len(x), batch):
+            lo = F.interpolate(x[i:i + batch], size=(p, p), mode="area")
+            rec.append(F.interpolate(lo, size=(s, s), mode="bicubic", align_corners=False))
+        out = to_uint8(torch.cat(rec))
+        rows.append({"latent": f"pixel {p}x{p}", "latent_shape": [3, p, p], "values_per_frame": 3 * p * p,
+                     "tokens_per_frame": (p // 4) ** 2, "patch": [1, 4, 4],
+                     "psnr": psnr(out, frames), "ssim": ssim(out, frames)})
+    if autoencoder is not None:
+        autoencoder.eval()
+        t0 = time.perf_counter()
+        z = torch.cat([autoencoder._norm(autoencoder.encode_raw(x[i:i + batch])) for i in range(0, len(x), batch)])
+        t_enc = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        rec = torch.cat([autoencoder.decode_raw(autoencoder._denorm(z[i:i + batch])) for i in range(0, len(z), batch)])
+        t_dec = time.perf_counter() - t0
+        out = to_uint8(rec)
+        c, h, w = z.shape[1:]
+        rows.append({"latent": f"autoencoder {c}x{h}x{w}", "latent_shape": [c, h, w], "values_per_frame": c * h * w,
+                     "tokens_per_frame": (h // 2) * (w // 2), "patch": [1, 2, 2],
+                     "psnr": psnr(out, frames), "ssim": ssim(out, frames),
+                     "latent_std": float(z.std()), "encode_ms_per_frame": 1e3 * t_enc / len(x),
+                     "decode_ms_per_frame": 1e3 * t_dec / len(x)})
+    return rows
+
+
+# ============================================================================ CLI
+def _parse(argv: list[str]) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.from_dotlist(argv), resolve=True) or {}
+
+
+def main(argv: list[str] | None = None) -> Any:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in ("train", "eval"):
+        raise SystemExit("usage: python -m world_model.autoencoder train key=value ... | "
+                         "eval [autoencoder=DIR] data_dir=DIR [n=2000] [out=FILE.json]")
+    args = _parse(argv[1:])
+    if argv[0] == "train":
+        res = train_autoencoder(AutoencoderTrainConfig.from_dict(args))
+        res.pop("model")
+        print(json.dumps(res, indent=1))
+        return res
+    known = {"autoencoder", "data_dir", "n", "out", "threads"}
+    if set(args) - known:
+        raise ValueError(f"unknown eval key(s) {sorted(set(args) - known)}; known: {sorted(known)}")
+    if "data_dir" not in args:
+        raise ValueError("eval needs data_dir=DIR (held-out frames, e.g. a collected val split)")
+    torch.set_num_threads(int(args.get("threads", 1)))
+    ae = None
+    if args.get("autoencoder"):
+        if not (Path(args["autoencoder"]) / "config.json").exists():
+            raise FileNotFoundError(f"no autoencoder at {args['autoencoder']} (config.json missing): train one with "
+                                    "`python -m world_model.autoencoder train ...`")
+        ae = FrameAutoencoder.from_pretrained(args["autoencoder"])
+    frames = FrameBank(args["data_dir"]).spread(int(args.get("n", 2000)))
+    rows = evaluate_latent_spaces(ae, frames)
+    for r in rows:
+        print(f"{r['latent']:>24}  tokens/frame {r['tokens_per_frame']:>3}  PSNR {r['psnr']:.2f} dB  "
+              f"SSIM {r['ssim']:.3f}")
+    if args.get("out"):
+        Path(args["out"]).parent.mkdir(parents=True, exist_ok=True)
+        Path(args["out"]).write_text(json.dumps({"n": len(frames), "data_dir": args["data_dir"], "rows": rows},
+                                                indent=1))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
