@@ -119,3 +119,84 @@ def test_pipeline_samples_in_the_autoencoder_latent_space(tmp_path):
     pipe2._text_encoder = te
     np.testing.assert_array_equal(pipe2.imagine(ctx, [0, 4, 9], "go to the red chair", num_steps=2, seed=3).frames,
                                   r.frames)
+
+
+def _collected_dir(path, size=32, n_scenes=2):
+    """A tiny collected directory: grey frames, one sample per scene, the target box at [8, 8, 23, 23]."""
+    from world_model.data import CollectConfig, _write_index, write_shard
+
+    def grey(n, v):
+        return np.full((n, size, size, 3), v, np.uint8)
+
+    scenes = []
+    for k in range(n_scenes):
+        path_rgb = grey(4, 90 + 10 * k)
+        scenes.append({"scene_id": f"procgen/val/{k}", "tour_rgb": grey(6, 120), "tour_poses": np.zeros((6, 3)),
+                       "tour_indices": np.arange(6) * 2, "tour_num_raw": 12,
+                       "samples": [{"episode_id": f"e{k}", "instruction": "go to the chair", "target_id": 3,
+                                    "target_center": np.zeros(3), "agent_rgb": grey(2, 100),
+                                    "agent_poses": np.zeros((2, 3)), "path_rgb": path_rgb,
+                                    "path_poses": np.zeros((4, 3)), "box": np.array([8, 8, 23, 23], np.int32),
+                                    "bbox_rgb": path_rgb[-1]}]})
+    n = write_shard(path / "shard_00000.npz", scenes)
+    _write_index(path, "val", 0, CollectConfig(frame_size=size),
+                 [{"file": "shard_00000.npz", "num_samples": n, "num_scenes": n_scenes}], done=True)
+    return path
+
+
+def test_box_recall_and_training_boxes(tmp_path):
+    from world_model.autoencoder import FrameBank, box_recall, with_random_boxes
+    from world_model.boxes import find_box
+
+    d = _collected_dir(tmp_path)
+    torch.manual_seed(0)
+    ae = FrameAutoencoder(latent_channels=4, channels=(8, 16), frame_size=32)
+    rows = {r["latent"]: r for r in box_recall(ae, d, n=2, pixel_sizes=(32, 16))}
+    # pixel space keeps the drawn box exactly (at 16 px the loader draws it 1 px wide)
+    assert rows["pixel 32x32"]["found"] == 1.0 and rows["pixel 32x32"]["iou"] > 0.9
+    assert rows["pixel 16x16"]["found"] == 1.0
+    assert rows["autoencoder 4x16x16"]["found"] == 0.0  # an untrained autoencoder blurs it away
+    bank = FrameBank(d)
+    assert bank.frame_size == 32 and len(bank) == 2 * (6 + 2 + 4)
+    rng = np.random.default_rng(0)
+    boxed = with_random_boxes(bank.frames, 1.0, rng)
+    from world_model.data import BOX_COLOR
+
+    assert all((f == np.asarray(BOX_COLOR, np.uint8)).all(-1).sum() >= 12 for f in boxed)  # an outline in each
+    assert np.mean([find_box(f) is not None for f in boxed]) >= 0.5  # the smallest ones fall under find_box's limits
+    np.testing.assert_array_equal(with_random_boxes(bank.frames, 0.0, rng), bank.frames)
+
+
+def test_world_model_trains_in_the_autoencoder_latent_space(tmp_path):
+    """TrainConfig.autoencoder: the world model trains on the autoencoder's latents, and the exported
+    pipeline carries the autoencoder and imagines full-size frames."""
+    from world_model.pipeline import Video4SpatialPipeline
+    from world_model.text_encoder import load_text_encoder
+    from world_model.train import TrainConfig, train
+
+    class Data(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            rng = np.random.default_rng(i)
+            return {"context": rng.integers(0, 256, (3, S, S, 3), dtype=np.uint8),
+                    "context_indices": np.array([0, 3 + i, 9]),
+                    "target": Bank(3, seed=i).frames, "instruction": f"go to box {i}"}
+
+    ae = tiny_ae()
+    ae.calibrate(to_tensor(Bank(32).frames))
+    ae.save_pretrained(tmp_path / "ae")
+    te = load_text_encoder("minilm", max_length=8)
+    tcfg = dict(patch_size=[1, 2, 2], num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4,
+                text_dim=384, freq_dim=32, ffn_dim=48, num_layers=1, rope_max_seq_len=128)
+    cfg = TrainConfig(out_dir=str(tmp_path / "run"), transformer=tcfg, text_len=8, frame_size=S, num_context=3,
+                      num_target=2, num_bbox=1, batch_size=4, lr=3e-3, warmup_steps=1, ckpt_every_steps=1000,
+                      log_every=5, max_steps=3, autoencoder=str(tmp_path / "ae"))
+    out = train(cfg, dataset=Data(), text_encoder=te)
+    assert out["step"] == 3 and np.isfinite(out["loss"])
+    pipe = Video4SpatialPipeline.from_pretrained(tmp_path / "run" / "pipeline")
+    assert isinstance(pipe.autoencoder, FrameAutoencoder) and pipe.model.config.latent_space == "autoencoder"
+    pipe._text_encoder = te
+    r = pipe.imagine(Bank(3, seed=7).frames, [0, 4, 9], "go to box 1", num_steps=2, seed=0)
+    assert r.frames.shape == (2, S, S, 3)

@@ -176,6 +176,21 @@ class FrameBank:
         return self.frames[np.linspace(0, len(self.frames) - 1, min(n, len(self.frames))).astype(np.int64)]
 
 
+def with_random_boxes(frames: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """A copy of ``frames`` (N, S, S, 3) with the data's red box outline (``world_model.data.draw_box``,
+    2 px at 64 px) drawn at a random place and size into about ``fraction`` of them."""
+    from .data import draw_box
+
+    out = frames.copy()
+    s = frames.shape[1]
+    thick = max(1, round(2 * s / 64))
+    for i in np.flatnonzero(rng.random(len(frames)) < fraction):
+        w, h = rng.integers(max(4, s // 10), s // 2 + 1, 2)
+        x0, y0 = rng.integers(0, s - w + 1), rng.integers(0, s - h + 1)
+        out[i] = draw_box(out[i], (int(x0), int(y0), int(x0 + w - 1), int(y0 + h - 1)), thick)
+    return out
+
+
 def to_tensor(frames: np.ndarray) -> torch.Tensor:
     """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [-1, 1]."""
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
@@ -197,6 +212,8 @@ class AutoencoderTrainConfig:
         latent_channels, channels: the architecture (see :class:`FrameAutoencoder`).
         batch_size, lr, max_steps: AdamW on the pixel MSE.
         latent_l2: weight of a small L2 penalty on the raw latent (keeps it bounded).
+        box_fraction: share of training frames with a red box drawn in (random place and size, the
+            data's 2 px line): the world model's bbox frames must survive the round trip.
         max_shards: shards of ``data_dir`` to read (None: all).
         ckpt_every_minutes: checkpoint period; a restarted run resumes.
         calib_frames: training frames used to measure the latent statistics at the end.
@@ -212,6 +229,7 @@ class AutoencoderTrainConfig:
     lr: float = 1e-3
     max_steps: int = 1500
     latent_l2: float = 1e-4
+    box_fraction: float = 0.25
     max_shards: int | None = 4
     ckpt_every_minutes: float = 5.0
     calib_frames: int = 2048
@@ -278,7 +296,7 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, bank: FrameBank | None = None
     while step < cfg.max_steps:
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        x = to_tensor(bank.sample(cfg.batch_size, rng))
+        x = to_tensor(with_random_boxes(bank.sample(cfg.batch_size, rng), cfg.box_fraction, rng))
         x = torch.where(torch.rand(len(x), 1, 1, 1) < 0.5, x, x.flip(-1))  # horizontal flips
         rec, z = model(x)
         loss = F.mse_loss(rec, x) + cfg.latent_l2 * z.pow(2).mean()
@@ -354,6 +372,52 @@ def evaluate_latent_spaces(autoencoder: FrameAutoencoder | None, frames: np.ndar
     return rows
 
 
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]) + 1.0)
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]) + 1.0)
+    inter = ix * iy
+    union = (a[2] - a[0] + 1.0) * (a[3] - a[1] + 1.0) + (b[2] - b[0] + 1.0) * (b[3] - b[1] + 1.0) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+@torch.no_grad()
+def box_recall(autoencoder: FrameAutoencoder | None, data_dir: str | os.PathLike, n: int = 200,
+               pixel_sizes: tuple[int, ...] = (32,), min_iou: float = 0.5) -> list[dict[str, Any]]:
+    """Does the red box of a bbox frame survive the latent space? (The world model's bbox frames
+    carry the goal; a latent that blurs the 2 px outline away loses it.)
+
+    For ``n`` held-out samples of ``data_dir`` the loader draws the bbox frame at each size, as the
+    training data does. Pixel space at size p keeps that frame exactly; the autoencoder's frame is
+    encoded and decoded first. A box counts as found when ``world_model.boxes.find_box`` returns one
+    with IoU >= ``min_iou`` against the drawn box. Rows: ``found`` (fraction), ``iou`` (mean over found).
+    """
+    from .boxes import find_box
+    from .data import ContextVideoDataset
+
+    cases = [(f"pixel {p}x{p}", p, None) for p in pixel_sizes]
+    if autoencoder is not None:
+        c, s = autoencoder.config.latent_channels, int(autoencoder.config.frame_size)
+        k = autoencoder.compression
+        cases.append((f"autoencoder {c}x{s // k}x{s // k}", s, autoencoder.eval()))
+    rows = []
+    for name, size, ae in cases:
+        ds = ContextVideoDataset(data_dir, num_context=1, num_target=1, num_bbox=1, frame_size=size, seed=0)
+        idx = np.linspace(0, len(ds) - 1, min(n, len(ds))).astype(np.int64)
+        items = [ds[int(i)] for i in idx]
+        frames = np.stack([it["target"][-1] for it in items])
+        if ae is not None:
+            frames = to_uint8(ae.decode_raw(ae.encode_raw(to_tensor(frames))))
+        ious = []
+        for f, it in zip(frames, items):
+            det = find_box(f)
+            ious.append(0.0 if det is None else _iou(det.as_array(), np.asarray(it["box"], np.float64)))
+        ious = np.asarray(ious)
+        ok = ious >= min_iou
+        rows.append({"latent": name, "frame_size": size, "n": len(items), "found": float(ok.mean()),
+                     "iou": float(ious[ok].mean()) if ok.any() else 0.0})
+    return rows
+
+
 # ============================================================================ CLI
 def _parse(argv: list[str]) -> dict[str, Any]:
     from omegaconf import OmegaConf
@@ -365,14 +429,14 @@ def main(argv: list[str] | None = None) -> Any:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in ("train", "eval"):
         raise SystemExit("usage: python -m world_model.autoencoder train key=value ... | "
-                         "eval [autoencoder=DIR] data_dir=DIR [n=2000] [out=FILE.json]")
+                         "eval [autoencoder=DIR] data_dir=DIR [n=2000] [n_boxes=200] [out=FILE.json]")
     args = _parse(argv[1:])
     if argv[0] == "train":
         res = train_autoencoder(AutoencoderTrainConfig.from_dict(args))
         res.pop("model")
         print(json.dumps(res, indent=1))
         return res
-    known = {"autoencoder", "data_dir", "n", "out", "threads"}
+    known = {"autoencoder", "data_dir", "n", "n_boxes", "out", "threads"}
     if set(args) - known:
         raise ValueError(f"unknown eval key(s) {sorted(set(args) - known)}; known: {sorted(known)}")
     if "data_dir" not in args:
@@ -386,9 +450,14 @@ def main(argv: list[str] | None = None) -> Any:
         ae = FrameAutoencoder.from_pretrained(args["autoencoder"])
     frames = FrameBank(args["data_dir"]).spread(int(args.get("n", 2000)))
     rows = evaluate_latent_spaces(ae, frames)
+    boxes = {r["latent"]: r for r in box_recall(ae, args["data_dir"], n=int(args.get("n_boxes", 200)))}
     for r in rows:
+        b = boxes.get(r["latent"])
+        if b is not None:
+            r["box_found"], r["box_iou"], r["box_n"] = b["found"], b["iou"], b["n"]
+        box = f"  box found {r['box_found']:.3f} (IoU {r['box_iou']:.2f})" if b is not None else ""
         print(f"{r['latent']:>24}  tokens/frame {r['tokens_per_frame']:>3}  PSNR {r['psnr']:.2f} dB  "
-              f"SSIM {r['ssim']:.3f}")
+              f"SSIM {r['ssim']:.3f}{box}")
     if args.get("out"):
         Path(args["out"]).parent.mkdir(parents=True, exist_ok=True)
         Path(args["out"]).write_text(json.dumps({"n": len(frames), "data_dir": args["data_dir"], "rows": rows},
