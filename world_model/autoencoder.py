@@ -288,8 +288,9 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, bank: FrameBank | None = None
         log(f"autoencoder training: {len(bank)} frames at {bank.frame_size}x{bank.frame_size}, "
             f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, config {json.dumps(asdict(cfg))}")
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
-    # cosine decay to 10% over max_steps (a function of the step, so resuming keeps it)
-    lr_at = lambda s: cfg.lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(s, cfg.max_steps) / cfg.max_steps)))
+    def lr_at(s: int) -> float:  # cosine decay to 10% over max_steps (a function of the step: resuming keeps it)
+        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(s, cfg.max_steps) / cfg.max_steps)))
+
     t_start, t_ckpt, losses = time.perf_counter(), time.perf_counter(), []
     start_step = step
     model.train()
