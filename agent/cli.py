@@ -34,6 +34,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("agent.cli:cmd_eval", "evaluate an agent on episodes (resumable; shard=i/n)"),
     "merge": ("agent.cli:cmd_merge", "summarise several shard out_dirs: merge.dirs=[a,b] out_dir=c"),
+    "compare": ("agent.cli:cmd_compare", "paired bootstrap of two eval out_dirs: compare.dirs=[a,b]"),
     "episodes": ("agent.cli:cmd_episodes", "generate an episode file: split=val n=100 out=path.json.gz"),
     "demo": ("agent.cli:cmd_demo", "run the demo agents on a few val episodes, write videos and a table"),
     "picture": ("agent.cli:cmd_picture", "save an episode strip + map PNG (README picture)"),
@@ -248,6 +249,34 @@ def cmd_merge(cfg, args: list[str] | None = None) -> int:
         raise CLIError("merge needs shard directories: spatialnav merge merge.dirs=[runs/s0,runs/s1] out_dir=runs/all")
     summary = merge(dirs, out_dir=cfg.out_dir)
     print_table(summary)
+    return 0
+
+
+def cmd_compare(cfg, args: list[str] | None = None) -> int:
+    import json
+
+    from agent.runner import EPISODES_FILE, paired_comparison, read_episode_log
+
+    dirs = list(cfg.compare.dirs)
+    if len(dirs) != 2:
+        raise CLIError("compare needs two eval directories: spatialnav compare compare.dirs=[runs/a,runs/b]")
+    rows = []
+    for d in dirs:
+        path = Path(d) / EPISODES_FILE
+        if not path.exists():
+            raise CLIError(f"no {EPISODES_FILE} in {d}: run `spatialnav eval ... out_dir={d}` first")
+        rows.append(read_episode_log(path))
+    res = paired_comparison(rows[0], rows[1], keys=list(cfg.compare.metrics), n_boot=int(cfg.compare.n_boot),
+                            seed=int(cfg.seed))
+    print(f"A = {dirs[0]}\nB = {dirs[1]}\n{res['n_episodes']} shared episodes")
+    for k in cfg.compare.metrics:
+        r = res[k]
+        extra = f"; only A {r['only_a']}, only B {r['only_b']}, both {r['both']}" if "only_a" in r else ""
+        print(f"{k}: A {r['a']:.3f}, B {r['b']:.3f}, A - B {r['diff']:+.3f} "
+              f"[{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}] (95% paired bootstrap){extra}")
+    if cfg.out_dir:
+        Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.out_dir) / "compare.json").write_text(json.dumps({"dirs": dirs, **res}, indent=1) + "\n")
     return 0
 
 

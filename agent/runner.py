@@ -158,6 +158,35 @@ def merge(out_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike | No
     return summary
 
 
+def paired_comparison(rows_a: Iterable[dict], rows_b: Iterable[dict], keys: Sequence[str] = ("success", "spl"),
+                      n_boot: int = 10000, seed: int = 0) -> dict:
+    """Agent A against agent B on the episodes both ran (matched by episode_id).
+
+    For each metric: the mean difference A - B, its 95% paired-bootstrap interval (episodes
+    resampled with replacement, ``n_boot`` times) and the bootstrap share of differences <= 0.
+    For ``success`` also the episodes only A solved, only B solved, and both solved.
+    """
+    a = {str(r["episode_id"]): r for r in rows_a}
+    b = {str(r["episode_id"]): r for r in rows_b}
+    ids = sorted(set(a) & set(b))
+    if not ids:
+        raise ValueError("the two runs share no episode_id: compare runs of the same episodes")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(ids), (int(n_boot), len(ids)))
+    out: dict[str, Any] = {"n_episodes": len(ids), "only_in_a": len(set(a) - set(b)), "only_in_b": len(set(b) - set(a))}
+    for k in keys:
+        d = np.array([float(a[i][k]) - float(b[i][k]) for i in ids])
+        boot = d[idx].mean(1)
+        out[k] = {"a": float(np.mean([float(a[i][k]) for i in ids])), "b": float(np.mean([float(b[i][k]) for i in ids])),
+                  "diff": float(d.mean()), "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
+                  "p_diff_le_0": float((boot <= 0).mean())}
+        if k == "success":
+            sa = np.array([float(a[i][k]) > 0.5 for i in ids])
+            sb = np.array([float(b[i][k]) > 0.5 for i in ids])
+            out[k].update(only_a=int((sa & ~sb).sum()), only_b=int((~sa & sb).sum()), both=int((sa & sb).sum()))
+    return out
+
+
 def format_table(summary: dict, title: str | None = None):
     """A rich Table of the metrics with 95% confidence intervals."""
     from rich.table import Table

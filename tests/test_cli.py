@@ -90,3 +90,31 @@ def test_episodes_subcommand_writes_a_loadable_file(tmp_path, capsys):
     eps = load_episodes(out)
     assert len(eps) == 1 and eps[0].scene_id.startswith("procgen/val/")
     assert str(out) in capsys.readouterr().out
+
+
+def test_compare_is_a_paired_bootstrap_over_shared_episodes(tmp_path, capsys):
+    from agent.runner import paired_comparison
+
+    # 10 shared episodes: A alone solves 3, B alone 1, both 2; B also ran one episode A did not
+    sa = [1, 1, 1, 0, 1, 1, 0, 0, 0, 0]
+    sb = [0, 0, 0, 1, 1, 1, 0, 0, 0, 0]
+    rows_a = [{"episode_id": f"e{i}", "success": s, "spl": 0.5 * s} for i, s in enumerate(sa)]
+    rows_b = [{"episode_id": f"e{i}", "success": s, "spl": 0.4 * s} for i, s in enumerate(sb)] + \
+             [{"episode_id": "extra", "success": 1, "spl": 1.0}]
+    res = paired_comparison(rows_a, rows_b, n_boot=2000)
+    assert res["n_episodes"] == 10 and res["only_in_b"] == 1
+    s = res["success"]
+    assert (s["only_a"], s["only_b"], s["both"]) == (3, 1, 2)
+    assert s["diff"] == pytest.approx(0.2) and s["ci95"][0] < 0.2 < s["ci95"][1]
+    assert res["spl"]["diff"] == pytest.approx(0.5 * 0.5 - 0.4 * 0.3)
+    same = paired_comparison(rows_a, rows_a, n_boot=100)["success"]
+    assert same["diff"] == 0 and same["ci95"] == [0.0, 0.0]
+    with pytest.raises(ValueError, match="share no episode_id"):
+        paired_comparison(rows_a, [{"episode_id": "x", "success": 1, "spl": 1}])
+    for name, rows in (("a", rows_a), ("b", rows_b)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "episodes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert cli.main(["compare", f"compare.dirs=[{tmp_path / 'a'},{tmp_path / 'b'}]", f"out_dir={tmp_path}"]) == 0
+    assert "only A 3, only B 1, both 2" in capsys.readouterr().out
+    assert json.loads((tmp_path / "compare.json").read_text())["success"]["only_a"] == 3
+    assert cli.main(["compare", f"compare.dirs=[{tmp_path / 'a'}]"]) == 2
