@@ -40,6 +40,8 @@ import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
+from .latents import frames_to_tensor, tensor_to_frames
+
 
 # ============================================================================ model
 class _ResBlock(nn.Module):
@@ -192,13 +194,13 @@ def with_random_boxes(frames: np.ndarray, fraction: float, rng: np.random.Genera
 
 
 def to_tensor(frames: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [-1, 1] (``latents.frames_to_tensor`` per image)."""
+    return frames_to_tensor(frames)[0].transpose(0, 1)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """float (N, 3, H, W) in [-1, 1] -> uint8 (N, H, W, 3)."""
-    return ((x.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    """float (N, 3, H, W) in [-1, 1] -> uint8 (N, H, W, 3) (``latents.tensor_to_frames`` per image)."""
+    return tensor_to_frames(x.transpose(0, 1)[None])[0]
 
 
 # ============================================================================ training
@@ -373,14 +375,6 @@ def evaluate_latent_spaces(autoencoder: FrameAutoencoder | None, frames: np.ndar
     return rows
 
 
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]) + 1.0)
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]) + 1.0)
-    inter = ix * iy
-    union = (a[2] - a[0] + 1.0) * (a[3] - a[1] + 1.0) + (b[2] - b[0] + 1.0) * (b[3] - b[1] + 1.0) - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
 @torch.no_grad()
 def box_recall(autoencoder: FrameAutoencoder | None, data_dir: str | os.PathLike, n: int = 200,
                pixel_sizes: tuple[int, ...] = (32,), min_iou: float = 0.5) -> list[dict[str, Any]]:
@@ -392,7 +386,7 @@ def box_recall(autoencoder: FrameAutoencoder | None, data_dir: str | os.PathLike
     encoded and decoded first. A box counts as found when ``world_model.boxes.find_box`` returns one
     with IoU >= ``min_iou`` against the drawn box. Rows: ``found`` (fraction), ``iou`` (mean over found).
     """
-    from .boxes import find_box
+    from .boxes import box_iou, find_box
     from .data import ContextVideoDataset
 
     cases = [(f"pixel {p}x{p}", p, None) for p in pixel_sizes]
@@ -411,7 +405,7 @@ def box_recall(autoencoder: FrameAutoencoder | None, data_dir: str | os.PathLike
         ious = []
         for f, it in zip(frames, items):
             det = find_box(f)
-            ious.append(0.0 if det is None else _iou(det.as_array(), np.asarray(it["box"], np.float64)))
+            ious.append(0.0 if det is None else box_iou(det, it["box"]))
         ious = np.asarray(ious)
         ok = ious >= min_iou
         rows.append({"latent": name, "frame_size": size, "n": len(items), "found": float(ok.mean()),

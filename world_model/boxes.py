@@ -82,12 +82,15 @@ class BoxDetection:
                        image_hw=(int(hw[0]), int(hw[1])))
 
 
-def box_iou(a: BoxDetection, b: BoxDetection) -> float:
-    """Intersection over union of two boxes (inclusive pixel coordinates)."""
-    ix = max(0.0, min(a.x1, b.x1) - max(a.x0, b.x0) + 1.0)
-    iy = max(0.0, min(a.y1, b.y1) - max(a.y0, b.y0) + 1.0)
+def box_iou(a, b) -> float:
+    """Intersection over union of two boxes (inclusive pixel coordinates): ``BoxDetection``s or
+    (x0, y0, x1, y1) sequences."""
+    ax0, ay0, ax1, ay1 = (float(v) for v in (a.as_array() if isinstance(a, BoxDetection) else a))
+    bx0, by0, bx1, by1 = (float(v) for v in (b.as_array() if isinstance(b, BoxDetection) else b))
+    ix = max(0.0, min(ax1, bx1) - max(ax0, bx0) + 1.0)
+    iy = max(0.0, min(ay1, by1) - max(ay0, by0) + 1.0)
     inter = ix * iy
-    union = a.width * a.height + b.width * b.height - inter
+    union = (ax1 - ax0 + 1.0) * (ay1 - ay0 + 1.0) + (bx1 - bx0 + 1.0) * (by1 - by0 + 1.0) - inter
     return float(inter / union) if union > 0 else 0.0
 
 
