@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 
 # Tests share 2 cores with the rest of the team: keep BLAS/Embree from oversubscribing.
@@ -28,3 +29,40 @@ def nav_episode_file(nav_episodes, tmp_path_factory):
     from envs.episodes import save_episodes
 
     return save_episodes(tmp_path_factory.mktemp("episodes") / "val3.json.gz", nav_episodes)
+
+
+# ----------------------------------------------------------------------------- world-model data
+def synthetic_scene(n_tour=20, n_samples=2, size=16, seed=0, instructions=None):
+    """A fake collected scene (``world_model.data.write_shard`` input) whose frames encode their own index
+    in the red channel; ``instructions``: one per sample (default "go to thing k")."""
+    rng = np.random.default_rng(seed)
+
+    def frames(vals):
+        f = np.zeros((len(vals), size, size, 3), np.uint8)
+        f[..., 0] = np.asarray(vals, np.uint8)[:, None, None]
+        f[..., 1] = 50
+        return f
+
+    tour_idx = np.sort(rng.choice(200, n_tour, replace=False))
+    samples = []
+    for k in range(n_samples):
+        path = frames(np.arange(5) + 100 + 10 * k)
+        samples.append({"episode_id": f"e{k}", "instruction": instructions[k] if instructions else f"go to thing {k}", "target_id": 3 + k,
+                        "target_center": np.zeros(3), "agent_rgb": frames([201 + k, 202 + k, 203 + k]),
+                        "agent_poses": np.zeros((3, 3)), "path_rgb": path, "path_poses": np.zeros((5, 3)),
+                        "box": np.array([4, 4, 11, 11], np.int32), "bbox_rgb": path[-1]})
+    return {"scene_id": f"procgen/train/{seed}", "tour_rgb": frames(tour_idx), "tour_poses": np.zeros((n_tour, 3)),
+            "tour_indices": tour_idx, "tour_num_raw": 200, "samples": samples}
+
+
+@pytest.fixture
+def wm_data_dir(tmp_path):
+    """A collected-data directory of two synthetic scenes (4 samples at 16 px, one relation instruction)."""
+    from world_model.data import CollectConfig, _write_index, write_shard
+
+    scenes = [synthetic_scene(seed=0, instructions=["go to the red chair left of the bed", "go to thing 1"]),
+              synthetic_scene(seed=1)]
+    n = write_shard(tmp_path / "shard_00000.npz", scenes)
+    _write_index(tmp_path, "val", 0, CollectConfig(frame_size=16),
+                 [{"file": "shard_00000.npz", "num_samples": n, "num_scenes": 2}], done=True)
+    return tmp_path

@@ -40,9 +40,9 @@ def clip_dir(tmp_path_factory):
     return path
 
 
-def make_pipe(seed=0) -> Video4SpatialPipeline:
+def make_pipe(seed=0, **wan) -> Video4SpatialPipeline:
     torch.manual_seed(seed)
-    m = Video4SpatialModel(transformer_config=dict(TINY_WAN), text_len=L, frame_size=(S, S),
+    m = Video4SpatialModel(transformer_config={**TINY_WAN, **wan}, text_len=L, frame_size=(S, S),
                            context_attention="prefix").eval()
     with torch.no_grad():
         m.null_text_embedding.normal_()
@@ -145,6 +145,27 @@ def test_save_load_ssg_round_trip(clip_dir, tmp_path):
         make_pipe(seed=1).load_ssg(tmp_path / "ssg")
 
 
+def test_ssg_true_falls_back_to_the_shipped_adapter(clip_dir, tmp_path, monkeypatch):
+    from world_model import evaluate
+    from world_model.ssg import checkpoint
+
+    pipe = make_pipe()
+    pipe.init_ssg(clip_dir, **PROMPTER)
+    _train_adapter_a_little(pipe)
+    fr, idx = context()
+    ref = pipe.imagine(fr, idx, INSTR, **KW)
+    pipe.save_ssg(tmp_path / "shipped")
+    monkeypatch.setattr(checkpoint, "default_ssg_dir", lambda: tmp_path / "missing")
+    fresh = make_pipe()
+    with pytest.raises(ValueError, match="ssg_path"):  # nothing loaded, nothing shipped: say how to fix it
+        evaluate.ssg_kwargs(fresh, True)
+    assert evaluate.ssg_kwargs(fresh, False) == {"ssg": False} and fresh.ssg_prompter is None
+    monkeypatch.setattr(checkpoint, "default_ssg_dir", lambda: tmp_path / "shipped")
+    assert evaluate.ssg_kwargs(fresh, True) == {"ssg": True}
+    assert fresh.ssg_prompter is not None
+    assert np.array_equal(fresh.imagine(fr, idx, INSTR, **KW).frames, ref.frames)
+
+
 # ----------------------------------------------------------------------------- adapter training
 class ColourData(torch.utils.data.Dataset):
     """Eight fixed samples: random context, a target filled with the instruction's colour."""
@@ -224,3 +245,27 @@ def test_presets_and_cli_config():
     assert COMMANDS["train-ssg"][0] == "world_model.ssg.train_adapter:main"
     c = config_from_any(compose_config(["train_ssg.preset=weak_clip", "train_ssg.max_steps=5", "out_dir=runs/x"]))
     assert c.preset == "weak_clip" and c.max_steps == 5 and c.out_dir == "runs/x" and c.clip.endswith("weak/clip-small")
+
+
+def test_heldout_loss_pairs_backbone_and_ssg_on_the_same_draws(clip_dir, wm_data_dir):
+    from world_model.ssg.heldout import heldout_loss, relation_pattern
+
+    assert relation_pattern().search("go to the plant on the left side of the sofa")
+    assert relation_pattern().search("find the lamp between the bed and the desk")
+    assert not relation_pattern().search("walk to the white bookshelf in the bedroom")
+    pipe = make_pipe(rope_max_seq_len=512)  # the synthetic tour spans 200 original frame indices
+    pipe.init_ssg(clip_dir, **PROMPTER)
+    with pytest.raises(ValueError, match="load_ssg"):
+        heldout_loss(make_pipe(), wm_data_dir)
+    zero = heldout_loss(pipe, wm_data_dir, n=4, draws=2, batch_size=3, num_context=3)
+    assert zero["n"] == 4 and zero["n_relation"] == 1 and zero["per_sample"]["relation"] == [True, False, False, False]
+    assert np.array(zero["per_sample"]["backbone"]).shape == (4, 3)  # 2 path frames + 1 bbox frame
+    for part in ("path", "bbox", "total"):
+        r = zero["all"][part]
+        assert r["backbone"] > 0 and abs(r["gain"]) < 1e-5  # zero-initialised adapter = the backbone
+    _train_adapter_a_little(pipe)
+    moved = heldout_loss(pipe, wm_data_dir, n=4, draws=2, batch_size=3, num_context=3)
+    assert moved["all"]["total"]["backbone"] == pytest.approx(zero["all"]["total"]["backbone"], rel=1e-6)
+    assert abs(moved["all"]["total"]["gain"]) > 1e-4  # same draws, a changed SSG branch
+    lo, hi = moved["all"]["total"]["gain_ci95"]
+    assert lo <= moved["all"]["total"]["gain"] <= hi

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import synthetic_scene
 from world_model.data import (ContextVideoDataset, _write_index, CollectConfig, draw_box, sample_context_indices,
                               target_box, write_shard)
 from world_model.model import IndexedWanRotaryPosEmbed, Video4SpatialModel
@@ -356,28 +357,6 @@ def test_condition_dropout_modes():
 
 
 # ----------------------------------------------------------------------------- data
-def synthetic_scene(n_tour=20, n_samples=2, size=16, seed=0):
-    """A fake collected scene whose frames encode their own index in the red channel."""
-    rng = np.random.default_rng(seed)
-
-    def frames(vals):
-        f = np.zeros((len(vals), size, size, 3), np.uint8)
-        f[..., 0] = np.asarray(vals, np.uint8)[:, None, None]
-        f[..., 1] = 50
-        return f
-
-    tour_idx = np.sort(rng.choice(200, n_tour, replace=False))
-    samples = []
-    for k in range(n_samples):
-        path = frames(np.arange(5) + 100 + 10 * k)
-        samples.append({"episode_id": f"e{k}", "instruction": f"go to thing {k}", "target_id": 3 + k,
-                        "target_center": np.zeros(3), "agent_rgb": frames([201 + k, 202 + k, 203 + k]),
-                        "agent_poses": np.zeros((3, 3)), "path_rgb": path, "path_poses": np.zeros((5, 3)),
-                        "box": np.array([4, 4, 11, 11], np.int32), "bbox_rgb": path[-1]})
-    return {"scene_id": f"procgen/train/{seed}", "tour_rgb": frames(tour_idx), "tour_poses": np.zeros((n_tour, 3)),
-            "tour_indices": tour_idx, "tour_num_raw": 200, "samples": samples}
-
-
 def test_loader_samples_context_non_contiguously_with_original_indices(tmp_path):
     scenes = [synthetic_scene(seed=0), synthetic_scene(seed=1)]
     n = write_shard(tmp_path / "shard_00000.npz", scenes)

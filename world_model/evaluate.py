@@ -603,7 +603,8 @@ def _imagine_kwargs(pipe, cfg: EvalConfig, n_t: int, n_b: int) -> dict:
 
 def ssg_kwargs(pipe, ssg: bool | None, ssg_path: str | None = None) -> dict:
     """``{"ssg": ...}`` for imagine when the pipeline supports SSG (None = the pipeline's default: on when an
-    adapter is loaded); a clear error when ssg=True cannot work. Loads ``ssg_path`` first when given."""
+    adapter is loaded); a clear error when ssg=True cannot work. Loads ``ssg_path`` first when given; with
+    ssg=True, no ssg_path and no adapter loaded, the shipped one (``world_model/weights/v4s-small-ssg``)."""
     takes_ssg = "ssg" in inspect.signature(pipe.imagine).parameters
     if ssg_path:
         if not hasattr(pipe, "load_ssg"):
@@ -612,6 +613,11 @@ def ssg_kwargs(pipe, ssg: bool | None, ssg_path: str | None = None) -> dict:
     if ssg:
         if not takes_ssg:
             raise ValueError("ssg=true but Video4SpatialPipeline.imagine takes no `ssg` argument (no SSG support)")
+        if getattr(pipe, "ssg_prompter", None) is None and not ssg_path:
+            from .ssg.checkpoint import default_ssg_dir, is_ssg_checkpoint
+
+            if is_ssg_checkpoint(default_ssg_dir()):  # the shipped adapter (it warns on another backbone)
+                pipe.load_ssg(str(default_ssg_dir()))
         if getattr(pipe, "ssg_prompter", None) is None:
             raise ValueError("ssg=true but the pipeline has no SSG adapter loaded (pipe.ssg_prompter is None); "
                              "pass ssg_path=<adapter dir> or use a pipeline saved with its SSG adapter")

@@ -13,14 +13,14 @@ See docs/ssg.md for the exact construction.
 from world_model.ssg.adapter import (SSGAttnProcessor, append_ssg_tokens, freeze_backbone, install_ssg_adapter,
                                      load_ssg_state_dict, remove_ssg_adapter, set_ssg_enabled, set_ssg_scale,
                                      ssg_detached, ssg_disabled, ssg_processors, ssg_state_dict)
-from world_model.ssg.checkpoint import load_ssg_checkpoint, save_ssg_checkpoint
+from world_model.ssg.checkpoint import default_ssg_dir, load_ssg_checkpoint, save_ssg_checkpoint
 from world_model.ssg.clip import SmallClipSpec, SpatialClip, build_small_clip, clip_loss, load_clip, recall_at_k
 from world_model.ssg.prompting import PromptProjector, SpatialSignalPrompter, SSGPrompt, context_positions
 
 __all__ = [
     "SSGAttnProcessor", "append_ssg_tokens", "freeze_backbone", "install_ssg_adapter", "load_ssg_state_dict",
     "remove_ssg_adapter", "set_ssg_enabled", "set_ssg_scale", "ssg_detached", "ssg_disabled", "ssg_processors",
-    "ssg_state_dict", "load_ssg_checkpoint", "save_ssg_checkpoint",
+    "ssg_state_dict", "default_ssg_dir", "load_ssg_checkpoint", "save_ssg_checkpoint",
     "SmallClipSpec", "SpatialClip", "build_small_clip", "clip_loss", "load_clip", "recall_at_k",
     "PromptProjector", "SpatialSignalPrompter", "SSGPrompt", "context_positions",
 ]

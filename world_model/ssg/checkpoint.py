@@ -43,6 +43,12 @@ DEFAULT_PROMPTER: dict[str, Any] = dict(num_tokens=8, layers=[-3, -2, -1], keep_
                                         use_attention_mask=True, use_mlp_mask=True, hidden_dim=256, num_heads=4)
 
 
+def default_ssg_dir() -> Path:
+    """The shipped SSG checkpoint: trained on the shipped ``world_model/weights/v4s-small`` backbone
+    (its ``ssg_config.json`` records the training); what ``ssg=true`` loads when no adapter is named."""
+    return Path(__file__).resolve().parents[1] / "weights" / "v4s-small-ssg"
+
+
 def is_ssg_checkpoint(path) -> bool:
     return (Path(path) / SSG_CONFIG_FILE).is_file()
 
