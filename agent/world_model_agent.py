@@ -111,6 +111,8 @@ class WorldModelAgent:
         reject_m: imagined goals within this of an unconfirmed one are ignored (m).
         clip, guide: the guide's CLIP (None: the shipped small CLIP) and its other keyword
             arguments (configs/agent/frontier_clip.yaml).
+        ssg: load an SSG adapter into the pipeline: a checkpoint directory, or "shipped" for
+            world_model/weights/v4s-small-ssg (None: the pipeline's own, if it was saved with one).
         device, threads: torch device and CPU threads for the world model (None: leave as is;
             "auto": the cores other work leaves free, ``auto_threads``).
     """
@@ -128,7 +130,7 @@ class WorldModelAgent:
                  mapping: dict | None = None, path: dict | None = None, navigator: dict | None = None,
                  stop: dict | None = None, box: dict | None = None, goal: dict | None = None,
                  frontier_min_size: int = 5, clip_guidance: bool = True, stop_confirm_z: float | None = 2.0,
-                 reject_m: float = 0.75, clip=None, guide: dict | None = None,
+                 reject_m: float = 0.75, clip=None, guide: dict | None = None, ssg: str | None = None,
                  device: str = "cpu", threads: int | None = None) -> None:
         if ablation not in ABLATIONS:
             raise ValueError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
@@ -137,6 +139,10 @@ class WorldModelAgent:
         self.threads = set_threads(threads)
         self.pipeline = (load_pipeline(pipeline, device) if pipeline is None or isinstance(pipeline, (str, Path))
                          else pipeline)
+        if ssg is not None:  # an SSG adapter on top of the backbone ("shipped" = world_model/weights/v4s-small-ssg)
+            from world_model.ssg.checkpoint import default_ssg_dir
+
+            self.pipeline.load_ssg(default_ssg_dir() if str(ssg) == "shipped" else ssg)
         self.inverse_dynamics = (load_inverse_dynamics(inverse_dynamics)
                                  if isinstance(inverse_dynamics, (str, Path)) or inverse_dynamics is None
                                  else inverse_dynamics)

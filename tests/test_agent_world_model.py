@@ -415,3 +415,21 @@ def test_demo_runs_the_world_model_agent_or_says_why_not(tmp_path, nav_episode_f
     out = capsys.readouterr().out
     assert "no world-model checkpoint" in out and "oracle, random" in out
     assert not (tmp_path / "demo2" / "world_model_val").exists() and (tmp_path / "demo2" / "oracle_val").exists()
+
+
+def test_agent_loads_an_ssg_adapter(tmp_path, tiny_pipeline_dir, monkeypatch):
+    from world_model.pipeline import Video4SpatialPipeline
+    from world_model.ssg import checkpoint, ssg_processors
+
+    pipe = Video4SpatialPipeline.from_pretrained(tiny_pipeline_dir)
+    pipe.init_ssg(None, num_tokens=2, hidden_dim=32, num_heads=2)  # over the shipped small CLIP
+    pipe.save_ssg(tmp_path / "ssg")
+    plain = WorldModelAgent(pipeline=str(tiny_pipeline_dir), threads=None)
+    assert plain.pipeline.ssg_prompter is None
+    agent = WorldModelAgent(pipeline=str(tiny_pipeline_dir), ssg=str(tmp_path / "ssg"), threads=None)
+    assert agent.pipeline.ssg_prompter is not None and ssg_processors(agent.pipeline.model.transformer)
+    monkeypatch.setattr(checkpoint, "default_ssg_dir", lambda: tmp_path / "ssg")
+    shipped = WorldModelAgent(pipeline=str(tiny_pipeline_dir), ssg="shipped", threads=None)
+    assert shipped.pipeline.ssg_config["num_ssg_tokens"] == 2
+    with pytest.raises(FileNotFoundError, match="train-ssg"):
+        WorldModelAgent(pipeline=str(tiny_pipeline_dir), ssg=str(tmp_path / "none"), threads=None)
