@@ -269,3 +269,6 @@ def test_heldout_loss_pairs_backbone_and_ssg_on_the_same_draws(clip_dir, wm_data
     assert abs(moved["all"]["total"]["gain"]) > 1e-4  # same draws, a changed SSG branch
     lo, hi = moved["all"]["total"]["gain_ci95"]
     assert lo <= moved["all"]["total"]["gain"] <= hi
+    torch.manual_seed(123)  # another process state: still the same contexts, noise and t
+    again = heldout_loss(pipe, wm_data_dir, n=4, draws=2, batch_size=3, num_context=3)
+    assert again["per_sample"] == moved["per_sample"]

@@ -71,6 +71,7 @@ def heldout_loss(pipe, data_dir: str, n: int = 200, draws: int = 4, batch_size: 
     n_t, n_b = int(pipe.config.num_target_frames), int(pipe.config.num_bbox_frames)
     ds = ContextVideoDataset(data_dir, num_context, n_t, n_b, int(model.config.frame_size[0]), seed=seed)
     n = min(int(n), len(ds))
+    torch.manual_seed(int(seed))  # the loader's draws read torch.initial_seed(): the same contexts in every run
     items = [ds[i] for i in range(n)]  # one context draw per sample, shared by both arms
     rel = relation_pattern()
     is_rel = np.array([bool(rel.search(it["instruction"].lower())) for it in items])
