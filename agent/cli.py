@@ -34,7 +34,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("agent.cli:cmd_eval", "evaluate an agent on episodes (resumable; shard=i/n)"),
     "merge": ("agent.cli:cmd_merge", "summarise several shard out_dirs: merge.dirs=[a,b] out_dir=c"),
-    "compare": ("agent.cli:cmd_compare", "paired bootstrap of two eval out_dirs: compare.dirs=[a,b]"),
+    "compare": ("agent.cli:cmd_compare", "paired bootstrap of two eval or eval-wm out_dirs: compare.dirs=[a,b]"),
     "episodes": ("agent.cli:cmd_episodes", "generate an episode file: split=val n=100 out=path.json.gz"),
     "demo": ("agent.cli:cmd_demo", "run the demo agents on a few val episodes, write videos and a table"),
     "picture": ("agent.cli:cmd_picture", "save an episode strip + map PNG (README picture)"),
@@ -252,7 +252,13 @@ def cmd_merge(cfg, args: list[str] | None = None) -> int:
     return 0
 
 
+EVAL_WM_COMPARE_METRICS = ["if", "if_sd02", "if_final", "sd", "clip_score", "psnr", "ssim"]
+
+
 def cmd_compare(cfg, args: list[str] | None = None) -> int:
+    """Paired bootstrap of two runs over the items both ran: agent evaluations (``episodes.jsonl``,
+    by episode) or world-model evaluations (``spatialnav eval-wm``'s ``samples.jsonl``, by sample;
+    metrics default to the grounding ones)."""
     import json
 
     from agent.runner import EPISODES_FILE, paired_comparison, read_episode_log
@@ -260,23 +266,37 @@ def cmd_compare(cfg, args: list[str] | None = None) -> int:
     dirs = list(cfg.compare.dirs)
     if len(dirs) != 2:
         raise CLIError("compare needs two eval directories: spatialnav compare compare.dirs=[runs/a,runs/b]")
-    rows = []
+    rows, kinds = [], []
     for d in dirs:
         path = Path(d) / EPISODES_FILE
-        if not path.exists():
-            raise CLIError(f"no {EPISODES_FILE} in {d}: run `spatialnav eval ... out_dir={d}` first")
-        rows.append(read_episode_log(path))
-    res = paired_comparison(rows[0], rows[1], keys=list(cfg.compare.metrics), n_boot=int(cfg.compare.n_boot),
-                            seed=int(cfg.seed))
-    print(f"A = {dirs[0]}\nB = {dirs[1]}\n{res['n_episodes']} shared episodes")
-    for k in cfg.compare.metrics:
+        if path.exists():
+            rows.append(read_episode_log(path))
+            kinds.append("episodes")
+        elif (Path(d) / "samples.jsonl").exists():
+            rows.append([json.loads(line) for line in (Path(d) / "samples.jsonl").read_text().splitlines() if line.strip()])
+            kinds.append("samples")
+        else:
+            raise CLIError(f"no {EPISODES_FILE} (spatialnav eval) or samples.jsonl (spatialnav eval-wm) in {d}: "
+                           f"run one of them with out_dir={d} first")
+    if kinds[0] != kinds[1]:
+        raise CLIError(f"compare needs two runs of the same kind, got {kinds[0]} ({dirs[0]}) and {kinds[1]} ({dirs[1]})")
+    metrics = list(cfg.compare.metrics)
+    if kinds[0] == "samples" and metrics == ["success", "spl"]:  # the config's default is the agents'
+        metrics = list(EVAL_WM_COMPARE_METRICS)
+    try:
+        res = paired_comparison(rows[0], rows[1], keys=metrics, n_boot=int(cfg.compare.n_boot), seed=int(cfg.seed),
+                                id_key="episode_id" if kinds[0] == "episodes" else "sample_id")
+    except (KeyError, ValueError) as e:
+        raise CLIError(f"compare: {e}") from e
+    print(f"A = {dirs[0]}\nB = {dirs[1]}\n{res['n_episodes']} shared {kinds[0]}")
+    for k in metrics:
         r = res[k]
         extra = f"; only A {r['only_a']}, only B {r['only_b']}, both {r['both']}" if "only_a" in r else ""
         print(f"{k}: A {r['a']:.3f}, B {r['b']:.3f}, A - B {r['diff']:+.3f} "
-              f"[{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}] (95% paired bootstrap){extra}")
+              f"[{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}] (95% paired bootstrap, n={r['n']}){extra}")
     if cfg.out_dir:
         Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
-        (Path(cfg.out_dir) / "compare.json").write_text(json.dumps({"dirs": dirs, **res}, indent=1) + "\n")
+        (Path(cfg.out_dir) / "compare.json").write_text(json.dumps({"dirs": dirs, "metrics": metrics, **res}, indent=1) + "\n")
     return 0
 
 

@@ -118,3 +118,25 @@ def test_compare_is_a_paired_bootstrap_over_shared_episodes(tmp_path, capsys):
     assert "only A 3, only B 1, both 2" in capsys.readouterr().out
     assert json.loads((tmp_path / "compare.json").read_text())["success"]["only_a"] == 3
     assert cli.main(["compare", f"compare.dirs=[{tmp_path / 'a'}]"]) == 2
+
+
+def test_compare_pairs_eval_wm_samples(tmp_path, capsys):
+    # eval-wm samples.jsonl: paired by sample_id; a skipped sample (None) leaves that metric only
+    hits_a = [True, True, False, False, True]
+    hits_b = [False, True, False, False, False]
+    for name, hits in (("a", hits_a), ("b", hits_b)):
+        rows = [{"sample_id": f"s{i}", "status": "ok", "if": h, "if_sd02": h, "if_final": not h, "sd": 0.5 - 0.1 * h,
+                 "clip_score": 0.2, "psnr": 17.0, "ssim": 0.3} for i, h in enumerate(hits)]
+        rows[3]["sd"] = None
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert cli.main(["compare", f"compare.dirs=[{tmp_path / 'a'},{tmp_path / 'b'}]", f"out_dir={tmp_path}"]) == 0
+    out = capsys.readouterr().out
+    assert "5 shared samples" in out and "if: A 0.600, B 0.200" in out and "only A 2, only B 0, both 1" in out
+    res = json.loads((tmp_path / "compare.json").read_text())
+    assert res["id_key"] == "sample_id" and res["sd"]["n"] == 4 and res["sd"]["diff"] == pytest.approx(-0.05)
+    assert res["clip_score"]["diff"] == 0 and "only_a" not in res["clip_score"]
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "episodes.jsonl").write_text(json.dumps({"episode_id": "e0", "success": 1, "spl": 1}) + "\n")
+    assert cli.main(["compare", f"compare.dirs=[{tmp_path / 'a'},{tmp_path / 'c'}]"]) == 2  # different kinds
+    assert cli.main(["compare", f"compare.dirs=[{tmp_path / 'a'},{tmp_path / 'b'}]", "compare.metrics=[nope]"]) == 2
