@@ -272,3 +272,6 @@ def test_heldout_loss_pairs_backbone_and_ssg_on_the_same_draws(clip_dir, wm_data
     torch.manual_seed(123)  # another process state: still the same contexts, noise and t
     again = heldout_loss(pipe, wm_data_dir, n=4, draws=2, batch_size=3, num_context=3)
     assert again["per_sample"] == moved["per_sample"]
+    shuffled = heldout_loss(pipe, wm_data_dir, n=4, draws=2, batch_size=3, num_context=3, shuffle_prompts=True)
+    assert shuffled["shuffle_prompts"] and shuffled["per_sample"]["backbone"] == moved["per_sample"]["backbone"]
+    assert shuffled["per_sample"]["ssg"] != moved["per_sample"]["ssg"]  # another sample's prompt, another output

@@ -1,7 +1,7 @@
 """Held-out flow-matching loss of a frozen backbone with and without its SSG adapter.
 
     python -m world_model.ssg.heldout ssg=runs/ssg/default/ssg [data_dir=runs/wm/data/val] [pipeline=DIR]
-        [n=200] [draws=4] [batch_size=16] [seed=0] [threads=2] [out=FILE.json]
+        [n=200] [draws=4] [batch_size=16] [seed=0] [threads=2] [shuffle_prompts=false] [out=FILE.json]
 
 Grounding metrics (``spatialnav eval-wm``) count hits, which at this model size are rare
 (a few percent of samples), so a small effect of the adapter drowns in their noise. This
@@ -12,7 +12,9 @@ with SSG and with the adapter bypassed (``ssg_disabled``), on the same inputs. R
 separately for the path frames and the bbox frames (the red box around the target: the
 grounding signal), for all samples and for those whose instruction names a spatial
 relation, as means with a paired bootstrap 95% interval of ``gain = backbone - SSG``
-(positive = SSG lowers the error).
+(positive = SSG lowers the error). ``shuffle_prompts=true`` is the control: each sample
+gets another sample's prompt, so what gain remains does not come from its own context
+and instruction.
 """
 
 from __future__ import annotations
@@ -53,11 +55,14 @@ def _summary(base: np.ndarray, ssg: np.ndarray) -> dict[str, Any]:
 
 @torch.no_grad()
 def heldout_loss(pipe, data_dir: str, n: int = 200, draws: int = 4, batch_size: int = 16, seed: int = 0,
-                 num_context: int = 8) -> dict[str, Any]:
+                 num_context: int = 8, shuffle_prompts: bool = False) -> dict[str, Any]:
     """Per-sample velocity errors with SSG and with the adapter bypassed; see the module docstring.
 
-    ``pipe``: a ``Video4SpatialPipeline`` with an SSG adapter loaded (``load_ssg``). Returns the
-    summaries (``all``/``relation`` x ``path``/``bbox``/``total``) and the per-sample arrays.
+    ``pipe``: a ``Video4SpatialPipeline`` with an SSG adapter loaded (``load_ssg``).
+    ``shuffle_prompts``: give each sample the SSG prompt of the next sample in its batch (a
+    control: a gain that survives it does not come from the sample's own context and
+    instruction). Returns the summaries (``all``/``relation`` x ``path``/``bbox``/``total``)
+    and the per-sample arrays.
     """
     from world_model.data import ContextVideoDataset
     from world_model.latents import encode_frames
@@ -89,6 +94,8 @@ def heldout_loss(pipe, data_dir: str, n: int = 200, draws: int = 4, batch_size: 
         instr = [it["instruction"] for it in batch]
         text = encode_text_cached(pipe.text_encoder, instr, cache).to(device)
         tokens = pipe.ssg_prompter(frames, instr, context_positions(ctx_idx)).to(device, text.dtype)
+        if shuffle_prompts:
+            tokens = tokens.roll(1, dims=0)
         for d in range(draws):
             g = torch.Generator().manual_seed(int(seed) * 1_000_003 + d * 10_007 + s)
             t = torch.sigmoid(torch.randn(b, generator=g)).to(device)
@@ -106,6 +113,7 @@ def heldout_loss(pipe, data_dir: str, n: int = 200, draws: int = 4, batch_size: 
             with ssg_disabled(model.transformer):
                 err["backbone"][s:s + b, d] = frame_err(text)
     out: dict[str, Any] = {"n": n, "n_relation": int(is_rel.sum()), "draws": draws, "data_dir": str(data_dir),
+                           "shuffle_prompts": bool(shuffle_prompts),
                            "frames": {"path": n_t, "bbox": n_b}}
     parts = {"path": slice(0, n_t), "bbox": slice(n_t, n_t + n_b), "total": slice(0, n_t + n_b)}
     for subset, mask in (("all", np.ones(n, bool)), ("relation", is_rel)):
@@ -124,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from world_model.pipeline import Video4SpatialPipeline
 
     args = {"ssg": None, "data_dir": "runs/wm/data/val", "pipeline": None, "n": 200, "draws": 4,
-            "batch_size": 16, "seed": 0, "threads": 2, "out": None}
+            "batch_size": 16, "seed": 0, "threads": 2, "shuffle_prompts": False, "out": None}
     given = OmegaConf.to_container(OmegaConf.from_dotlist(list(sys.argv[1:] if argv is None else argv)))
     unknown = sorted(set(given) - set(args))
     if unknown:
@@ -139,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     pipe = Video4SpatialPipeline.from_pretrained(resolve_pipeline(args["pipeline"]), with_ssg=False)
     pipe.load_ssg(args["ssg"])
     res = heldout_loss(pipe, args["data_dir"], int(args["n"]), int(args["draws"]), int(args["batch_size"]),
-                       int(args["seed"]))
+                       int(args["seed"]), shuffle_prompts=bool(args["shuffle_prompts"]))
     res["ssg_path"], res["pipeline"] = str(args["ssg"]), str(resolve_pipeline(args["pipeline"]))
     if args["out"]:
         Path(args["out"]).parent.mkdir(parents=True, exist_ok=True)
