@@ -215,3 +215,26 @@ def test_prompter_rejects_bad_inputs(square_clip):
         pr(torch.zeros(2, 1, 32, 32, 3, dtype=torch.uint8), ["one"])
     with pytest.raises(ValueError, match="frames"):
         pr(torch.zeros(2, 32, 32, dtype=torch.uint8), "a")
+
+
+def test_topk_pooling_tokens_follow_the_relevant_patches(square_clip):
+    clip, _ = square_clip
+    names = list(COLORS)
+    imgs, cols, cells = _squares(20, np.random.default_rng(3), k=2)
+    for pooling in ("topk", "perceiver"):
+        with torch.no_grad():
+            tok = _prompter(clip, pooling=pooling)(imgs[:, None], [f"a {names[c]} chair" for c in cols[:, 0]])
+        assert tok.shape == (20, 5, 24)
+    pr = _prompter(clip)  # topk, the default
+    moved = 0
+    with torch.no_grad():
+        for i in range(20):  # the same image, the other square named: token 0 is another cell's
+            p0 = pr.prompt(imgs[i:i + 1, None], [f"a {names[cols[i, 0]]} chair"])
+            p1 = pr.prompt(imgs[i:i + 1, None], [f"a {names[cols[i, 1]]} chair"])
+            top0, top1 = p0.relevance.flatten().argmax(), p1.relevance.flatten().argmax()
+            changed = bool((p0.tokens[0, 0] - p1.tokens[0, 0]).norm() > 1e-4)
+            assert changed or top0 == top1  # another most relevant cell is another token 0
+            moved += int(changed)
+    assert moved >= 15, moved  # the relevance (>= 75% on the named square) moves with the instruction
+    with pytest.raises(ValueError, match="pooling"):
+        _prompter(clip, pooling="mean")

@@ -40,7 +40,8 @@ FORMAT_VERSION = 1
 
 # SpatialSignalPrompter defaults as configs/ssg/default.yaml spells them.
 DEFAULT_PROMPTER: dict[str, Any] = dict(num_tokens=8, layers=[-3, -2, -1], keep_ratio=0.25,
-                                        use_attention_mask=True, use_mlp_mask=True, hidden_dim=256, num_heads=4)
+                                        use_attention_mask=True, use_mlp_mask=True, hidden_dim=256, num_heads=4,
+                                        pooling="topk")
 
 
 def default_ssg_dir() -> Path:
@@ -157,7 +158,9 @@ def load_ssg_checkpoint(path, transformer: nn.Module, device: str | torch.device
         warnings.warn(f"SSG checkpoint {path} was trained with a different CLIP than {clip_dir or default_clip_dir()} "
                       f"(weights fingerprint differs); its prompts will not mean what the adapter learned",
                       stacklevel=2)
-    prompter = build_prompter(clip, text_dim, cfg.get("prompter"))
+    prompt_kw = dict(cfg.get("prompter") or {})
+    prompt_kw.setdefault("pooling", "perceiver")  # checkpoints from before the pooling option
+    prompter = build_prompter(clip, text_dim, prompt_kw)
     prompter.load_trainable_state_dict(load_file(str(path / PROMPTER_FILE)))
     prompter.to(device).eval()
     try:

@@ -44,6 +44,13 @@ instruction, s = exp(CLIP logit_scale).
        a_m = softmax_{l,f,p}( q_m . k[l,f,p] / sqrt(d) + beta * log rho[f, p] ),
    z = q + Attn(...), z <- z + MLP(LN(z)); beta is learned (init 1), so pooling
    starts as CLIP-relevance-weighted and may sharpen or flatten.
+   ``pooling="topk"`` (the default) instead keeps the M most relevant patches of the
+   whole context, ranked by r over all (f, p): token m is the layer mean of
+   x[l, f_m, p_m] plus a learned rank embedding, then z <- z + MLP(LN(z)). The
+   Perceiver's soft average over K x P x |L| tokens comes out almost the same for
+   every sample (measured: the prompts of 32 held-out samples differ by ~2% of their
+   norm), so the adapter learns a sample-independent bias; the top-k tokens are the
+   relevant patches themselves, each with its frame and 2D position: they say *where*.
 5. Prompt projector (``PromptProjector``): LN -> Linear -> GELU -> Linear to the
    DiT's text width (``transformer.config.text_dim``), the width the adapter's
    tokens are appended in.
@@ -64,6 +71,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from world_model.ssg.clip import SpatialClip
+
+
+POOLINGS = ("topk", "perceiver")
 
 
 def sincos_1d(pos: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -125,13 +135,18 @@ class SpatialSignalPrompter(nn.Module):
         keep_ratio: fraction of patches per frame kept by the mask.
         use_attention_mask / use_mlp_mask: the two masks of step 3 (ablations).
         hidden_dim, num_heads: the pooler's width and heads.
+        pooling: "topk" (the M most relevant patches of the context, each a token) or
+            "perceiver" (M learned queries over every patch; step 4 of the module docstring).
     """
 
     def __init__(self, clip: SpatialClip, out_dim: int, num_tokens: int = 8,
                  layers: Sequence[int] = (-3, -2, -1), keep_ratio: float = 0.25,
                  use_attention_mask: bool = True, use_mlp_mask: bool = True,
-                 hidden_dim: int = 256, num_heads: int = 4):
+                 hidden_dim: int = 256, num_heads: int = 4, pooling: str = "topk"):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.pooling = pooling
         n_layers = clip.vision_config.num_hidden_layers
         resolved = []
         for l in layers:
@@ -324,6 +339,16 @@ class SpatialSignalPrompter(nn.Module):
         fi = torch.as_tensor(frame_indices, device=device).expand(b, k)
         x = x + self.pos2d[None, None, None] + self.layer_embed[None, None, :, None] \
             + sincos_1d(fi, x.shape[-1])[:, :, None, None]
+        if self.pooling == "topk":
+            # the M most relevant (frame, patch) cells of the whole context, most relevant first
+            m = min(self.num_tokens, k * p)
+            top = rel.view(b, k * p).topk(m, dim=1).indices  # (B, M)
+            cells = x.permute(0, 1, 3, 2, 4).reshape(b, k * p, n_l, -1).mean(dim=2)  # (B, K*P, D)
+            z = cells.gather(1, top[..., None].expand(-1, -1, cells.shape[-1])) + self.queries[None, :m]
+            if m < self.num_tokens:  # fewer cells than tokens: repeat the ranking
+                z = z.repeat(1, -(-self.num_tokens // m), 1)[:, :self.num_tokens]
+            z = z + self.mlp(z)
+            return SSGPrompt(tokens=self.projector(z), relevance=rel.view(b, k, g, g), mask=mask.view(b, k, g, g))
         x = x.reshape(b, k * n_l * p, -1)
         bias = log_rho.view(b, k, 1, p).expand(b, k, n_l, p).reshape(b, 1, 1, -1)
 

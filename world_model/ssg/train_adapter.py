@@ -63,7 +63,7 @@ class AdapterTrainConfig:
             shipped world_model/weights/v4s-small.
         clip: CLIP directory (None = the shipped small CLIP).
         prompter: SpatialSignalPrompter kwargs (num_tokens, layers, keep_ratio, use_attention_mask,
-            use_mlp_mask, hidden_dim, num_heads).
+            use_mlp_mask, hidden_dim, num_heads, pooling).
         lam: adapter scale lambda.
         data_dir: collected world-model data (``spatialnav collect``).
         out_dir: run directory (backbone snapshot, ckpt/, train.log, ssg/).
