@@ -117,13 +117,19 @@ def test_null_branches_get_the_null_prompt_and_cache_sees_the_same_states(clip_d
     assert np.abs(pipe.imagine(fr, idx, INSTR, cfg_mode="joint", **KW).frames.astype(int) - cached.frames).max() <= 1
 
 
-def test_save_load_ssg_round_trip(clip_dir, tmp_path):
+def _saved_ssg(clip_dir, path):
+    """A pipeline with a non-trivial SSG saved to ``path``: (pipe, frames, indices, its rollout)."""
     pipe = make_pipe()
     pipe.init_ssg(clip_dir, **PROMPTER)
     _train_adapter_a_little(pipe)
     fr, idx = context()
     ref = pipe.imagine(fr, idx, INSTR, **KW)
-    pipe.save_ssg(tmp_path / "ssg")
+    pipe.save_ssg(path)
+    return pipe, fr, idx, ref
+
+
+def test_save_load_ssg_round_trip(clip_dir, tmp_path):
+    pipe, fr, idx, ref = _saved_ssg(clip_dir, tmp_path / "ssg")
     assert (tmp_path / "ssg" / "clip" / "config.json").exists()  # not the shipped CLIP: copied along
     other = make_pipe()
     assert other.ssg_prompter is None
@@ -149,12 +155,7 @@ def test_ssg_true_falls_back_to_the_shipped_adapter(clip_dir, tmp_path, monkeypa
     from world_model import evaluate
     from world_model.ssg import checkpoint
 
-    pipe = make_pipe()
-    pipe.init_ssg(clip_dir, **PROMPTER)
-    _train_adapter_a_little(pipe)
-    fr, idx = context()
-    ref = pipe.imagine(fr, idx, INSTR, **KW)
-    pipe.save_ssg(tmp_path / "shipped")
+    _, fr, idx, ref = _saved_ssg(clip_dir, tmp_path / "shipped")
     monkeypatch.setattr(checkpoint, "default_ssg_dir", lambda: tmp_path / "missing")
     fresh = make_pipe()
     with pytest.raises(ValueError, match="ssg_path"):  # nothing loaded, nothing shipped: say how to fix it
