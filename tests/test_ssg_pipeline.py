@@ -276,3 +276,23 @@ def test_heldout_loss_pairs_backbone_and_ssg_on_the_same_draws(clip_dir, wm_data
     shuffled = heldout_loss(pipe, wm_data_dir, n=4, draws=2, batch_size=3, num_context=3, shuffle_prompts=True)
     assert shuffled["shuffle_prompts"] and shuffled["per_sample"]["backbone"] == moved["per_sample"]["backbone"]
     assert shuffled["per_sample"]["ssg"] != moved["per_sample"]["ssg"]  # another sample's prompt, another output
+
+
+def test_released_ssg_checkpoint_is_half_and_lean_and_loads(clip_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from world_model.ssg.checkpoint import release_ssg_checkpoint
+    from world_model.ssg.prompting import PERCEIVER_ONLY
+
+    _, fr, idx, ref = _saved_ssg(clip_dir, tmp_path / "ssg")  # top-k pooling, the default
+    out = release_ssg_checkpoint(tmp_path / "ssg", tmp_path / "released")
+    state = load_file(str(out / "prompter.safetensors"))
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+    assert not any(k.startswith(PERCEIVER_ONLY) for k in state) and "queries" in state
+    assert (out / "clip" / "config.json").exists()
+    again = make_pipe()
+    again.load_ssg(out)
+    assert np.abs(again.imagine(fr, idx, INSTR, **KW).frames.astype(int) - ref.frames).max() <= 2
+    with pytest.raises(KeyError, match="missing"):  # a perceiver prompter needs the tensors left out
+        make_pipe().init_ssg(clip_dir, **{**PROMPTER, "pooling": "perceiver"}).ssg_prompter \
+            .load_trainable_state_dict(state)

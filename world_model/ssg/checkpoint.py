@@ -31,7 +31,7 @@ from torch import nn
 
 from world_model.ssg.adapter import install_ssg_adapter, load_ssg_state_dict, remove_ssg_adapter, ssg_state_dict
 from world_model.ssg.clip import SpatialClip, default_clip_dir, load_clip
-from world_model.ssg.prompting import SpatialSignalPrompter
+from world_model.ssg.prompting import PERCEIVER_ONLY, SpatialSignalPrompter
 
 SSG_CONFIG_FILE = "ssg_config.json"
 PROMPTER_FILE = "prompter.safetensors"
@@ -176,3 +176,26 @@ def load_ssg_checkpoint(path, transformer: nn.Module, device: str | torch.device
                       f"checkpoint, or a dtype conversion): the adapter may not fit it", stacklevel=2)
     cfg["clip"] = None if clip_dir is None else str(clip_dir)  # resolved: a re-save copies it again
     return prompter, cfg
+
+
+def release_ssg_checkpoint(src, dst, half: bool = True, unused: bool = False) -> Path:
+    """Copy an SSG checkpoint directory for shipping: tensors in fp16 (``half``; they load into
+    fp32 or fp16 modules alike), and without the prompter's tensors that its pooling never reads
+    (the Perceiver's query/key/value/output projections under ``pooling: topk``) unless ``unused``.
+    ``clip/`` and ``ssg_config.json`` are copied as they are; the copy is written atomically."""
+    from safetensors.torch import load_file, save_file
+
+    src, dst = Path(src), Path(dst)
+    cfg = read_ssg_config(src)
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    drop = () if unused or (cfg.get("prompter") or {}).get("pooling", "perceiver") != "topk" else PERCEIVER_ONLY
+    for name in (PROMPTER_FILE, ADAPTER_FILE):
+        state = load_file(str(src / name))
+        state = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in state.items()
+                 if not (drop and name == PROMPTER_FILE and k.startswith(drop))}
+        save_file(state, str(tmp / name))
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.replace(dst)
+    return dst

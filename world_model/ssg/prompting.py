@@ -74,6 +74,8 @@ from world_model.ssg.clip import SpatialClip
 
 
 POOLINGS = ("topk", "perceiver")
+# Pooler tensors that only the Perceiver pooling reads (a released top-k checkpoint may leave them out).
+PERCEIVER_ONLY = ("q_norm.", "kv_norm.", "to_q.", "to_k.", "to_v.", "attn_out.", "relevance_beta")
 
 
 def sincos_1d(pos: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -208,7 +210,8 @@ class SpatialSignalPrompter(nn.Module):
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         missing, unexpected = self.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.startswith("clip.")]
+        missing = [k for k in missing if not k.startswith("clip.")
+                   and not (self.pooling == "topk" and k.startswith(PERCEIVER_ONLY))]
         if missing or unexpected:
             raise KeyError(f"prompt weights do not match this prompter: missing {missing}, unexpected {unexpected}")
 
