@@ -262,21 +262,20 @@ def cmd_compare(cfg, args: list[str] | None = None) -> int:
     import json
 
     from agent.runner import EPISODES_FILE, paired_comparison, read_episode_log
+    from world_model.evaluate import SAMPLES_FILE
 
     dirs = list(cfg.compare.dirs)
     if len(dirs) != 2:
         raise CLIError("compare needs two eval directories: spatialnav compare compare.dirs=[runs/a,runs/b]")
     rows, kinds = [], []
     for d in dirs:
-        path = Path(d) / EPISODES_FILE
-        if path.exists():
-            rows.append(read_episode_log(path))
-            kinds.append("episodes")
-        elif (Path(d) / "samples.jsonl").exists():
-            rows.append([json.loads(line) for line in (Path(d) / "samples.jsonl").read_text().splitlines() if line.strip()])
-            kinds.append("samples")
+        for kind, name in (("episodes", EPISODES_FILE), ("samples", SAMPLES_FILE)):
+            if (Path(d) / name).exists():
+                rows.append(read_episode_log(Path(d) / name))  # any JSON-lines log; a cut last line is skipped
+                kinds.append(kind)
+                break
         else:
-            raise CLIError(f"no {EPISODES_FILE} (spatialnav eval) or samples.jsonl (spatialnav eval-wm) in {d}: "
+            raise CLIError(f"no {EPISODES_FILE} (spatialnav eval) or {SAMPLES_FILE} (spatialnav eval-wm) in {d}: "
                            f"run one of them with out_dir={d} first")
     if kinds[0] != kinds[1]:
         raise CLIError(f"compare needs two runs of the same kind, got {kinds[0]} ({dirs[0]}) and {kinds[1]} ({dirs[1]})")

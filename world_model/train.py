@@ -151,14 +151,15 @@ def condition_dropout(ctx: torch.Tensor, text: torch.Tensor, null: torch.Tensor,
     return ctx, text, mode
 
 
-def flow_matching_loss(model, ctx, target, text, ctx_idx, t, noise=None) -> torch.Tensor:
-    """Mean squared velocity error over the target frames: ``|| v(x_t) - (eps - x0) ||^2``."""
+def flow_matching_loss(model, ctx, target, text, ctx_idx, t, noise=None, reduction: str = "mean") -> torch.Tensor:
+    """Mean squared velocity error over the target frames: ``|| v(x_t) - (eps - x0) ||^2``
+    (``reduction="none"``: the element-wise squared errors, shaped like ``target``)."""
     eps = torch.randn_like(target) if noise is None else noise
     tt = t.view(-1, 1, 1, 1, 1).to(target.dtype)
     x_t = (1 - tt) * target + tt * eps
     v = model(context_latents=ctx, noisy_latents=x_t, timestep=t * 1000.0,
               encoder_hidden_states=text, context_indices=ctx_idx)
-    return F.mse_loss(v.float(), (eps - target).float())
+    return F.mse_loss(v.float(), (eps - target).float(), reduction=reduction)
 
 
 # ----------------------------------------------------------------------------- checkpoints

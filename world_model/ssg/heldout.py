@@ -68,7 +68,7 @@ def heldout_loss(pipe, data_dir: str, n: int = 200, draws: int = 4, batch_size: 
     from world_model.latents import encode_frames
     from world_model.ssg.adapter import append_ssg_tokens, ssg_disabled
     from world_model.ssg.prompting import context_positions
-    from world_model.train import encode_text_cached
+    from world_model.train import TrainConfig, encode_text_cached, flow_matching_loss, sample_t
 
     if pipe.ssg_prompter is None:
         raise ValueError("the pipeline has no SSG adapter loaded: pipe.load_ssg(<dir>) first")
@@ -81,6 +81,7 @@ def heldout_loss(pipe, data_dir: str, n: int = 200, draws: int = 4, batch_size: 
     rel = relation_pattern()
     is_rel = np.array([bool(rel.search(it["instruction"].lower())) for it in items])
     cache: dict[str, torch.Tensor] = {}
+    t_cfg = TrainConfig(shift=float(pipe.scheduler.config.get("shift", 1.0)))  # training's noise levels
     err = {"backbone": np.zeros((n, draws, n_t + n_b)), "ssg": np.zeros((n, draws, n_t + n_b))}
     device = model.device
     for s in range(0, n, batch_size):
@@ -98,16 +99,12 @@ def heldout_loss(pipe, data_dir: str, n: int = 200, draws: int = 4, batch_size: 
             tokens = tokens.roll(1, dims=0)
         for d in range(draws):
             g = torch.Generator().manual_seed(int(seed) * 1_000_003 + d * 10_007 + s)
-            t = torch.sigmoid(torch.randn(b, generator=g)).to(device)
+            t = sample_t(b, t_cfg, generator=g).to(device)
             noise = torch.randn(tgt.shape, generator=g).to(device, tgt.dtype)
-            tt = t.view(-1, 1, 1, 1, 1)
-            x_t = (1 - tt) * tgt + tt * noise
-            want = (noise - tgt).float()
 
             def frame_err(states):
-                v = model(context_latents=ctx, noisy_latents=x_t, timestep=t * 1000.0,
-                          encoder_hidden_states=states, context_indices=ctx_idx).float()
-                return ((v - want) ** 2).mean(dim=(1, 3, 4)).cpu().numpy()  # (B, frames)
+                err = flow_matching_loss(model, ctx, tgt, states, ctx_idx, t, noise=noise, reduction="none")
+                return err.mean(dim=(1, 3, 4)).cpu().numpy()  # (B, frames)
 
             err["ssg"][s:s + b, d] = frame_err(append_ssg_tokens(text, tokens))
             with ssg_disabled(model.transformer):
