@@ -113,6 +113,8 @@ class WorldModelAgent:
             arguments (configs/agent/frontier_clip.yaml).
         ssg: load an SSG adapter into the pipeline: a checkpoint directory, or "shipped" for
             world_model/weights/v4s-small-ssg (None: the pipeline's own, if it was saved with one).
+        precision: the world model's compute precision, "auto" (bf16 autocast where the device has
+            bf16 units, else fp32), "fp32" or "bf16" (``Video4SpatialPipeline.imagine``).
         device, threads: torch device and CPU threads for the world model (None: leave as is;
             "auto": the cores other work leaves free, ``auto_threads``).
     """
@@ -131,7 +133,7 @@ class WorldModelAgent:
                  stop: dict | None = None, box: dict | None = None, goal: dict | None = None,
                  frontier_min_size: int = 5, clip_guidance: bool = True, stop_confirm_z: float | None = 2.0,
                  reject_m: float = 0.75, clip=None, guide: dict | None = None, ssg: str | None = None,
-                 device: str = "cpu", threads: int | None = None) -> None:
+                 precision: str = "auto", device: str = "cpu", threads: int | None = None) -> None:
         if ablation not in ABLATIONS:
             raise ValueError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
         if num_candidates < 1 or num_context < 1:
@@ -171,6 +173,11 @@ class WorldModelAgent:
         self.goal_kwargs = {"hfov_deg": self.hfov_deg, **(goal or {})}
         self.frontier_min_size = int(frontier_min_size)
         self._imagine_params = set(inspect.signature(self.pipeline.imagine).parameters)
+        if "precision" in self._imagine_params:  # transformer compute precision (world_model.pipeline.resolve_precision)
+            from world_model.pipeline import resolve_precision
+
+            self.sampling["precision"] = resolve_precision(str(precision), self.pipeline.model.device,
+                                                           self.pipeline.model.dtype)
         if ablation != "noise":
             getattr(self.pipeline, "text_encoder", None)  # load the instruction encoder now, not in step 1
         self._warned_ssg = False

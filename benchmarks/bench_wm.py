@@ -8,10 +8,12 @@ frames, T = 4 target + B = 1 bbox frames, 8 Euler steps, joint CFG with w = 3) a
 steps, per torch thread count:
 
 * **imagine**: wall seconds of ``pipe.imagine`` (instruction encoding, context K/V cache, the
-  denoising loop, decoding), best and median of ``repeats`` calls after a warm-up call;
+  denoising loop, decoding), best and median of ``repeats`` calls after a warm-up call, at the
+  default precision (``precision="auto"``: bf16 autocast where the CPU has bf16 units, AMX /
+  AVX512-BF16, else fp32) and, for reference, in fp32;
 * **batched vs sequential CFG**: the 8-step denoising loop with both joint-CFG branches in one
   batch-2 forward (what ``imagine`` does) against two batch-1 single-branch forwards per step,
-  each including its context encoding; speedup = sequential / batched;
+  each including its context encoding, at the default precision; speedup = sequential / batched;
 * **training**: samples/s of a few AdamW steps of the small config (configs/world_model/small.yaml,
   batch 16, K = 8 + 5 target frames, bf16 autocast as that config trains) on random tensors;
 * **SSG**: extra seconds per imagine call with the SSG adapter (``imagine(ssg=True)`` vs
@@ -234,7 +236,10 @@ def run(pipeline: str | None = None, threads=(1, 2), repeats: int = 3, num_conte
     """Measure imagine latency, batched-CFG speedup, training throughput, memory and SSG cost per thread count."""
     import torch
 
+    from world_model.pipeline import resolve_precision
+
     pipe, which = load_bench_pipeline(pipeline)
+    prec = resolve_precision("auto", pipe.model.device, pipe.model.dtype)
     frames, idx = _inputs(pipe, int(num_context))
     instruction = "go to the blue chair left of the bed"
     _ = pipe.text_encoder  # load the instruction encoder outside the timings
@@ -243,22 +248,29 @@ def run(pipeline: str | None = None, threads=(1, 2), repeats: int = 3, num_conte
            "num_context": int(num_context), "num_target": int(pipe.config.num_target_frames),
            "num_bbox": int(pipe.config.num_bbox_frames), "frame_size": list(pipe.model.config.frame_size),
            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"), "repeats": repeats,
-           "ssg_in_imagine_timings": getattr(pipe, "ssg_prompter", None) is not None,
+           "ssg_in_imagine_timings": getattr(pipe, "ssg_prompter", None) is not None, "precision": prec,
            "load_avg": list(os.getloadavg()), "results": []}
     for th in threads:
         torch.set_num_threads(int(th))
         r: dict = {"threads": int(th)}
         for n in steps:
-            ts = _times(lambda: pipe.imagine(frames, idx, instruction, num_steps=int(n), guidance_scale=3.0,
-                                             cfg_mode="joint", seed=0), repeats)
-            r[f"imagine_{n}_steps_s"] = min(ts)
-            r[f"imagine_{n}_steps_median_s"] = statistics.median(ts)
-        r["cfg"] = cfg_batched_vs_sequential(pipe, frames, idx, instruction, int(steps[0]), max(1, repeats - 1))
+            for p, key in ((prec, f"imagine_{n}_steps"), ("fp32", f"imagine_{n}_steps_fp32")):
+                if p == "fp32" and prec == "fp32" and key.endswith("fp32"):
+                    r[f"{key}_s"] = r[f"imagine_{n}_steps_s"]
+                    continue
+                ts = _times(lambda: pipe.imagine(frames, idx, instruction, num_steps=int(n), guidance_scale=3.0,
+                                                 cfg_mode="joint", seed=0, precision=p), repeats)
+                r[f"{key}_s"] = min(ts)
+                r[f"{key}_median_s"] = statistics.median(ts)
+        with pipe._autocast(prec):
+            r["cfg"] = cfg_batched_vs_sequential(pipe, frames, idx, instruction, int(steps[0]), max(1, repeats - 1))
         if training:
             r["train"] = train_samples_per_s(int(train_batch), int(train_steps))
         out["results"].append(r)
-    torch.set_num_threads(int(threads[-1]))
+    fastest = min(out["results"], key=lambda r: r[f"imagine_{steps[0]}_steps_s"])["threads"]
+    torch.set_num_threads(int(fastest))  # SSG's cost at the thread count imagine runs fastest with
     out["ssg"] = ssg_cost(pipe, frames, idx, instruction, ssg_path, int(steps[0]), max(1, repeats - 1))
+    out["ssg"]["threads"] = int(fastest)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     best = min(r[f"imagine_{steps[0]}_steps_s"] for r in out["results"])
     best_cfg = max(r["cfg"]["speedup"] for r in out["results"])
@@ -276,13 +288,14 @@ def print_report(out: dict, steps=(8, 16)) -> None:
     c = Console()
     c.print(f"world model: {out['world_model']} ({out['params_m']:.2f} M params, {out['context_attention']} attention), "
             f"K={out['num_context']} context + {out['num_target']} target + {out['num_bbox']} bbox frames at "
-            f"{out['frame_size'][0]}x{out['frame_size'][1]}, joint CFG w=3, SSG {'on' if out['ssg_in_imagine_timings'] else 'off'}; "
+            f"{out['frame_size'][0]}x{out['frame_size'][1]}, joint CFG w=3, precision {out['precision']}, SSG {'on' if out['ssg_in_imagine_timings'] else 'off'}; "
             f"OMP_WAIT_POLICY={out['omp_wait_policy']}; "
             f"load avg {out['load_avg'][0]:.1f}")
     t = Table(title=f"bench wm: seconds, best of {out['repeats']}")
     t.add_column("threads")
     for n in steps:
         t.add_column(f"imagine {n} st", justify="right")
+    t.add_column(f"{steps[0]} st fp32", justify="right")
     t.add_column(f"CFG {steps[0]} st batched", justify="right")
     t.add_column("2 x single", justify="right")
     t.add_column("speedup", justify="right")
@@ -290,6 +303,7 @@ def print_report(out: dict, steps=(8, 16)) -> None:
     for r in out["results"]:
         cells = [str(r["threads"])]
         cells += [f"{r[f'imagine_{n}_steps_s']:.3f}" for n in steps]
+        cells.append(f"{r[f'imagine_{steps[0]}_steps_fp32_s']:.3f}")
         cells += [f"{r['cfg']['batched_s']:.3f}", f"{r['cfg']['sequential_s']:.3f}", f"{r['cfg']['speedup']:.2f}x"]
         tr = r.get("train")
         cells.append(f"{tr['samples_per_s']:.1f} ({tr['s_per_step']:.2f} s/it)" if tr else "-")
@@ -297,14 +311,14 @@ def print_report(out: dict, steps=(8, 16)) -> None:
     c.print(t)
     g = out["targets"]
     c.print(f"targets: imagine <= {g['imagine_s']} s at {steps[0]} steps: best {g['imagine_best_s']:.3f} s "
-            f"[{'met' if g['imagine_met'] else 'NOT met'}]; batched CFG >= {g['cfg_speedup']}x: best "
-            f"{g['cfg_speedup_best']:.2f}x [{'met' if g['cfg_met'] else 'NOT met'}]")
+            f"({'met' if g['imagine_met'] else 'NOT met'}); batched CFG >= {g['cfg_speedup']}x: best "
+            f"{g['cfg_speedup_best']:.2f}x ({'met' if g['cfg_met'] else 'NOT met'})")
     s = out["ssg"]
     if "skipped" in s:
         c.print(f"SSG: skipped ({s['skipped']})")
     else:
         c.print(f"SSG ({s['adapter']}): {s['imagine_s_with']:.3f} s with vs {s['imagine_s_without']:.3f} s "
-                f"without (+{s['ssg_extra_s']:.3f} s per imagine call, {steps[0]} steps)")
+                f"without (+{s['ssg_extra_s']:.3f} s per imagine call, {steps[0]} steps, {s['threads']} thread(s))")
     c.print(f"peak RSS {out['peak_rss_mb']:.0f} MB")
 
 

@@ -11,6 +11,7 @@ import torch
 
 from world_model.evaluate import (EvalConfig, SceneState, build_sample, centre_in_box, grounding_metrics, psnr,
                                   resolve_pipeline_path, select_episodes, spatial_distance, ssim)
+from world_model.pipeline import resolve_precision
 
 TINY = dict(patch_size=[1, 4, 4], num_attention_heads=2, attention_head_dim=12, in_channels=3, out_channels=3,
             text_dim=384, freq_dim=32, ffn_dim=48, num_layers=1, rope_max_seq_len=1024)
@@ -131,6 +132,7 @@ def test_eval_wm_end_to_end_resumes_and_refuses_other_configs(tmp_path, tiny_pip
         assert k in summary, k
     assert summary["n"] + summary["n_skipped"] == 2 and summary["n"] >= 1
     assert summary["config"]["num_bbox"] == 1 and summary["config"]["cfg_mode"] == "joint"
+    assert summary["config"]["precision"] == resolve_precision("auto")  # the resolved one, not "auto"
     assert -1.0 <= summary["clip_score"] <= 1.0 and summary["sd"] >= 0 and 0 <= summary["if"] <= 1
     assert "IF(SD<0.2)" in capsys.readouterr().out
     rows = [json.loads(ln) for ln in (out / "samples.jsonl").read_text().splitlines()]
@@ -160,7 +162,8 @@ def test_eval_wm_ablations_and_bad_input(tmp_path, tiny_pipeline_dir, nav_episod
     row = json.loads((out / "samples.jsonl").read_text().splitlines()[0])
     assert row["status"] != "ok" or (row["if_box"] is None and row["if"] == row["if_final"])
     for bad, msg in (("eval_wm.cfg_mode=bogus", "cfg_mode"), ("eval_wm.context_mode=random", "context_mode"),
-                     ("eval_wm.subset=odd", "subset"), ("eval_wm.ssg=true", "ssg")):
+                     ("eval_wm.subset=odd", "subset"), ("eval_wm.ssg=true", "ssg"),
+                     ("eval_wm.precision=fp16", "precision")):
         assert main(_eval_args(tmp_path / "bad", tiny_pipeline_dir, nav_episode_file, "none", "n=1", bad)) == 2
         assert msg in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="spatialnav train"):

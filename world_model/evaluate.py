@@ -195,6 +195,9 @@ class EvalConfig:
         subset: all | relation (only episodes whose target needs a spatial relation).
         ssg: pass ``ssg=True`` to imagine (needs an SSG adapter), False (plain backbone) or None (the
             pipeline's default: SSG when it has an adapter); ssg_path: load an adapter first.
+        precision: the transformer's compute precision in imagine: auto (bf16 autocast where the
+            device has bf16 units, else fp32) | fp32 | bf16. The resolved one is part of the run's
+            fingerprint and summary.
         clip: CLIP dir for clip_score (None: the shipped/trained small CLIP if any; "none": skip).
         render_scale, tour_frames, agent_frames, max_path_steps, min_target_pixels, box_thickness:
             the sample construction (as ``world_model.data.CollectConfig``).
@@ -223,6 +226,7 @@ class EvalConfig:
     subset: str = "all"
     ssg: bool | None = False
     ssg_path: str | None = None
+    precision: str = "auto"
     num_samples: int = 1
     seed: int = 0
     clip: str | None = None
@@ -247,8 +251,10 @@ class EvalConfig:
     progress: bool = True
 
     def validate(self) -> "EvalConfig":
-        from .pipeline import CFG_MODES
+        from .pipeline import CFG_MODES, PRECISIONS
 
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"eval_wm.precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.cfg_mode not in CFG_MODES:
             raise ValueError(f"eval_wm.cfg_mode must be one of {CFG_MODES}, got {self.cfg_mode!r}")
         if self.context_mode not in CONTEXT_MODES:
@@ -595,8 +601,11 @@ def _fingerprint(cfg: EvalConfig, pipe_path: str, weights: str, n_t: int, n_b: i
 
 
 def _imagine_kwargs(pipe, cfg: EvalConfig, n_t: int, n_b: int) -> dict:
+    from .pipeline import resolve_precision
+
     kw = dict(num_steps=int(cfg.num_steps), guidance_scale=float(cfg.guidance_scale), cfg_mode=cfg.cfg_mode,
-              num_samples=int(cfg.num_samples), num_target_frames=n_t, num_bbox_frames=n_b)
+              num_samples=int(cfg.num_samples), num_target_frames=n_t, num_bbox_frames=n_b,
+              precision=resolve_precision(cfg.precision, pipe.model.device, pipe.model.dtype))
     kw.update(ssg_kwargs(pipe, cfg.ssg, cfg.ssg_path))
     return kw
 
@@ -650,9 +659,11 @@ def evaluate(cfg: EvalConfig, pipe=None, clip=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     fp = _fingerprint(cfg, pipe_path, weights, n_t, n_b)
     fp["ssg_used"] = ssg_in_use(pipe, cfg.ssg)
+    fp["precision"] = img_kw["precision"]  # resolved: fp32 | bf16
     cfg_path = out / CONFIG_FILE
     if cfg_path.exists():
         old = json.loads(cfg_path.read_text())
+        old.setdefault("precision", "fp32")  # runs written before the option ran in fp32
         diff = {k: (old.get(k), v) for k, v in fp.items() if old.get(k) != v}
         if diff:
             raise ValueError(f"{out} holds results of another configuration ({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in diff.items())}); "

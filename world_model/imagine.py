@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 OPTIONS = ("pipeline", "episode_index", "instruction", "num_steps", "guidance_scale", "cfg_mode", "num_context",
-           "context_mode", "num_samples", "ssg", "ssg_path", "seed", "size", "fps", "out", "threads")
+           "context_mode", "num_samples", "ssg", "ssg_path", "precision", "seed", "size", "fps", "out", "threads")
 
 
 # ----------------------------------------------------------------------------- pictures
@@ -161,6 +161,7 @@ def imagine_episode(opts: dict[str, Any], split: str = "val", episodes: str | No
     instruction = opts.get("instruction") or ep.instruction
     r = pipe.imagine(sample.context, sample.context_indices, instruction, num_steps=ec.num_steps,
                      guidance_scale=ec.guidance_scale, cfg_mode=ec.cfg_mode, num_samples=ec.num_samples, seed=ec.seed,
+                     precision=str(opts.get("precision", "auto") or "auto"),
                      **ssg_kwargs(pipe, bool(opts.get("ssg", False)), opts.get("ssg_path")))
     size = int(opts.get("size", 128) or 128)
     gt_bbox = np.repeat(sample.bbox[None], max(n_b, 1), axis=0)
@@ -176,7 +177,7 @@ def imagine_episode(opts: dict[str, Any], split: str = "val", episodes: str | No
               fps=int(opts.get("fps", 2) or 2))
     metrics = grounding_metrics(r.frames, r.bbox_frames, sample, state, ec) if instruction == ep.instruction else {}
     return {"mp4": mp4, "png": png, "episode_id": ep.episode_id, "instruction": instruction, "metrics": metrics,
-            "seconds_imagine": r.timings.get("total")}
+            "seconds_imagine": r.timings.get("total"), "precision": r.precision, "ssg": r.ssg}
 
 
 def main(cfg=None) -> int:
@@ -195,7 +196,8 @@ def main(cfg=None) -> int:
     m = res["metrics"]
     if m:
         print(f"{res['episode_id']}: SD {m['sd']:.3f}  IF {int(m['if'])}  PSNR {m['psnr']:.1f} dB  "
-              f"SSIM {m['ssim']:.3f}  ({res['seconds_imagine']:.2f} s imagine)")
+              f"SSIM {m['ssim']:.3f}  ({res['seconds_imagine']:.2f} s imagine, {res['precision']}, "
+              f"SSG {'on' if res['ssg'] else 'off'})")
     print(f"wrote {res['mp4']} and {res['png']}")
     return 0
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -41,6 +42,34 @@ from .model import Video4SpatialModel
 from .rollout import Rollout, red_box_score
 
 CFG_MODES = ("joint", "text", "none")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def native_bf16(device: torch.device | str = "cpu") -> bool:
+    """Whether ``device`` runs bf16 matrix products natively (CPU: AVX512-BF16 / AMX; CUDA: Ampere+)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device | str = "cpu", model_dtype=torch.float32) -> str:
+    """"fp32" or "bf16": the compute precision ``imagine`` will run the transformer at.
+
+    ``auto`` is bf16 autocast where the device has native bf16 matrix units and the weights
+    are fp32 (the small config trains under bf16 autocast, so this matches training), else
+    fp32. ``bf16`` forces autocast (emulated, hence slow, on CPUs without bf16 units).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if model_dtype == torch.float32 and native_bf16(device) else "fp32"
+    return precision
 
 
 class Video4SpatialPipeline(DiffusionPipeline):
@@ -74,6 +103,8 @@ class Video4SpatialPipeline(DiffusionPipeline):
         # SSG (load_ssg / init_ssg): the prompter, and its checkpoint config; None = not loaded.
         self.ssg_prompter = None
         self.ssg_config = None
+        # Transformer compute precision when imagine(precision=None): see resolve_precision.
+        self.precision = "auto"
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -277,6 +308,7 @@ class Video4SpatialPipeline(DiffusionPipeline):
         score_fn: Callable[[np.ndarray, np.ndarray], float] | None = None,
         ssg: bool | None = None,
         ssg_frames: np.ndarray | None = None,
+        precision: str | None = None,
     ) -> Rollout:
         """Imagine the rollout that follows ``instruction`` from the last context frame.
 
@@ -298,12 +330,18 @@ class Video4SpatialPipeline(DiffusionPipeline):
                 resolution for the SSG prompter only (default: ``context_frames``; CLIP's
                 preprocessing resizes either). Use the resolution the adapter was trained on
                 (``pipe.ssg_config["frame_size"]``; the shipped recipe uses the model's frames).
+            precision: transformer compute precision, "auto" (bf16 autocast where the device has
+                native bf16 units, else fp32), "fp32" or "bf16"; None = ``pipe.precision``
+                ("auto" unless set). The ODE state and the scheduler stay fp32 either way;
+                ``Rollout.precision`` records what ran.
         """
         if cfg_mode not in CFG_MODES:
             raise ValueError(f"cfg_mode must be one of {CFG_MODES}, got {cfg_mode!r}")
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         frames, idx = self._check_inputs(context_frames, context_indices, instruction)
+        prec = resolve_precision(self.precision if precision is None else precision, self.model.device,
+                                 self.model.dtype)
         use_ssg = self._use_ssg(ssg)
         if use_ssg and ssg_frames is not None:
             ssg_frames = np.asarray(ssg_frames)
@@ -351,7 +389,7 @@ class Video4SpatialPipeline(DiffusionPipeline):
 
         t0 = time.perf_counter()
         cache = None
-        with bypass:
+        with bypass, self._autocast(prec):
             if self.model.uses_context_cache and getattr(self, "use_context_cache", True):
                 # Context keys/values once per call: one cache row per (branch, sample).
                 rows = self.branches(cfg_mode, context_scale, instruction_scale)
@@ -363,6 +401,7 @@ class Video4SpatialPipeline(DiffusionPipeline):
             for t in self.scheduler.timesteps:
                 v = self.velocity(latents, t.reshape(1).to(device), ctx_n, z_ctx, text_n, null_n, ctx_idx,
                                   cfg_mode, guidance_scale, context_scale, instruction_scale, cache=cache)
+                v = v.to(latents.dtype)  # autocast returns bf16; integrate in the latents' precision
                 latents = self.scheduler.step(v, t, latents, return_dict=False)[0]
         t_denoise = time.perf_counter() - t0
 
@@ -395,9 +434,22 @@ class Video4SpatialPipeline(DiffusionPipeline):
             scores=scores,
             best_index=best,
             seed=seed,
+            precision=prec,
+            ssg=use_ssg,
         )
 
     __call__ = imagine
+
+    def _autocast(self, precision: str):
+        """bf16 autocast on the model's device for ``precision == "bf16"``, else a no-op."""
+        if precision != "bf16":
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        # Wan's fused rms_norm under CPU autocast warns that it falls back to the unfused kernel.
+        stack.enter_context(warnings.catch_warnings())
+        warnings.filterwarnings("ignore", message="Mismatch dtype")
+        stack.enter_context(torch.autocast(self.model.device.type, dtype=torch.bfloat16))
+        return stack
 
 
 def make_scheduler(shift: float = 1.0) -> FlowMatchEulerDiscreteScheduler:

@@ -29,6 +29,8 @@ class Rollout:
         scores: (N,) score of each sample (higher is better); ``frames`` is the best.
         best_index: index of the chosen sample.
         seed: seed of the sampler noise.
+        precision: the transformer's compute precision, "fp32" or "bf16" (autocast).
+        ssg: whether the SSG adapter and its prompt took part.
     """
 
     frames: np.ndarray
@@ -42,6 +44,8 @@ class Rollout:
     scores: np.ndarray | None = None
     best_index: int = 0
     seed: int | None = None
+    precision: str = "fp32"
+    ssg: bool = False
 
     @property
     def num_frames(self) -> int:
