@@ -462,8 +462,9 @@ class ContextVideoDataset(Dataset):
             self._shards[i] = d
         return self._shards[i]
 
-    def context_video(self, idx: int) -> tuple[np.ndarray, np.ndarray]:
-        """The full context video (tour + agent frames) of a sample and its original indices."""
+    def context_video(self, idx: int, with_poses: bool = False):
+        """The full context video (tour + agent frames) of a sample and its original indices
+        (and, with ``with_poses``, their (N, 3) world poses x, y, yaw; pitch is 0)."""
         s = int(np.searchsorted(self._starts, idx, side="right") - 1)
         d, j = self._shard(s), idx - int(self._starts[s])
         sc = int(d["sample_scene"][j])
@@ -472,6 +473,9 @@ class ContextVideoDataset(Dataset):
         frames = np.concatenate([d["tour_rgb"][t0:t1], d["agent_rgb"][a0:a1]])
         n_raw = int(d["tour_num_raw"][sc])
         indices = np.concatenate([d["tour_indices"][t0:t1], n_raw + np.arange(a1 - a0)]).astype(np.int64)
+        if with_poses:
+            poses = np.concatenate([d["tour_poses"][t0:t1], d["agent_poses"][a0:a1]]).astype(np.float32)
+            return frames, indices, poses
         return frames, indices
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
@@ -483,7 +487,7 @@ class ContextVideoDataset(Dataset):
                                      int(torch.initial_seed() % (2**31))])
         s = int(np.searchsorted(self._starts, idx, side="right") - 1)
         d, j = self._shard(s), idx - int(self._starts[s])
-        frames, indices = self.context_video(idx)
+        frames, indices, poses = self.context_video(idx, with_poses=True)
         pos = sample_context_indices(len(frames), self.num_context, rng, self.contiguous)
         if len(pos) < self.num_context:
             raise ValueError(f"sample {idx} has only {len(frames)} context frames < num_context={self.num_context}")
@@ -498,6 +502,7 @@ class ContextVideoDataset(Dataset):
         return {
             "context": frames[pos],
             "context_indices": indices[pos],
+            "context_poses": poses[pos],
             "target": target,
             "instruction": str(d["instruction"][j]),
             "target_poses": d["path_poses"][p0:p1][tp].astype(np.float32),
