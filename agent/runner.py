@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from agent.base import AgentFactory, make_agent, resolve_agent
+from envs.logs import append_jsonl, read_jsonl
 from envs.metrics import METRIC_KEYS, summarize
 
 EPISODES_FILE = "episodes.jsonl"
@@ -63,36 +64,9 @@ def shard_indices(n_episodes: int, shard: str | Sequence[int] | None) -> list[in
 # -- the JSONL log ---------------------------------------------------------------
 
 def read_episode_log(path: str | os.PathLike, repair: bool = False) -> list[dict]:
-    """Rows of an episodes.jsonl. A final line without its newline (a run killed while
-    writing) is ignored, and with ``repair=True`` cut from the file so appends stay valid.
-    A corrupt line anywhere else is an error naming the file and line."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    rows: list[dict] = []
-    complete_len = data.rfind(b"\n") + 1  # bytes up to and including the last newline
-    for lineno, line in enumerate(data[:complete_len].splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise ValueError(
-                f"{path}:{lineno}: not valid JSON ({e}); fix or delete that line to resume"
-            ) from None
-    if repair and complete_len < len(data):
-        with open(path, "r+b") as f:
-            f.truncate(complete_len)
-            f.flush()
-            os.fsync(f.fileno())
-    return rows
-
-
-def _append_row(f, row: dict) -> None:
-    f.write(json.dumps(row, sort_keys=True) + "\n")
-    f.flush()
-    os.fsync(f.fileno())
+    """Rows of an episodes.jsonl (``envs.logs.read_jsonl``): a final line without its newline (a run
+    killed while writing) is ignored, and with ``repair=True`` cut from the file so appends stay valid."""
+    return read_jsonl(path, repair=repair)
 
 
 # -- summaries ---------------------------------------------------------------------
@@ -448,7 +422,7 @@ def evaluate(
 
                     vpath = out / "videos" / f"{_safe(row['episode_id'])}.mp4"
                     row["video"] = str(write_video(frames, vpath, fps=video_fps))
-                _append_row(f, row)
+                append_jsonl(f, row)
                 n_success += row["success"]
                 bar.update(1)
                 bar.set_postfix(success=f"{n_success / (len(done_rows) + k + 1):.2f}")

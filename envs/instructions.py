@@ -192,6 +192,13 @@ _REL_PHRASES = {
     "between": ("between {r} and {s}", "between {r} and {s}", "in between {r} and {s}"),
 }
 NUM_TEMPLATES = 24
+
+
+def relation_phrases() -> dict[str, tuple[str, ...]]:
+    """The grammar's wordings of each relation ("left of {r}", ...), by relation name: what a
+    reader needs to tell a relation instruction from its text."""
+    return {k: tuple(v) for k, v in _REL_PHRASES.items()}
+
 _DISPLAY = {"tv": "TV"}
 
 

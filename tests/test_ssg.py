@@ -105,6 +105,13 @@ def test_clip_loss_matches_definition():
     manual = -0.5 * (logits.log_softmax(1).diag().mean() + logits.t().log_softmax(1).diag().mean())
     assert torch.allclose(clip_loss(i, t, s), manual)
     assert torch.allclose(clip_loss(i, t, s, torch.eye(4)), manual)  # soft targets reduce to hard ones
+    # hard negatives join only the image -> text softmax, with target 0
+    n = torch.nn.functional.normalize(torch.randn(2, 8), dim=-1)
+    i2t = torch.cat([logits, s * i @ n.t()], dim=1)
+    manual_neg = -0.5 * (i2t.log_softmax(1)[:, :4].diag().mean() + logits.t().log_softmax(1).diag().mean())
+    assert torch.allclose(clip_loss(i, t, s, negative_text_embeds=n), manual_neg)
+    assert clip_loss(i, t, s, negative_text_embeds=n) > clip_loss(i, t, s)  # more competitors, higher loss
+    assert torch.allclose(clip_loss(i, t, s, negative_text_embeds=n[:0]), manual)
 
 
 def test_recall_at_k_on_hand_made_matrix():

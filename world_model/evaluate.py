@@ -61,6 +61,8 @@ from typing import Any
 
 import numpy as np
 
+from envs.logs import append_jsonl, read_jsonl
+
 # the pipeline loader is shared with the agent (world_model.loading); re-exported for callers of this module
 from .loading import load_pipeline, resolve_pipeline_path  # noqa: F401
 
@@ -577,18 +579,6 @@ def select_episodes(cfg: EvalConfig) -> list:
 
 
 # ============================================================================ the run
-def _read_rows(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    rows = [json.loads(ln) for ln in data[:end].splitlines() if ln.strip()]
-    if end < len(data):  # a run killed mid-line: cut the partial line so appends stay valid
-        with open(path, "r+b") as f:
-            f.truncate(end)
-    return rows
-
-
 def _fingerprint(cfg: EvalConfig, pipe_path: str, weights: str, n_t: int, n_b: int) -> dict:
     keep = ("split", "episodes", "num_steps", "guidance_scale", "cfg_mode", "num_context", "context_mode", "subset",
             "ssg", "ssg_path", "num_samples", "seed", "render_scale", "tour_frames", "agent_frames", "loc_spacing",
@@ -675,7 +665,7 @@ def evaluate(cfg: EvalConfig, pipe=None, clip=None) -> dict:
         clip, clip_note = eval_clip(cfg.clip)
     episodes = select_episodes(cfg)
     log_path = out / SAMPLES_FILE
-    done = {str(r["sample_id"]) for r in _read_rows(log_path)}
+    done = {str(r["sample_id"]) for r in read_jsonl(log_path, repair=True)}
     todo = [(i, e) for i, e in enumerate(episodes) if str(e.episode_id) not in done]
     bar = None
     if cfg.progress and todo:
@@ -708,14 +698,12 @@ def evaluate(cfg: EvalConfig, pipe=None, clip=None) -> dict:
                                                                           ep.instruction)
                 row.update(status="ok", d_gt=sample.d_gt, p_gt=[round(float(v), 4) for v in sample.final_pose],
                            seconds_imagine=t_img, seconds=time.perf_counter() - t0)
-            f.write(json.dumps(row, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+            append_jsonl(f, row)
             if bar is not None:
                 bar.update(1)
     if bar is not None:
         bar.close()
-    rows = [r for r in _read_rows(log_path)]
+    rows = read_jsonl(log_path)
     ids = {str(e.episode_id) for e in episodes}
     rows = [r for r in rows if str(r["sample_id"]) in ids]
     summary = summarize(rows)

@@ -356,19 +356,25 @@ def load_clip(path_or_name: str | os.PathLike | None = None, device: str | torch
 
 
 def clip_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale: torch.Tensor,
-              targets: torch.Tensor | None = None) -> torch.Tensor:
+              targets: torch.Tensor | None = None, negative_text_embeds: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric InfoNCE of CLIP (Radford et al. 2021, eq. in Fig. 3).
 
     ``L = (CE(s * I T^T, y) + CE(s * T I^T, y)) / 2`` with unit-norm embeddings I, T
     and temperature ``s = exp(logit_scale)``. ``targets`` (N, N) optionally gives a
     soft target distribution per row (rows sum to 1) so that identical captions in
     a batch are not counted as negatives of each other; default: the identity.
+    ``negative_text_embeds`` (M, E): extra captions that match no image (hard negatives, e.g.
+    a caption with its relation reversed); they join every image's softmax over texts (the
+    image -> text term) with target 0, as in NegCLIP.
     """
     logits = logit_scale * image_embeds @ text_embeds.t()
     if targets is None:
-        y = torch.arange(len(logits), device=logits.device)
-        return 0.5 * (F.cross_entropy(logits, y) + F.cross_entropy(logits.t(), y))
-    return 0.5 * (-(targets * logits.log_softmax(-1)).sum(-1).mean()
+        targets = torch.eye(len(logits), device=logits.device, dtype=logits.dtype)
+    i2t, t_i2t = logits, targets
+    if negative_text_embeds is not None and len(negative_text_embeds):
+        i2t = torch.cat([logits, logit_scale * image_embeds @ negative_text_embeds.t()], dim=1)
+        t_i2t = torch.cat([targets, targets.new_zeros(len(targets), len(negative_text_embeds))], dim=1)
+    return 0.5 * (-(t_i2t * i2t.log_softmax(-1)).sum(-1).mean()
                   - (targets.t() * logits.t().log_softmax(-1)).sum(-1).mean())
 
 

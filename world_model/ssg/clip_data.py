@@ -202,3 +202,33 @@ def iter_batches(data: dict[str, np.ndarray], batch_size: int, rng: np.random.Ge
         perm = rng.permutation(n)
         for i in range(0, n - batch_size + 1, batch_size):
             yield perm[i:i + batch_size]
+
+
+# ----------------------------------------------------------------------------- relation hard negatives
+# Each directional phrase of the caption and instruction grammars (``CaptionSpec``,
+# ``envs.instructions``) and its opposite. "next to" and "between" have no opposite.
+_FLIPS = (
+    ("to the left of", "to the right of"),
+    ("on the left side of", "on the right side of"),
+    ("left of", "right of"),
+    ("in front of", "behind"),
+    ("facing the front of", "at the back of"),
+)
+_FLIP_RE = None
+
+
+def flip_relation(caption: str) -> str | None:
+    """The caption with its directional relation reversed ("left of" <-> "right of", "in front of"
+    <-> "behind", ...), or None when it states none. With the grammar's margins a stated relation
+    holds clearly, so the flipped caption is false for that view: a hard negative that differs
+    from the true caption only in the relation (NegCLIP-style, Yuksekgonul et al. 2023)."""
+    import re
+
+    global _FLIP_RE
+    if _FLIP_RE is None:
+        pairs = {a: b for a, b in _FLIPS} | {b: a for a, b in _FLIPS}
+        alts = sorted(pairs, key=len, reverse=True)  # longest phrase first: "to the left of" before "left of"
+        _FLIP_RE = (re.compile(r"\b(" + "|".join(re.escape(p) for p in alts) + r")\b"), pairs)
+    pattern, pairs = _FLIP_RE
+    out, n = pattern.subn(lambda m: pairs[m.group(1)], caption)
+    return out if n else None

@@ -31,9 +31,10 @@ import torch
 
 def relation_pattern() -> re.Pattern:
     """Matches an instruction that uses one of the grammar's relation phrases (``envs.instructions``)."""
-    from envs.instructions import _REL_PHRASES
+    from envs.instructions import relation_phrases
 
-    heads = sorted({p.split("{r}")[0].strip() for ps in _REL_PHRASES.values() for p in ps}, key=len, reverse=True)
+    heads = sorted({p.split("{r}")[0].strip() for ps in relation_phrases().values() for p in ps},
+                   key=len, reverse=True)
     return re.compile(r"\b(" + "|".join(re.escape(h) for h in heads) + r") the\b")
 
 

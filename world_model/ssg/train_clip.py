@@ -48,6 +48,7 @@ class ClipTrainConfig:
     threads: int = 1  # torch CPU threads (the machine is shared)
     seed: int = 0
     export: str = ""  # also copy the final model here (e.g. the package's shipped weights dir)
+    hard_negatives: bool = False  # add each relation caption reversed ("left of" <-> "right of") as a negative
     spec: SmallClipSpec = field(default_factory=SmallClipSpec)
 
     @classmethod
@@ -110,6 +111,28 @@ def evaluate_recall(clip: SpatialClip, images: np.ndarray, captions: np.ndarray,
     return res
 
 
+@torch.no_grad()
+def evaluate_relations(clip: SpatialClip, images: np.ndarray, captions: np.ndarray, batch: int = 256) -> dict:
+    """Held-out relation accuracy: for each image whose caption states a directional relation, does
+    the image match its caption better than the same caption with the relation reversed
+    (``clip_data.flip_relation``)? 0.5 = the relation words are ignored."""
+    from world_model.ssg.clip_data import flip_relation
+
+    clip.eval()
+    keep = [(i, c, flip_relation(str(c))) for i, c in enumerate(captions)]
+    keep = [(i, c, f) for i, c, f in keep if f is not None]
+    if not keep:
+        return {"relation_acc": float("nan"), "relation_n": 0}
+    hits = []
+    for s in range(0, len(keep), batch):
+        part = keep[s:s + batch]
+        img = clip.encode_images(images[[i for i, _, _ in part]])
+        pos = clip.encode_texts([str(c) for _, c, _ in part])
+        neg = clip.encode_texts([f for _, _, f in part])
+        hits.append(((img * pos).sum(-1) > (img * neg).sum(-1)).float())
+    return {"relation_acc": float(torch.cat(hits).mean()), "relation_n": len(keep)}
+
+
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -121,6 +144,8 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 def main(cfg: ClipTrainConfig | dict | None = None) -> dict:
     """Train (or resume) and return the final val recall metrics."""
+    from world_model.ssg.clip_data import flip_relation
+
     cfg = ClipTrainConfig.from_dict(cfg) if isinstance(cfg, dict) else (cfg or ClipTrainConfig())
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
@@ -168,10 +193,13 @@ def main(cfg: ClipTrainConfig | dict | None = None) -> dict:
         caps = captions[idx]
         same = torch.as_tensor(caps[:, None] == caps[None, :], dtype=torch.float32)
         targets = same / same.sum(1, keepdim=True)
-        tok = clip.tokenize(list(caps))
+        negs = [f for f in (flip_relation(str(c)) for c in caps) if f is not None] if cfg.hard_negatives else []
+        tok = clip.tokenize(list(caps) + negs)
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        loss = clip_loss(clip.image_embeds(pix), clip.text_embeds(**tok), clip.logit_scale(), targets)
+        txt = clip.text_embeds(**tok)
+        loss = clip_loss(clip.image_embeds(pix), txt[:len(caps)], clip.logit_scale(), targets,
+                         negative_text_embeds=txt[len(caps):] if negs else None)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(clip.model.parameters(), 1.0)
@@ -185,6 +213,7 @@ def main(cfg: ClipTrainConfig | dict | None = None) -> dict:
                   f"{seen / (time.time() - t0):.1f} img/s", flush=True)
         if step % cfg.eval_every == 0 or step == cfg.steps:
             metrics = evaluate_recall(clip, val["images"], val["captions"])
+            metrics.update(evaluate_relations(clip, val["images"], val["captions"]))
             clip.model.train()
             rec = {"step": step, "loss": loss.item(), "time_s": time.time() - t0, **metrics}
             log.write(json.dumps(rec) + "\n")
@@ -197,6 +226,7 @@ def main(cfg: ClipTrainConfig | dict | None = None) -> dict:
             clip.save_pretrained(out / "clip-small")
     if not metrics:
         metrics = evaluate_recall(clip, val["images"], val["captions"])
+        metrics.update(evaluate_relations(clip, val["images"], val["captions"]))
     clip.save_pretrained(out / "clip-small")
     if cfg.export:
         clip.save_pretrained(cfg.export)
@@ -212,8 +242,8 @@ def _cli(argv=None) -> None:
     for f in fields(ClipTrainConfig):
         if f.name == "spec":
             continue
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None,
-                       help=f"default {f.default!r}")
+        typ = (lambda v: str(v).lower() in ("1", "true", "yes")) if isinstance(f.default, bool) else type(f.default)
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=typ, default=None, help=f"default {f.default!r}")
     for f in fields(SmallClipSpec):  # model size: --spec-vision-layers 2 --spec-vision-width 64 ...
         p.add_argument(f"--spec-{f.name.replace('_', '-')}", dest=f"spec_{f.name}", type=int, default=None,
                        help=f"SmallClipSpec.{f.name} (default {f.default})")
@@ -236,7 +266,10 @@ def _cli(argv=None) -> None:
     if eval_only:
         torch.set_num_threads(cfg.threads)
         _, val = load_or_build_data(cfg)
-        print(json.dumps(evaluate_recall(load_clip(eval_only), val["images"], val["captions"]), indent=2))
+        model = load_clip(eval_only)
+        res = evaluate_recall(model, val["images"], val["captions"])
+        res.update(evaluate_relations(model, val["images"], val["captions"]))
+        print(json.dumps(res, indent=2))
         return
     print(json.dumps(main(cfg), indent=2))
 
