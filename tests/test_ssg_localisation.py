@@ -43,22 +43,57 @@ def test_auroc_and_sample_scores():
     assert sample_scores(rel, np.zeros_like(tgt), dis, 2) is None  # target not in view: no score
 
 
-def test_localisation_end_to_end_on_collected_data(tmp_path):
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory):
     from world_model.data import collect
-    from world_model.ssg.checkpoint import build_prompter
-    from world_model.ssg.clip import SmallClipSpec, build_small_clip, build_word_tokenizer, grammar_vocabulary
-    from world_model.ssg.localisation import localisation
 
-    data = tmp_path / "val"
+    data = tmp_path_factory.mktemp("loc") / "val"
     collect("val", 4, data, shard_size=4, progress=False, frame_size=32, tour_frames=12, agent_frames=2,
             episodes_per_scene=2, starts_per_episode=1, workers=1)
+    return data
+
+
+@pytest.fixture(scope="module")
+def prompter():
+    from world_model.ssg.checkpoint import build_prompter
+    from world_model.ssg.clip import SmallClipSpec, build_small_clip, build_word_tokenizer, grammar_vocabulary
+
     spec = SmallClipSpec(image_size=32, patch_size=8, vision_layers=2, vision_width=32, vision_heads=2,
                          text_layers=1, text_width=32, text_heads=2, projection_dim=32, max_text_len=24)
     clip = build_small_clip(build_word_tokenizer(grammar_vocabulary()), spec, seed=0)
-    prompter = build_prompter(clip, 32, dict(num_tokens=4, layers=[-2, -1], hidden_dim=32, num_heads=2))
-    res = localisation(prompter, str(data), n=4, num_context=4, top_m=3, frame_size=16)
+    return build_prompter(clip, 32, dict(num_tokens=4, layers=[-2, -1], hidden_dim=32, num_heads=2))
+
+
+def test_localisation_end_to_end_on_collected_data(collected, prompter):
+    from world_model.ssg.localisation import localisation
+
+    res = localisation(prompter, str(collected), n=4, num_context=4, top_m=3, frame_size=16)
     assert res["n"] == 4 and res["grid"] == 4 and res["mask_size"] == 32
     for arm in ("instruction", "control"):
         r = res[arm]["all"]
         assert 1 <= r["n_visible"] <= 4  # the current view of a sample usually shows its target
         assert 0 < r["chance"] <= 1 and 0 <= r["top_m_precision"] <= 1 and 0 <= r["auroc"] <= 1
+
+
+def test_oracle_relevance_steers_the_topk_prompt_to_the_target(collected, prompter):
+    import torch
+
+    from world_model.data import ContextVideoDataset
+    from world_model.ssg.localisation import OracleRelevance
+
+    ds = ContextVideoDataset(collected, 4, 2, 0, 16, seed=0)
+    items = [ds[i] for i in range(len(ds))]
+    oracle = OracleRelevance(grid=4, mask_size=32)
+    rel = oracle([it["scene_id"] for it in items], [it["target_id"] for it in items],
+                 np.stack([it["context_poses"] for it in items]))
+    assert rel.shape == (len(items), 4, 4, 4) and float(rel.min()) >= 0 and float(rel.max()) <= 1
+    seen = [i for i in range(len(items)) if rel[i].max() > 0]
+    assert seen  # some context shows its target
+    frames = np.stack([it["context"] for it in items])
+    idx = torch.as_tensor(np.stack([it["context_indices"] for it in items]))
+    out = prompter.prompt(frames, [it["instruction"] for it in items], idx, relevance=rel)
+    assert torch.equal(out.relevance, rel)  # steps 2-4 read the given relevance, not CLIP's
+    plain = prompter.prompt(frames, [it["instruction"] for it in items], idx)
+    assert not torch.allclose(out.tokens, plain.tokens)
+    with pytest.raises(ValueError, match="relevance must be"):
+        prompter.prompt(frames, [it["instruction"] for it in items], idx, relevance=rel[:, :2])

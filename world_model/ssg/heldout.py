@@ -1,7 +1,8 @@
 """Held-out flow-matching loss of a frozen backbone with and without its SSG adapter.
 
     python -m world_model.ssg.heldout ssg=runs/ssg/default/ssg [data_dir=runs/wm/data/val] [pipeline=DIR]
-        [n=200] [draws=4] [batch_size=16] [seed=0] [threads=2] [shuffle_prompts=false] [out=FILE.json]
+        [n=200] [draws=4] [batch_size=16] [seed=0] [threads=2] [shuffle_prompts=false] [oracle=false]
+        [out=FILE.json]
 
 Grounding metrics (``spatialnav eval-wm``) count hits, which at this model size are rare
 (a few percent of samples), so a small effect of the adapter drowns in their noise. This
@@ -56,13 +57,15 @@ def _summary(base: np.ndarray, ssg: np.ndarray) -> dict[str, Any]:
 
 @torch.no_grad()
 def heldout_loss(pipe, data_dir: str, n: int = 200, draws: int = 4, batch_size: int = 16, seed: int = 0,
-                 num_context: int = 8, shuffle_prompts: bool = False) -> dict[str, Any]:
+                 num_context: int = 8, shuffle_prompts: bool = False, oracle: bool = False) -> dict[str, Any]:
     """Per-sample velocity errors with SSG and with the adapter bypassed; see the module docstring.
 
     ``pipe``: a ``Video4SpatialPipeline`` with an SSG adapter loaded (``load_ssg``).
     ``shuffle_prompts``: give each sample the SSG prompt of the next sample in its batch (a
     control: a gain that survives it does not come from the sample's own context and
-    instruction). Returns the summaries (``all``/``relation`` x ``path``/``bbox``/``total``)
+    instruction). ``oracle``: build the prompts from the true target masks
+    (``localisation.OracleRelevance``), for adapters trained with ``oracle_relevance``.
+    Returns the summaries (``all``/``relation`` x ``path``/``bbox``/``total``)
     and the per-sample arrays.
     """
     from world_model.data import ContextVideoDataset
@@ -82,6 +85,10 @@ def heldout_loss(pipe, data_dir: str, n: int = 200, draws: int = 4, batch_size: 
     rel = relation_pattern()
     is_rel = np.array([bool(rel.search(it["instruction"].lower())) for it in items])
     cache: dict[str, torch.Tensor] = {}
+    if oracle:
+        from world_model.ssg.localisation import OracleRelevance, ds_frame_size
+
+        oracle_fn = OracleRelevance(pipe.ssg_prompter.clip.grid_size, mask_size=ds_frame_size(data_dir))
     t_cfg = TrainConfig(shift=float(pipe.scheduler.config.get("shift", 1.0)))  # training's noise levels
     err = {"backbone": np.zeros((n, draws, n_t + n_b)), "ssg": np.zeros((n, draws, n_t + n_b))}
     device = model.device
@@ -95,7 +102,11 @@ def heldout_loss(pipe, data_dir: str, n: int = 200, draws: int = 4, batch_size: 
         ctx_idx = torch.as_tensor(np.stack([it["context_indices"] for it in batch])).to(device)
         instr = [it["instruction"] for it in batch]
         text = encode_text_cached(pipe.text_encoder, instr, cache).to(device)
-        tokens = pipe.ssg_prompter(frames, instr, context_positions(ctx_idx)).to(device, text.dtype)
+        relevance = None
+        if oracle:
+            relevance = oracle_fn([it["scene_id"] for it in batch], [it["target_id"] for it in batch],
+                                  np.stack([it["context_poses"] for it in batch]))
+        tokens = pipe.ssg_prompter(frames, instr, context_positions(ctx_idx), relevance).to(device, text.dtype)
         if shuffle_prompts:
             tokens = tokens.roll(1, dims=0)
         for d in range(draws):
@@ -111,7 +122,7 @@ def heldout_loss(pipe, data_dir: str, n: int = 200, draws: int = 4, batch_size: 
             with ssg_disabled(model.transformer):
                 err["backbone"][s:s + b, d] = frame_err(text)
     out: dict[str, Any] = {"n": n, "n_relation": int(is_rel.sum()), "draws": draws, "data_dir": str(data_dir),
-                           "shuffle_prompts": bool(shuffle_prompts),
+                           "shuffle_prompts": bool(shuffle_prompts), "oracle": bool(oracle),
                            "frames": {"path": n_t, "bbox": n_b}}
     parts = {"path": slice(0, n_t), "bbox": slice(n_t, n_t + n_b), "total": slice(0, n_t + n_b)}
     for subset, mask in (("all", np.ones(n, bool)), ("relation", is_rel)):
@@ -130,7 +141,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from world_model.pipeline import Video4SpatialPipeline
 
     args = {"ssg": None, "data_dir": "runs/wm/data/val", "pipeline": None, "n": 200, "draws": 4,
-            "batch_size": 16, "seed": 0, "threads": 2, "shuffle_prompts": False, "out": None}
+            "batch_size": 16, "seed": 0, "threads": 2, "shuffle_prompts": False, "oracle": False,
+            "out": None}
     given = OmegaConf.to_container(OmegaConf.from_dotlist(list(sys.argv[1:] if argv is None else argv)))
     unknown = sorted(set(given) - set(args))
     if unknown:
@@ -145,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     pipe = Video4SpatialPipeline.from_pretrained(resolve_pipeline(args["pipeline"]), with_ssg=False)
     pipe.load_ssg(args["ssg"])
     res = heldout_loss(pipe, args["data_dir"], int(args["n"]), int(args["draws"]), int(args["batch_size"]),
-                       int(args["seed"]), shuffle_prompts=bool(args["shuffle_prompts"]))
+                       int(args["seed"]), shuffle_prompts=bool(args["shuffle_prompts"]), oracle=bool(args["oracle"]))
     res["ssg_path"], res["pipeline"] = str(args["ssg"]), str(resolve_pipeline(args["pipeline"]))
     if args["out"]:
         Path(args["out"]).parent.mkdir(parents=True, exist_ok=True)

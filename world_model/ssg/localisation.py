@@ -95,6 +95,39 @@ def sample_scores(rel: np.ndarray, tgt: np.ndarray, dis: np.ndarray, top_m: int)
     return out
 
 
+class OracleRelevance:
+    """Ground-truth "where": (B, K, g, g) target coverage of each CLIP cell of the context frames.
+
+    ``r`` = the fraction of the cell's pixels showing the target, re-rendered at ``mask_size``
+    from the samples' context poses (0 everywhere when the context never shows it; top-k then
+    takes the first cells, a fixed "not in view" pattern). A diagnostic upper bound for SSG
+    prompting, never a deployable prompt (an agent does not know the target's mask)."""
+
+    def __init__(self, grid: int, mask_size: int = 64, max_scenes: int = 4) -> None:
+        self.grid, self.size, self.max_scenes = int(grid), int(mask_size) - int(mask_size) % int(grid), int(max_scenes)
+        self._renderers: dict[str, Any] = {}
+
+    def _renderer(self, scene_id: str):
+        from envs.renderer import Renderer
+        from envs.scenes import load_scene
+
+        if scene_id not in self._renderers:
+            if len(self._renderers) >= self.max_scenes:
+                self._renderers.pop(next(iter(self._renderers)))
+            self._renderers[scene_id] = Renderer(load_scene(scene_id), width=self.size, height=self.size, threads=1)
+        return self._renderers[scene_id]
+
+    def __call__(self, scene_ids, target_ids, context_poses) -> torch.Tensor:
+        poses = np.asarray(context_poses, np.float64)
+        g, out = self.grid, []
+        for sid, tid, p in zip(scene_ids, [int(t) for t in target_ids], poses):
+            inst = self._renderer(str(sid)).render(p, pitch=np.zeros(len(p)), outputs=("instance",))["instance"]
+            k, h, w = inst.shape
+            cover = (inst == tid).reshape(k, g, h // g, g, w // g).mean(axis=(2, 4))
+            out.append(cover)
+        return torch.as_tensor(np.stack(out), dtype=torch.float32)
+
+
 def _aggregate(rows: list[dict[str, float]]) -> dict[str, Any]:
     out: dict[str, Any] = {"n_visible": len(rows)}
     for k in ("top_m_precision", "chance", "lift", "auroc", "rank1_hit", "target_over_distractor", "mean_margin"):

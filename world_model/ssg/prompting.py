@@ -303,10 +303,13 @@ class SpatialSignalPrompter(nn.Module):
         return x.flatten(0, 1), x.shape[0], x.shape[1]
 
     def prompt(self, frames, instruction: Sequence[str] | str | torch.Tensor,
-               frame_indices: torch.Tensor | None = None) -> SSGPrompt:
+               frame_indices: torch.Tensor | None = None, relevance: torch.Tensor | None = None) -> SSGPrompt:
         """Build the prompt. ``frames``: (B, K, H, W, 3) uint8 or (B, K, 3, H, W) float in [0, 1];
         ``instruction``: B strings (or one for all) or precomputed unit text embeddings (B, E);
-        ``frame_indices``: (B, K) or (K,) original frame indices (default 0..K-1)."""
+        ``frame_indices``: (B, K) or (K,) original frame indices (default 0..K-1).
+        ``relevance``: (B, K, g, g) to use in place of CLIP's ``r`` (steps 2-4 read it): the
+        oracle diagnostic (``world_model.ssg.localisation.oracle_relevance``) feeds the true
+        target masks here to ask what a perfect "where" signal would buy."""
         flat, b, k = self._check_frames(frames)
         device = self.queries.device
         g = self.clip.grid_size
@@ -325,6 +328,10 @@ class SpatialSignalPrompter(nn.Module):
 
             states = self._vision(pixels)
             rel = self._relevance(states, text_f)  # (B*K, P)
+            if relevance is not None:
+                if tuple(relevance.shape) != (b, k, g, g):
+                    raise ValueError(f"relevance must be ({b}, {k}, {g}, {g}), got {tuple(relevance.shape)}")
+                rel = relevance.to(rel.device, rel.dtype).reshape(b * k, g * g)
             n_keep = max(1, math.ceil(self.keep_ratio * rel.shape[1]))
             mask = torch.zeros_like(rel, dtype=torch.bool)
             mask.scatter_(1, rel.topk(n_keep, dim=1).indices, True)
@@ -369,6 +376,7 @@ class SpatialSignalPrompter(nn.Module):
         tokens = self.projector(z)
         return SSGPrompt(tokens=tokens, relevance=rel.view(b, k, g, g), mask=mask.view(b, k, g, g))
 
-    def forward(self, frames, instruction, frame_indices: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, frames, instruction, frame_indices: torch.Tensor | None = None,
+                relevance: torch.Tensor | None = None) -> torch.Tensor:
         """(B, M, out_dim) prompt tokens; see :meth:`prompt`."""
-        return self.prompt(frames, instruction, frame_indices).tokens
+        return self.prompt(frames, instruction, frame_indices, relevance).tokens

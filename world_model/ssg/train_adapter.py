@@ -78,6 +78,10 @@ class AdapterTrainConfig:
         ckpt_every_steps, ckpt_every_minutes, keep_checkpoints, log_every: checkpoints and log.
         num_workers: DataLoader workers; mixed_precision: "no" | "bf16" | "fp16" (Accelerate autocast).
         seed; num_threads: torch CPU threads (None: torch's default).
+        oracle_relevance: a diagnostic, not a model to deploy: the prompter reads the true target
+            masks of the context frames (re-rendered at ``oracle_mask_size``, the collection's frame
+            size) in place of CLIP's relevance (``world_model.ssg.localisation.OracleRelevance``), to
+            measure what a perfect "where" signal buys the adapter. Recorded in the checkpoint.
     """
 
     preset: str = "default"
@@ -114,6 +118,8 @@ class AdapterTrainConfig:
     mixed_precision: str = "no"
     seed: int = 0
     num_threads: int | None = None
+    oracle_relevance: bool = False
+    oracle_mask_size: int = 64
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "AdapterTrainConfig":
@@ -218,7 +224,8 @@ class SSGTrainModule(nn.Module):
         self.model = model
         self.prompter = prompter
 
-    def ssg_tokens(self, frames, instructions: list[str], ctx_idx: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    def ssg_tokens(self, frames, instructions: list[str], ctx_idx: torch.Tensor, keep: torch.Tensor,
+                   relevance: torch.Tensor | None = None) -> torch.Tensor:
         from world_model.ssg.prompting import context_positions
 
         b = ctx_idx.shape[0]
@@ -227,15 +234,16 @@ class SSGTrainModule(nn.Module):
         if len(rows):
             r = rows.cpu()
             real = self.prompter(frames[r], [instructions[i] for i in r.tolist()],
-                                 context_positions(ctx_idx[rows]).to(ctx_idx.device))
+                                 context_positions(ctx_idx[rows]).to(ctx_idx.device),
+                                 None if relevance is None else relevance[r])
             tokens = tokens.index_put((rows,), real.to(tokens.dtype))
         return tokens
 
-    def forward(self, ctx, tgt, text, ctx_idx, t, noise, frames, instructions, keep) -> torch.Tensor:
+    def forward(self, ctx, tgt, text, ctx_idx, t, noise, frames, instructions, keep, relevance=None) -> torch.Tensor:
         from world_model.ssg.adapter import append_ssg_tokens
         from world_model.train import flow_matching_loss
 
-        tokens = self.ssg_tokens(frames, instructions, ctx_idx, keep)
+        tokens = self.ssg_tokens(frames, instructions, ctx_idx, keep, relevance)
         return flow_matching_loss(self.model, ctx, tgt, append_ssg_tokens(text, tokens), ctx_idx, t, noise=noise)
 
 
@@ -298,6 +306,12 @@ def train(cfg: AdapterTrainConfig, dataset=None, text_encoder=None) -> dict[str,
 
     set_seed(cfg.seed)  # the same adapter/prompter initialisation on every process
     pipe.init_ssg(cfg.clip, lam=cfg.lam, **cfg.prompter)
+    oracle = None
+    if cfg.oracle_relevance:
+        from world_model.ssg.localisation import OracleRelevance
+
+        oracle = OracleRelevance(pipe.ssg_prompter.clip.grid_size, mask_size=cfg.oracle_mask_size)
+        pipe.ssg_config["oracle_relevance"] = True  # recorded in the checkpoint: not a deployable prompt
     pipe.ssg_config["backbone"]["path"] = backbone_src
     prompter = pipe.ssg_prompter
     adapter_params = freeze_backbone(model.transformer)
@@ -384,7 +398,10 @@ def train(cfg: AdapterTrainConfig, dataset=None, text_encoder=None) -> dict[str,
         noise = torch.randn_like(tgt)
         keep = mode == 0
         with acc.accumulate(module):
-            loss = module(ctx_d, tgt, text_d, ctx_idx, t, noise, batch["context"], instructions, keep)
+            relevance = None
+            if oracle is not None:  # the diagnostic: true target masks in place of CLIP's relevance
+                relevance = oracle(batch["scene_id"], batch["target_id"], batch["context_poses"])
+            loss = module(ctx_d, tgt, text_d, ctx_idx, t, noise, batch["context"], instructions, keep, relevance)
             acc.backward(loss)
             if acc.sync_gradients and cfg.grad_clip:
                 acc.clip_grad_norm_(params, cfg.grad_clip)
