@@ -39,20 +39,12 @@ def relation_pattern() -> re.Pattern:
     return re.compile(r"\b(" + "|".join(re.escape(h) for h in heads) + r") the\b")
 
 
-def _bootstrap_ci(x: np.ndarray, n_boot: int = 10_000, seed: int = 0) -> list[float]:
-    if len(x) < 2:
-        return [float("nan"), float("nan")]
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), (n_boot, len(x)))].mean(axis=1)
-    return [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
-
-
 def _summary(base: np.ndarray, ssg: np.ndarray) -> dict[str, Any]:
-    gain = base - ssg
-    return {"n": int(len(gain)), "backbone": float(base.mean()), "ssg": float(ssg.mean()),
-            "gain": float(gain.mean()), "gain_ci95": _bootstrap_ci(gain),
-            "gain_rel": float(gain.mean() / base.mean()) if len(gain) and base.mean() > 0 else float("nan"),
-            "ssg_better_frac": float((gain > 0).mean()) if len(gain) else float("nan")}
+    from world_model.heldout import paired_summary
+
+    r = paired_summary(base, ssg)
+    return {"n": r["n"], "backbone": r["base"], "ssg": r["other"], "gain": r["gain"], "gain_ci95": r["gain_ci95"],
+            "gain_rel": r["gain_rel"], "ssg_better_frac": r["other_better_frac"]}
 
 
 @torch.no_grad()
@@ -66,61 +58,43 @@ def heldout_loss(pipe, data_dir: str, n: int = 200, draws: int = 4, batch_size: 
     instruction). ``oracle``: build the prompts from the true target masks
     (``localisation.OracleRelevance``), for adapters trained with ``oracle_relevance``.
     Returns the summaries (``all``/``relation`` x ``path``/``bbox``/``total``)
-    and the per-sample arrays.
+    and the per-sample arrays. The inputs, (noise, t) draws and errors are
+    ``world_model.heldout``'s, shared with the backbone comparison.
     """
-    from world_model.data import ContextVideoDataset
-    from world_model.latents import encode_frames
+    from world_model.heldout import heldout_items, velocity_errors
     from world_model.ssg.adapter import append_ssg_tokens, ssg_disabled
     from world_model.ssg.prompting import context_positions
-    from world_model.train import TrainConfig, encode_text_cached, flow_matching_loss, sample_t
 
     if pipe.ssg_prompter is None:
         raise ValueError("the pipeline has no SSG adapter loaded: pipe.load_ssg(<dir>) first")
     model = pipe.model.float().eval()
     n_t, n_b = int(pipe.config.num_target_frames), int(pipe.config.num_bbox_frames)
-    ds = ContextVideoDataset(data_dir, num_context, n_t, n_b, int(model.config.frame_size[0]), seed=seed)
-    n = min(int(n), len(ds))
-    torch.manual_seed(int(seed))  # the loader's draws read torch.initial_seed(): the same contexts in every run
-    items = [ds[i] for i in range(n)]  # one context draw per sample, shared by both arms
+    items = heldout_items(data_dir, n, num_context, n_t, n_b, int(model.config.frame_size[0]), seed)
+    n = len(items)
     rel = relation_pattern()
     is_rel = np.array([bool(rel.search(it["instruction"].lower())) for it in items])
-    cache: dict[str, torch.Tensor] = {}
+    oracle_fn = None
     if oracle:
         from world_model.ssg.localisation import OracleRelevance, ds_frame_size
 
         oracle_fn = OracleRelevance(pipe.ssg_prompter.clip.grid_size, mask_size=ds_frame_size(data_dir))
-    t_cfg = TrainConfig(shift=float(pipe.scheduler.config.get("shift", 1.0)))  # training's noise levels
-    err = {"backbone": np.zeros((n, draws, n_t + n_b)), "ssg": np.zeros((n, draws, n_t + n_b))}
-    device = model.device
-    for s in range(0, n, batch_size):
-        batch = items[s:s + batch_size]
-        b = len(batch)
+
+    def with_prompt(batch, text):
         frames = torch.as_tensor(np.stack([it["context"] for it in batch]))
-        ctx = encode_frames(frames, pipe.autoencoder, device=device)
-        tgt = encode_frames(torch.as_tensor(np.stack([it["target"] for it in batch])), pipe.autoencoder,
-                            device=device)
-        ctx_idx = torch.as_tensor(np.stack([it["context_indices"] for it in batch])).to(device)
-        instr = [it["instruction"] for it in batch]
-        text = encode_text_cached(pipe.text_encoder, instr, cache).to(device)
+        ctx_idx = torch.as_tensor(np.stack([it["context_indices"] for it in batch]))
         relevance = None
-        if oracle:
+        if oracle_fn is not None:
             relevance = oracle_fn([it["scene_id"] for it in batch], [it["target_id"] for it in batch],
                                   np.stack([it["context_poses"] for it in batch]))
-        tokens = pipe.ssg_prompter(frames, instr, context_positions(ctx_idx), relevance).to(device, text.dtype)
+        tokens = pipe.ssg_prompter(frames, [it["instruction"] for it in batch], context_positions(ctx_idx),
+                                   relevance).to(text.device, text.dtype)
         if shuffle_prompts:
             tokens = tokens.roll(1, dims=0)
-        for d in range(draws):
-            g = torch.Generator().manual_seed(int(seed) * 1_000_003 + d * 10_007 + s)
-            t = sample_t(b, t_cfg, generator=g).to(device)
-            noise = torch.randn(tgt.shape, generator=g).to(device, tgt.dtype)
+        return append_ssg_tokens(text, tokens)
 
-            def frame_err(states):
-                err = flow_matching_loss(model, ctx, tgt, states, ctx_idx, t, noise=noise, reduction="none")
-                return err.mean(dim=(1, 3, 4)).cpu().numpy()  # (B, frames)
-
-            err["ssg"][s:s + b, d] = frame_err(append_ssg_tokens(text, tokens))
-            with ssg_disabled(model.transformer):
-                err["backbone"][s:s + b, d] = frame_err(text)
+    err = {"ssg": velocity_errors(pipe, items, draws, batch_size, seed, states=with_prompt, model=model)}
+    with ssg_disabled(model.transformer):
+        err["backbone"] = velocity_errors(pipe, items, draws, batch_size, seed, model=model)
     out: dict[str, Any] = {"n": n, "n_relation": int(is_rel.sum()), "draws": draws, "data_dir": str(data_dir),
                            "shuffle_prompts": bool(shuffle_prompts), "oracle": bool(oracle),
                            "frames": {"path": n_t, "bbox": n_b}}

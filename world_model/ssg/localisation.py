@@ -49,7 +49,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .heldout import _bootstrap_ci, relation_pattern
+from world_model.heldout import bootstrap_ci
+
+from .heldout import relation_pattern
 
 
 def cell_labels(instance: np.ndarray, grid: int, target_id: int, distractor_ids, min_cover: int = 1):
@@ -133,7 +135,7 @@ def _aggregate(rows: list[dict[str, float]]) -> dict[str, Any]:
     for k in ("top_m_precision", "chance", "lift", "auroc", "rank1_hit", "target_over_distractor", "mean_margin"):
         v = np.array([r[k] for r in rows if k in r and np.isfinite(r[k])], np.float64)
         out[k] = float(v.mean()) if len(v) else float("nan")
-        out[k + "_ci95"] = _bootstrap_ci(v)
+        out[k + "_ci95"] = bootstrap_ci(v)
         if k == "target_over_distractor":
             out["n_with_distractor"] = int(len(v))
     return out

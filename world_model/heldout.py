@@ -1,0 +1,170 @@
+"""Held-out velocity error of world models on the same inputs: releases and retrained ablations.
+
+    python -m world_model.heldout pipelines=[world_model/weights/v4s-small,runs/wm3/pipeline]
+        [data_dir=runs/wm/data/val] [n=200] [draws=4] [batch_size=16] [seed=0] [threads=2]
+        [contiguous_context=false] [out=FILE.json]
+
+Grounding metrics (``spatialnav eval-wm``) count rare hits, so two checkpoints a few hundred
+steps apart, or two arms of a retrained ablation, often tie within their noise. This measures
+what training lowers, on data no model saw: for each held-out sample (one seeded context draw,
+shared by every model) and ``draws`` fixed (noise, t) pairs from the training distribution, the
+conditional velocity error ``|| v(x_t) - (eps - x0) ||^2`` per generated frame. Reported per
+model for the path frames and the bbox frames, and for each model after the first, the paired
+difference ``first - model`` (positive = the later model is better) with a bootstrap 95%
+interval over samples. Models with different numbers of bbox frames are compared on the path
+frames only (the no-bbox ablation); ``contiguous_context=true`` draws the contexts
+contiguously (the contiguous-context ablation's own test condition).
+
+:func:`velocity_errors` is the shared core; ``world_model.ssg.heldout`` uses it with and
+without the SSG adapter.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+
+def bootstrap_ci(x: np.ndarray, n_boot: int = 10_000, seed: int = 0) -> list[float]:
+    """95% percentile interval of the mean of ``x`` (nan for fewer than 2 values)."""
+    x = np.asarray(x, np.float64)
+    if len(x) < 2:
+        return [float("nan"), float("nan")]
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), (n_boot, len(x)))].mean(axis=1)
+    return [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
+
+
+def heldout_items(data_dir: str, n: int, num_context: int, num_target: int, num_bbox: int, frame_size: int,
+                  seed: int = 0, contiguous: bool = False) -> list[dict]:
+    """The first ``n`` samples of ``data_dir`` with one seeded context draw each (the same in every run)."""
+    from world_model.data import ContextVideoDataset
+
+    ds = ContextVideoDataset(data_dir, num_context, num_target, num_bbox, frame_size, contiguous=contiguous, seed=seed)
+    torch.manual_seed(int(seed))  # the loader's draws read torch.initial_seed()
+    return [ds[i] for i in range(min(int(n), len(ds)))]
+
+
+@torch.no_grad()
+def velocity_errors(pipe, items: list[dict], draws: int = 4, batch_size: int = 16, seed: int = 0,
+                    states: Callable[[list[dict], torch.Tensor], torch.Tensor] | None = None,
+                    model: torch.nn.Module | None = None) -> np.ndarray:
+    """(n, draws, frames) mean squared velocity error of each generated frame, conditional branch.
+
+    ``states(batch, text)`` may replace the instruction states (e.g. append SSG tokens); ``model``
+    defaults to ``pipe.model``. The (noise, t) of batch ``s`` and draw ``d`` depend only on
+    ``seed``, ``d`` and ``s``, so every model and arm sees the same ones."""
+    from world_model.latents import encode_frames
+    from world_model.train import TrainConfig, encode_text_cached, flow_matching_loss, sample_t
+
+    model = (pipe.model if model is None else model).float().eval()
+    t_cfg = TrainConfig(shift=float(pipe.scheduler.config.get("shift", 1.0)))  # training's noise levels
+    n_f = int(items[0]["target"].shape[0])
+    out = np.zeros((len(items), draws, n_f))
+    device = model.device
+    cache: dict[str, torch.Tensor] = {}
+    for s in range(0, len(items), batch_size):
+        batch = items[s:s + batch_size]
+        b = len(batch)
+        ctx = encode_frames(torch.as_tensor(np.stack([it["context"] for it in batch])), pipe.autoencoder, device=device)
+        tgt = encode_frames(torch.as_tensor(np.stack([it["target"] for it in batch])), pipe.autoencoder, device=device)
+        ctx_idx = torch.as_tensor(np.stack([it["context_indices"] for it in batch])).to(device)
+        text = encode_text_cached(pipe.text_encoder, [it["instruction"] for it in batch], cache).to(device)
+        if states is not None:
+            text = states(batch, text)
+        for d in range(draws):
+            g = torch.Generator().manual_seed(int(seed) * 1_000_003 + d * 10_007 + s)
+            t = sample_t(b, t_cfg, generator=g).to(device)
+            noise = torch.randn(tgt.shape, generator=g).to(device, tgt.dtype)
+            err = flow_matching_loss(model, ctx, tgt, text, ctx_idx, t, noise=noise, reduction="none")
+            out[s:s + b, d] = err.mean(dim=(1, 3, 4)).cpu().numpy()
+    return out
+
+
+def paired_summary(base: np.ndarray, other: np.ndarray) -> dict[str, Any]:
+    """Means of two per-sample error arrays and ``gain = base - other`` with its interval."""
+    gain = base - other
+    return {"n": int(len(gain)), "base": float(base.mean()), "other": float(other.mean()),
+            "gain": float(gain.mean()), "gain_ci95": bootstrap_ci(gain),
+            "gain_rel": float(gain.mean() / base.mean()) if len(gain) and base.mean() > 0 else float("nan"),
+            "other_better_frac": float((gain > 0).mean()) if len(gain) else float("nan")}
+
+
+def compare_pipelines(paths: list[str], data_dir: str, n: int = 200, draws: int = 4, batch_size: int = 16,
+                      seed: int = 0, num_context: int = 8, contiguous: bool = False) -> dict[str, Any]:
+    """Held-out errors of each pipeline and the paired gain of each over the first; see the module doc."""
+    from world_model.pipeline import Video4SpatialPipeline
+
+    if len(paths) < 1:
+        raise ValueError("give at least one pipeline")
+    pipes = [Video4SpatialPipeline.from_pretrained(p, with_ssg=False) for p in paths]
+    sizes = {int(p.model.config.frame_size[0]) for p in pipes}
+    n_t = {int(p.config.num_target_frames) for p in pipes}
+    if len(sizes) > 1 or len(n_t) > 1:
+        raise ValueError(f"pipelines differ in frame size {sorted(sizes)} or path frames {sorted(n_t)}: not comparable")
+    n_t0, size = n_t.pop(), sizes.pop()
+    res: dict[str, Any] = {"pipelines": [str(p) for p in paths], "data_dir": str(data_dir), "draws": int(draws),
+                           "contiguous_context": bool(contiguous), "models": [], "vs_first": []}
+    errs = []
+    for path, pipe in zip(paths, pipes):
+        n_b = int(pipe.config.num_bbox_frames)
+        items = heldout_items(data_dir, n, num_context, n_t0, n_b, size, seed, contiguous)
+        e = velocity_errors(pipe, items, draws, batch_size, seed)
+        errs.append(e)
+        row = {"pipeline": str(path), "n": len(items), "num_bbox": n_b, "path": float(e[:, :, :n_t0].mean())}
+        if n_b:
+            row["bbox"] = float(e[:, :, n_t0:].mean())
+        res["models"].append(row)
+    base = errs[0]
+    for path, e in zip(paths[1:], errs[1:]):
+        parts = {"path": slice(0, n_t0)}
+        if base.shape[2] > n_t0 and e.shape[2] > n_t0:
+            parts["bbox"] = slice(n_t0, None)
+        res["vs_first"].append({"pipeline": str(path), **{k: paired_summary(base[:, :, sl].mean(axis=(1, 2)),
+                                                                              e[:, :, sl].mean(axis=(1, 2)))
+                                                           for k, sl in parts.items()}})
+    return res
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    args = {"pipelines": None, "data_dir": "runs/wm/data/val", "n": 200, "draws": 4, "batch_size": 16, "seed": 0,
+            "threads": 2, "num_context": 8, "contiguous_context": False, "out": None}
+    given = OmegaConf.to_container(OmegaConf.from_dotlist(list(sys.argv[1:] if argv is None else argv)))
+    unknown = sorted(set(given) - set(args))
+    if unknown:
+        raise SystemExit(f"unknown option(s) {unknown}; known: {sorted(args)}")
+    args.update(given)
+    if not args["pipelines"]:
+        raise SystemExit("pipelines=[DIR,DIR,...] is required (the first is the reference)")
+    if not (Path(args["data_dir"]) / "index.json").is_file():
+        raise SystemExit(f"no collected data in {args['data_dir']}: make some with "
+                         f"`python -m world_model.data split=val n=200 out_dir={args['data_dir']}`")
+    torch.set_num_threads(int(args["threads"]))
+    res = compare_pipelines([str(p) for p in args["pipelines"]], args["data_dir"], int(args["n"]), int(args["draws"]),
+                            int(args["batch_size"]), int(args["seed"]), int(args["num_context"]),
+                            bool(args["contiguous_context"]))
+    if args["out"]:
+        Path(args["out"]).parent.mkdir(parents=True, exist_ok=True)
+        Path(args["out"]).write_text(json.dumps(res, indent=1) + "\n")
+    for m in res["models"]:
+        bb = f"  bbox {m['bbox']:.5f}" if "bbox" in m else ""
+        print(f"{m['pipeline']}: n={m['n']} path {m['path']:.5f}{bb}")
+    for r in res["vs_first"]:
+        for part in ("path", "bbox"):
+            if part in r:
+                g = r[part]
+                print(f"  {r['pipeline']} vs first, {part}: gain {g['gain']:+.5f} [{g['gain_ci95'][0]:+.5f}, "
+                      f"{g['gain_ci95'][1]:+.5f}] ({100 * g['gain_rel']:+.2f}%), better on "
+                      f"{100 * g['other_better_frac']:.0f}% of samples")
+    return res
+
+
+if __name__ == "__main__":
+    main()
