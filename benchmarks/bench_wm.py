@@ -262,7 +262,7 @@ def run(pipeline: str | None = None, threads=(1, 2), repeats: int = 3, num_conte
                                                  cfg_mode="joint", seed=0, precision=p), repeats)
                 r[f"{key}_s"] = min(ts)
                 r[f"{key}_median_s"] = statistics.median(ts)
-        with pipe._autocast(prec):
+        with pipe.autocast(prec):
             r["cfg"] = cfg_batched_vs_sequential(pipe, frames, idx, instruction, int(steps[0]), max(1, repeats - 1))
         if training:
             r["train"] = train_samples_per_s(int(train_batch), int(train_steps))

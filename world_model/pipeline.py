@@ -389,7 +389,7 @@ class Video4SpatialPipeline(DiffusionPipeline):
 
         t0 = time.perf_counter()
         cache = None
-        with bypass, self._autocast(prec):
+        with bypass, self.autocast(prec):
             if self.model.uses_context_cache and getattr(self, "use_context_cache", True):
                 # Context keys/values once per call: one cache row per (branch, sample).
                 rows = self.branches(cfg_mode, context_scale, instruction_scale)
@@ -440,7 +440,7 @@ class Video4SpatialPipeline(DiffusionPipeline):
 
     __call__ = imagine
 
-    def _autocast(self, precision: str):
+    def autocast(self, precision: str):
         """bf16 autocast on the model's device for ``precision == "bf16"``, else a no-op."""
         if precision != "bf16":
             return contextlib.nullcontext()
