@@ -20,6 +20,7 @@ str, ``scene_ids``, ``instance_ids``.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -214,7 +215,9 @@ _FLIPS = (
     ("in front of", "behind"),
     ("facing the front of", "at the back of"),
 )
-_FLIP_RE = None
+_FLIP_PAIRS = {a: b for a, b in _FLIPS} | {b: a for a, b in _FLIPS}
+# longest phrase first, so "to the left of" is not read as "left of"
+_FLIP_RE = re.compile(r"\b(" + "|".join(re.escape(p) for p in sorted(_FLIP_PAIRS, key=len, reverse=True)) + r")\b")
 
 
 def flip_relation(caption: str) -> str | None:
@@ -222,13 +225,5 @@ def flip_relation(caption: str) -> str | None:
     <-> "behind", ...), or None when it states none. With the grammar's margins a stated relation
     holds clearly, so the flipped caption is false for that view: a hard negative that differs
     from the true caption only in the relation (NegCLIP-style, Yuksekgonul et al. 2023)."""
-    import re
-
-    global _FLIP_RE
-    if _FLIP_RE is None:
-        pairs = {a: b for a, b in _FLIPS} | {b: a for a, b in _FLIPS}
-        alts = sorted(pairs, key=len, reverse=True)  # longest phrase first: "to the left of" before "left of"
-        _FLIP_RE = (re.compile(r"\b(" + "|".join(re.escape(p) for p in alts) + r")\b"), pairs)
-    pattern, pairs = _FLIP_RE
-    out, n = pattern.subn(lambda m: pairs[m.group(1)], caption)
+    out, n = _FLIP_RE.subn(lambda m: _FLIP_PAIRS[m.group(1)], caption)
     return out if n else None

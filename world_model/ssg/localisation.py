@@ -119,11 +119,15 @@ class OracleRelevance:
             self._renderers[scene_id] = Renderer(load_scene(scene_id), width=self.size, height=self.size, threads=1)
         return self._renderers[scene_id]
 
+    def instance_masks(self, scene_id: str, poses) -> np.ndarray:
+        """(K, size, size) instance ids seen from the (K, 3) poses (x, y, yaw; pitch 0)."""
+        p = np.asarray(poses, np.float64)
+        return self._renderer(str(scene_id)).render(p, pitch=np.zeros(len(p)), outputs=("instance",))["instance"]
+
     def __call__(self, scene_ids, target_ids, context_poses) -> torch.Tensor:
-        poses = np.asarray(context_poses, np.float64)
         g, out = self.grid, []
-        for sid, tid, p in zip(scene_ids, [int(t) for t in target_ids], poses):
-            inst = self._renderer(str(sid)).render(p, pitch=np.zeros(len(p)), outputs=("instance",))["instance"]
+        for sid, tid, p in zip(scene_ids, [int(t) for t in target_ids], np.asarray(context_poses, np.float64)):
+            inst = self.instance_masks(sid, p)
             k, h, w = inst.shape
             cover = (inst == tid).reshape(k, g, h // g, g, w // g).mean(axis=(2, 4))
             out.append(cover)
@@ -155,29 +159,19 @@ def localisation(prompter, data_dir: str, n: int = 200, num_context: int = 8, to
 
     ``frame_size``: the context frames' size as the prompter sees them in ``imagine`` (the world
     model's, 32); the masks are rendered at the collection's size."""
-    from envs.renderer import Renderer
     from envs.scenes import load_scene
-    from world_model.data import ContextVideoDataset
+    from world_model.heldout import heldout_items
 
-    ds = ContextVideoDataset(data_dir, num_context, 2, 0, int(frame_size), seed=seed)
-    n = min(int(n), len(ds))
-    torch.manual_seed(int(seed))  # the loader's draws read torch.initial_seed(): the same contexts in every run
-    items = [ds[i] for i in range(n)]
+    items = heldout_items(data_dir, n, num_context, 2, 0, int(frame_size), seed)  # the seeded context draws
+    n = len(items)
     grid = int(prompter.clip.grid_size)
-    size = int(ds_frame_size(data_dir))
-    size = size - size % grid
+    masks = OracleRelevance(grid, ds_frame_size(data_dir), max_scenes=1)  # samples of a scene are stored together
+    size = masks.size
     rel_re = relation_pattern()
-    renderers: dict[str, Any] = {}
     labels = []
     for it in items:
-        sid = it["scene_id"]
-        if sid not in renderers:
-            renderers.clear()  # one scene at a time: samples of a scene are stored together
-            scene = load_scene(sid)
-            renderers[sid] = (scene, Renderer(scene, width=size, height=size, threads=1))
-        scene, rnd = renderers[sid]
-        inst = rnd.render(it["context_poses"], pitch=np.zeros(len(it["context_poses"])), outputs=("instance",))
-        labels.append(cell_labels(inst["instance"], grid, it["target_id"], distractors(scene, it["target_id"]),
+        inst = masks.instance_masks(it["scene_id"], it["context_poses"])
+        labels.append(cell_labels(inst, grid, it["target_id"], distractors(load_scene(it["scene_id"]), it["target_id"]),
                                   min_cover))
     instr = [it["instruction"] for it in items]
     is_rel = np.array([bool(rel_re.search(s.lower())) for s in instr])

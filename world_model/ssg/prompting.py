@@ -308,7 +308,7 @@ class SpatialSignalPrompter(nn.Module):
         ``instruction``: B strings (or one for all) or precomputed unit text embeddings (B, E);
         ``frame_indices``: (B, K) or (K,) original frame indices (default 0..K-1).
         ``relevance``: (B, K, g, g) to use in place of CLIP's ``r`` (steps 2-4 read it): the
-        oracle diagnostic (``world_model.ssg.localisation.oracle_relevance``) feeds the true
+        oracle diagnostic (``world_model.ssg.localisation.OracleRelevance``) feeds the true
         target masks here to ask what a perfect "where" signal would buy."""
         flat, b, k = self._check_frames(frames)
         device = self.queries.device
@@ -327,11 +327,12 @@ class SpatialSignalPrompter(nn.Module):
             text_f = text.repeat_interleave(k, dim=0)  # (B*K, E)
 
             states = self._vision(pixels)
-            rel = self._relevance(states, text_f)  # (B*K, P)
-            if relevance is not None:
-                if tuple(relevance.shape) != (b, k, g, g):
-                    raise ValueError(f"relevance must be ({b}, {k}, {g}, {g}), got {tuple(relevance.shape)}")
-                rel = relevance.to(rel.device, rel.dtype).reshape(b * k, g * g)
+            if relevance is None:
+                rel = self._relevance(states, text_f)  # (B*K, P)
+            elif tuple(relevance.shape) != (b, k, g, g):
+                raise ValueError(f"relevance must be ({b}, {k}, {g}, {g}), got {tuple(relevance.shape)}")
+            else:
+                rel = relevance.to(device, states[0].dtype).reshape(b * k, g * g)
             n_keep = max(1, math.ceil(self.keep_ratio * rel.shape[1]))
             mask = torch.zeros_like(rel, dtype=torch.bool)
             mask.scatter_(1, rel.topk(n_keep, dim=1).indices, True)
