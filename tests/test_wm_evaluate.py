@@ -61,6 +61,9 @@ def test_sample_matches_the_training_construction(scene_sample):
     assert s.context.shape == (8, 32, 32, 3) and s.context.dtype == np.uint8
     assert np.all(np.diff(s.context_indices) > 0)
     np.testing.assert_array_equal(s.context[-1], s.target[0])  # the current view is the path's first frame
+    assert s.context_poses.shape == (8, 3)
+    np.testing.assert_allclose(s.context_poses[-1], s.start_pose)  # ... seen from the start pose
+    np.testing.assert_array_equal(state.render_model(s.context_poses)["rgb"], s.context)  # poses match frames
     assert s.target.shape == (4, 32, 32, 3)
     red = (s.bbox == (255, 0, 0)).all(-1)
     x0, y0, x1, y1 = s.box
@@ -163,11 +166,46 @@ def test_eval_wm_ablations_and_bad_input(tmp_path, tiny_pipeline_dir, nav_episod
     assert row["status"] != "ok" or (row["if_box"] is None and row["if"] == row["if_final"])
     for bad, msg in (("eval_wm.cfg_mode=bogus", "cfg_mode"), ("eval_wm.context_mode=random", "context_mode"),
                      ("eval_wm.subset=odd", "subset"), ("eval_wm.ssg=true", "ssg"),
+                     ("eval_wm.ssg_oracle=true", "ssg_oracle"),
                      ("eval_wm.precision=fp16", "precision")):
         assert main(_eval_args(tmp_path / "bad", tiny_pipeline_dir, nav_episode_file, "none", "n=1", bad)) == 2
         assert msg in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="spatialnav train"):
         resolve_pipeline_path(tmp_path / "nowhere")
+
+
+def test_eval_wm_ssg_oracle_feeds_true_target_masks_of_the_context(tmp_path, tiny_pipeline_dir, tiny_clip_dir,
+                                                                   nav_episodes, nav_episode_file, monkeypatch):
+    from agent.cli import main
+    from world_model.pipeline import Video4SpatialPipeline
+    from world_model.ssg.adapter import ssg_processors
+    from world_model.ssg.localisation import OracleRelevance
+
+    pipe = Video4SpatialPipeline.from_pretrained(tiny_pipeline_dir).init_ssg(
+        tiny_clip_dir, num_tokens=4, layers=[-1], hidden_dim=32, num_heads=2)
+    with torch.no_grad():
+        for proc in ssg_processors(pipe.model.transformer):
+            proc.to_v_ssg.weight.normal_(0, 0.5)
+    adapter = pipe.save_ssg(tmp_path / "adapter")
+    calls = []
+    real = OracleRelevance.__call__
+
+    def spy(self, scene_ids, target_ids, poses):
+        out = real(self, scene_ids, target_ids, poses)
+        calls.append((list(target_ids), np.asarray(poses), out))
+        return out
+
+    monkeypatch.setattr(OracleRelevance, "__call__", spy)
+    out = tmp_path / "oracle"
+    assert main(_eval_args(out, tiny_pipeline_dir, nav_episode_file, "none", "n=1", "eval_wm.ssg=true",
+                           f"eval_wm.ssg_path={adapter}", "eval_wm.ssg_oracle=true")) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["config"]["ssg_oracle"] is True and s["config"]["ssg_used"] is True and s["n"] == 1
+    (tids, poses, rel), = calls
+    ep = nav_episodes[0]
+    assert tids == [ep.target_id] and poses.shape == (1, 8, 3)
+    g = pipe.ssg_prompter.clip.grid_size
+    assert rel.shape == (1, 8, g, g) and float(rel.min()) >= 0 and float(rel.max()) <= 1
 
 
 def test_relation_subset_keeps_only_relation_episodes(nav_episodes, nav_episode_file):

@@ -228,6 +228,7 @@ class EvalConfig:
     subset: str = "all"
     ssg: bool | None = False
     ssg_path: str | None = None
+    ssg_oracle: bool = False
     precision: str = "auto"
     num_samples: int = 1
     seed: int = 0
@@ -271,6 +272,9 @@ class EvalConfig:
             raise ValueError(f"eval_wm.num_bbox must be >= 0 (0 = no bbox frames), got {self.num_bbox}")
         if self.num_target is not None and int(self.num_target) < 2:
             raise ValueError(f"eval_wm.num_target must be >= 2 (start view + final view), got {self.num_target}")
+        if self.ssg_oracle and not self.ssg:
+            raise ValueError("eval_wm.ssg_oracle=true feeds the true target masks to the SSG prompter; it needs "
+                             "eval_wm.ssg=true (and an adapter: eval_wm.ssg_path=...)")
         if float(self.loc_spacing) <= 0:
             raise ValueError(f"eval_wm.loc_spacing must be > 0 m, got {self.loc_spacing}")
         return self
@@ -317,6 +321,7 @@ class GroundTruthSample:
     episode: Any
     context: np.ndarray  # (K, S, S, 3) uint8
     context_indices: np.ndarray  # (K,)
+    context_poses: np.ndarray  # (K, 3) world x, y, yaw of the context frames (pitch 0)
     target: np.ndarray  # (T, S, S, 3) uint8 true path frames (first = start view, last = centred view)
     bbox: np.ndarray  # (S, S, 3) uint8 the last true frame with the red box
     box: np.ndarray  # (4,) target box at model size (x0, y0, x1, y1)
@@ -347,6 +352,7 @@ class SceneState:
                             outputs=("rgb",))
         self.tour_rgb = pool(tour["rgb"], self.factor)
         self.tour_indices = np.asarray(tour["indices"], np.int64)
+        self.tour_poses = np.asarray(tour["poses"], np.float64)
         self.tour_num_raw = int(tour["num_raw_frames"])
         self.cfg = cfg
         self._lattice: tuple[np.ndarray, np.ndarray] | None = None
@@ -459,6 +465,7 @@ def build_sample(ep, state: SceneState, num_context: int, num_target: int, cfg: 
     agent_rgb = rgb[: len(prelude)]
     path_rgb = np.concatenate([rgb[len(prelude):], pool(final["rgb"], state.factor)])
     frames = np.concatenate([state.tour_rgb, agent_rgb])
+    poses = np.concatenate([state.tour_poses, prelude])
     indices = np.concatenate([state.tour_indices, state.tour_num_raw + np.arange(len(agent_rgb))])
     rng = np.random.default_rng([int(cfg.seed), zlib.crc32(str(ep.episode_id).encode()), int(index)])
     pos = sample_context_indices(len(frames), num_context, rng, cfg.context_mode == "contiguous")
@@ -473,6 +480,7 @@ def build_sample(ep, state: SceneState, num_context: int, num_target: int, cfg: 
         d_gt = float(ep.geodesic_distance)
     return GroundTruthSample(
         sample_id=str(ep.episode_id), episode=ep, context=frames[pos], context_indices=indices[pos],
+        context_poses=poses[pos],
         target=path_rgb[tp], bbox=draw_box(path_rgb[-1], box_m, thick), box=box_m, path_poses=path,
         start_pose=start, final_pose=path[-1].copy(), d_gt=d_gt,
     ), ""
@@ -581,7 +589,7 @@ def select_episodes(cfg: EvalConfig) -> list:
 # ============================================================================ the run
 def _fingerprint(cfg: EvalConfig, pipe_path: str, weights: str, n_t: int, n_b: int) -> dict:
     keep = ("split", "episodes", "num_steps", "guidance_scale", "cfg_mode", "num_context", "context_mode", "subset",
-            "ssg", "ssg_path", "num_samples", "seed", "render_scale", "tour_frames", "agent_frames", "loc_spacing",
+            "ssg", "ssg_path", "ssg_oracle", "num_samples", "seed", "render_scale", "tour_frames", "agent_frames", "loc_spacing",
             "loc_headings", "loc_margin", "loc_size", "refine_top", "if_margin", "box_min_side", "box_min_confidence",
             "centre_deg",
             "min_match", "episode_seed", "clip")
@@ -654,6 +662,7 @@ def evaluate(cfg: EvalConfig, pipe=None, clip=None) -> dict:
     if cfg_path.exists():
         old = json.loads(cfg_path.read_text())
         old.setdefault("precision", "fp32")  # runs written before the option ran in fp32
+        old.setdefault("ssg_oracle", False)
         diff = {k: (old.get(k), v) for k, v in fp.items() if old.get(k) != v}
         if diff:
             raise ValueError(f"{out} holds results of another configuration ({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in diff.items())}); "
@@ -663,6 +672,11 @@ def evaluate(cfg: EvalConfig, pipe=None, clip=None) -> dict:
     clip_note = ""
     if clip is None:
         clip, clip_note = eval_clip(cfg.clip)
+    oracle = None
+    if cfg.ssg_oracle:  # diagnostic: the true target coverage in place of CLIP's relevance (docs/ssg.md)
+        from .ssg.localisation import OracleRelevance
+
+        oracle = OracleRelevance(pipe.ssg_prompter.clip.grid_size)
     episodes = select_episodes(cfg)
     log_path = out / SAMPLES_FILE
     done = {str(r["sample_id"]) for r in read_jsonl(log_path, repair=True)}
@@ -687,9 +701,12 @@ def evaluate(cfg: EvalConfig, pipe=None, clip=None) -> dict:
             if sample is None:
                 row.update(status="skipped", reason=why)
             else:
+                kw = dict(img_kw)
+                if oracle is not None:
+                    kw["ssg_relevance"] = oracle([ep.scene_id], [ep.target_id], sample.context_poses[None])[0]
                 t1 = time.perf_counter()
                 r = pipe.imagine(sample.context, sample.context_indices, ep.instruction,
-                                 seed=int(cfg.seed) + i, **img_kw)
+                                 seed=int(cfg.seed) + i, **kw)
                 t_img = time.perf_counter() - t1
                 row.update(grounding_metrics(r.frames, r.bbox_frames, sample, st, cfg))
                 if clip is not None:

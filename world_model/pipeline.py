@@ -193,10 +193,12 @@ class Video4SpatialPipeline(DiffusionPipeline):
                              "(train one with `spatialnav train-ssg`), or pass ssg=False / None")
         return bool(ssg)
 
-    def ssg_prompts(self, frames: np.ndarray, indices, instruction: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def ssg_prompts(self, frames: np.ndarray, indices, instruction: str,
+                    relevance: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(1, M, text_dim) SSG prompt of (context frames, instruction) and the (1, M, text_dim) null prompt.
 
-        ``frames``: (K, H, W, 3) uint8 at any size (CLIP's preprocessing resizes them).
+        ``frames``: (K, H, W, 3) uint8 at any size (CLIP's preprocessing resizes them);
+        ``relevance``: optional (K, g, g) in place of CLIP's (the oracle diagnostic).
         """
         from .ssg.prompting import context_positions
 
@@ -204,7 +206,8 @@ class Video4SpatialPipeline(DiffusionPipeline):
         if p.queries.device != self.model.device:
             p.to(self.model.device)
         pos = context_positions(np.asarray(indices, dtype=np.int64)[None])
-        tokens = p(np.ascontiguousarray(frames)[None], [instruction], pos)
+        rel = None if relevance is None else relevance[None].to(p.queries.device)
+        tokens = p(np.ascontiguousarray(frames)[None], [instruction], pos, relevance=rel)
         return tokens, p.null_prompt(1)
 
     @property
@@ -308,6 +311,7 @@ class Video4SpatialPipeline(DiffusionPipeline):
         score_fn: Callable[[np.ndarray, np.ndarray], float] | None = None,
         ssg: bool | None = None,
         ssg_frames: np.ndarray | None = None,
+        ssg_relevance: np.ndarray | torch.Tensor | None = None,
         precision: str | None = None,
     ) -> Rollout:
         """Imagine the rollout that follows ``instruction`` from the last context frame.
@@ -330,6 +334,9 @@ class Video4SpatialPipeline(DiffusionPipeline):
                 resolution for the SSG prompter only (default: ``context_frames``; CLIP's
                 preprocessing resizes either). Use the resolution the adapter was trained on
                 (``pipe.ssg_config["frame_size"]``; the shipped recipe uses the model's frames).
+            ssg_relevance: optional (K, g, g) relevance over the CLIP cells of the context frames
+                used in place of CLIP's (the oracle diagnostic: the true target coverage from
+                ``world_model.ssg.localisation.OracleRelevance``; an agent never has it).
             precision: transformer compute precision, "auto" (bf16 autocast where the device has
                 native bf16 units, else fp32), "fp32" or "bf16"; None = ``pipe.precision``
                 ("auto" unless set). The ODE state and the scheduler stay fp32 either way;
@@ -349,6 +356,14 @@ class Video4SpatialPipeline(DiffusionPipeline):
                     or ssg_frames.shape[0] != frames.shape[0]:
                 raise ValueError(f"ssg_frames must be ({frames.shape[0]}, H, W, 3) uint8 (one per context frame); "
                                  f"got {ssg_frames.shape} {ssg_frames.dtype}")
+        if ssg_relevance is not None:
+            if not use_ssg:
+                raise ValueError("ssg_relevance is given but SSG is off (ssg=False or no adapter loaded)")
+            ssg_relevance = torch.as_tensor(np.asarray(ssg_relevance), dtype=torch.float32)
+            g = self.ssg_prompter.clip.grid_size
+            if tuple(ssg_relevance.shape) != (frames.shape[0], g, g):
+                raise ValueError(f"ssg_relevance must be ({frames.shape[0]}, {g}, {g}) (context frames x CLIP grid), "
+                                 f"got {tuple(ssg_relevance.shape)}")
         t_total = time.perf_counter()
         device = self.model.device
         dtype = self.model.dtype
@@ -370,7 +385,8 @@ class Video4SpatialPipeline(DiffusionPipeline):
         if use_ssg:
             from .ssg.adapter import append_ssg_tokens
 
-            tok, null_tok = self.ssg_prompts(frames if ssg_frames is None else ssg_frames, idx, instruction)
+            tok, null_tok = self.ssg_prompts(frames if ssg_frames is None else ssg_frames, idx, instruction,
+                                             relevance=ssg_relevance)
             text = append_ssg_tokens(text, tok.to(device, dtype))
             null = append_ssg_tokens(null, null_tok.to(device, dtype))
         t_ssg = time.perf_counter() - t0
