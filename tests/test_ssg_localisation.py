@@ -97,3 +97,12 @@ def test_oracle_relevance_steers_the_topk_prompt_to_the_target(collected, prompt
     assert not torch.allclose(out.tokens, plain.tokens)
     with pytest.raises(ValueError, match="relevance must be"):
         prompter.prompt(frames, [it["instruction"] for it in items], idx, relevance=rel[:, :2])
+    # adapter training renders masks only for the rows that keep their condition
+    from world_model.ssg.train_adapter import oracle_rows
+
+    batch = {"context": frames, "scene_id": [it["scene_id"] for it in items],
+             "target_id": torch.tensor([it["target_id"] for it in items]),
+             "context_poses": torch.as_tensor(np.stack([it["context_poses"] for it in items]))}
+    keep = torch.tensor([i % 2 == 0 for i in range(len(items))])
+    part = oracle_rows(oracle, batch, keep)
+    assert torch.equal(part[keep], rel[keep]) and not part[~keep].any()

@@ -260,6 +260,18 @@ def _snapshot_backbone(src: str, dst: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- training
+def oracle_rows(oracle, batch: dict, keep: torch.Tensor) -> torch.Tensor:
+    """(B, K, g, g) true target coverage for the rows that keep their condition (``keep``); zeros for
+    the dropped rows, whose prompt is the null prompt (rendering their masks would be wasted)."""
+    b, k = batch["context"].shape[:2]
+    out = torch.zeros(b, k, oracle.grid, oracle.grid)
+    rows = keep.nonzero().flatten().cpu().tolist()
+    if rows:
+        out[rows] = oracle([batch["scene_id"][i] for i in rows], [batch["target_id"][i] for i in rows],
+                           np.asarray(batch["context_poses"])[rows])
+    return out
+
+
 def train(cfg: AdapterTrainConfig, dataset=None, text_encoder=None) -> dict[str, Any]:
     """Run (or resume) adapter training; returns step, last loss, s/step, out_dir and the pipeline.
 
@@ -400,7 +412,7 @@ def train(cfg: AdapterTrainConfig, dataset=None, text_encoder=None) -> dict[str,
         with acc.accumulate(module):
             relevance = None
             if oracle is not None:  # the diagnostic: true target masks in place of CLIP's relevance
-                relevance = oracle(batch["scene_id"], batch["target_id"], batch["context_poses"])
+                relevance = oracle_rows(oracle, batch, keep)
             loss = module(ctx_d, tgt, text_d, ctx_idx, t, noise, batch["context"], instructions, keep, relevance)
             acc.backward(loss)
             if acc.sync_gradients and cfg.grad_clip:
