@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zlib
 
 import numpy as np
@@ -271,8 +272,9 @@ def test_presets_and_cli_config():
     assert c.preset == "weak_clip" and c.max_steps == 5 and c.out_dir == "runs/x" and c.clip.endswith("weak/clip-small")
 
 
-def test_heldout_loss_pairs_backbone_and_ssg_on_the_same_draws(clip_dir, wm_data_dir):
-    from world_model.ssg.heldout import heldout_loss, relation_pattern
+def test_heldout_loss_pairs_backbone_and_ssg_on_the_same_draws(clip_dir, wm_data_dir, tmp_path):
+    from world_model.ssg.heldout import heldout_loss, prompt_dependence, relation_pattern
+    from world_model.ssg.heldout import main as heldout_main
 
     assert relation_pattern().search("go to the plant on the left side of the sofa")
     assert relation_pattern().search("find the lamp between the bed and the desk")
@@ -299,6 +301,29 @@ def test_heldout_loss_pairs_backbone_and_ssg_on_the_same_draws(clip_dir, wm_data
     shuffled = heldout_loss(pipe, wm_data_dir, n=4, draws=2, batch_size=3, num_context=3, shuffle_prompts=True)
     assert shuffled["shuffle_prompts"] and shuffled["per_sample"]["backbone"] == moved["per_sample"]["backbone"]
     assert shuffled["per_sample"]["ssg"] != moved["per_sample"]["ssg"]  # another sample's prompt, another output
+    # own vs shuffled, paired sample by sample
+    dep = prompt_dependence(moved, shuffled)
+    own, shuf = np.array(moved["per_sample"]["ssg"]), np.array(shuffled["per_sample"]["ssg"])
+    assert dep["all"]["total"]["own_vs_shuffled"] == pytest.approx(float((shuf - own).mean(axis=1).mean()))
+    assert dep["all"]["total"]["dependence"] > 0 and dep["relation"]["total"]["n"] == 1
+    with pytest.raises(ValueError, match="shuffle_prompts=true result second"):
+        prompt_dependence(shuffled, moved)
+    files = [tmp_path / "own.json", tmp_path / "shuf.json"]
+    for f, r in zip(files, (moved, shuffled)):
+        f.write_text(json.dumps(r))
+    assert heldout_main([f"dependence=[{files[0]},{files[1]}]"])["all"] == dep["all"]
+    with pytest.raises(SystemExit, match="two existing"):
+        heldout_main([f"dependence=[{files[0]}]"])
+    # an adapter blind to the prompt's content (W_v_ssg = 0, a bias only): swapping prompts changes nothing
+    with torch.no_grad():
+        for proc in ssg_processors(pipe.model.transformer):
+            proc.to_v_ssg.weight.zero_()
+            proc.to_v_ssg.bias.normal_(0, 0.5)
+    blind = [heldout_loss(pipe, wm_data_dir, n=4, draws=2, batch_size=3, num_context=3, shuffle_prompts=sh)
+             for sh in (False, True)]
+    assert abs(blind[0]["all"]["total"]["gain"]) > 1e-4  # it does change the output ...
+    d = prompt_dependence(*blind)["all"]["total"]
+    assert d["dependence"] < 1e-3 and abs(d["own_vs_shuffled"]) < 1e-6  # ... but not with the prompt
 
 
 def test_released_ssg_checkpoint_is_half_and_lean_and_loads(clip_dir, tmp_path):

@@ -3,6 +3,7 @@
     python -m world_model.ssg.heldout ssg=runs/ssg/default/ssg [data_dir=runs/wm/data/val] [pipeline=DIR]
         [n=200] [draws=4] [batch_size=16] [seed=0] [threads=2] [shuffle_prompts=false] [oracle=false]
         [out=FILE.json]
+    python -m world_model.ssg.heldout dependence=[OWN.json,SHUFFLED.json] [out=FILE.json]
 
 Grounding metrics (``spatialnav eval-wm``) count hits, which at this model size are rare
 (a few percent of samples), so a small effect of the adapter drowns in their noise. This
@@ -108,6 +109,45 @@ def heldout_loss(pipe, data_dir: str, n: int = 200, draws: int = 4, batch_size: 
     return out
 
 
+def prompt_dependence(own: dict[str, Any], shuffled: dict[str, Any]) -> dict[str, Any]:
+    """Does the adapter read *its own* prompt? Pairs two :func:`heldout_loss` results of one adapter on the
+    same samples and draws, with own and with shuffled prompts, sample by sample.
+
+    Per part (``path``/``bbox``/``total``) and subset: ``own_vs_shuffled`` = the paired gain of the own
+    prompt over another sample's (``e_shuffled - e_own``, positive = the own prompt lowers the error more),
+    with its bootstrap interval, far tighter than comparing the two runs' gains over the backbone; and
+    ``dependence`` = mean |e_own - e_shuffled| / mean |e_own - e_backbone|: how much of the adapter's
+    per-sample effect changes when the prompt is swapped (0 = it ignores the prompt's content)."""
+    from world_model.heldout import paired_summary
+
+    if own.get("shuffle_prompts") or not shuffled.get("shuffle_prompts"):
+        raise ValueError("give the own-prompt result first and the shuffle_prompts=true result second")
+    keys = ("n", "draws", "data_dir", "oracle", "frames", "ssg_path", "pipeline")
+    diff = {k: (own.get(k), shuffled.get(k)) for k in keys if own.get(k) != shuffled.get(k)}
+    if diff:
+        raise ValueError(f"the two results are not of the same adapter, samples and draws: {diff}")
+    base = np.asarray(own["per_sample"]["backbone"])
+    if not np.allclose(base, np.asarray(shuffled["per_sample"]["backbone"]), rtol=1e-5, atol=1e-7):
+        raise ValueError("the two results' backbone errors differ: not the same inputs and draws")
+    e_own, e_shuf = np.asarray(own["per_sample"]["ssg"]), np.asarray(shuffled["per_sample"]["ssg"])
+    is_rel = np.asarray(own["per_sample"]["relation"], bool)
+    n_t, n_b = int(own["frames"]["path"]), int(own["frames"]["bbox"])
+    parts = {"path": slice(0, n_t), "bbox": slice(n_t, n_t + n_b), "total": slice(0, n_t + n_b)}
+    out: dict[str, Any] = {"ssg_path": own.get("ssg_path"), "oracle": bool(own.get("oracle")), "n": int(len(base))}
+    for subset, mask in (("all", np.ones(len(base), bool)), ("relation", is_rel)):
+        out[subset] = {}
+        for k, sl in parts.items():
+            if sl.stop - sl.start <= 0:
+                continue
+            b, o, sh = (a[mask][:, sl].mean(axis=1) for a in (base, e_own, e_shuf))
+            r = paired_summary(sh, o)
+            effect = float(np.abs(o - b).mean())
+            out[subset][k] = {"n": r["n"], "own_vs_shuffled": r["gain"], "own_vs_shuffled_ci95": r["gain_ci95"],
+                              "own_better_frac": r["other_better_frac"],
+                              "dependence": float(np.abs(o - sh).mean()) / effect if effect > 0 else float("nan")}
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
@@ -116,12 +156,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     args = {"ssg": None, "data_dir": "runs/wm/data/val", "pipeline": None, "n": 200, "draws": 4,
             "batch_size": 16, "seed": 0, "threads": 2, "shuffle_prompts": False, "oracle": False,
-            "out": None}
+            "out": None, "dependence": None}
     given = OmegaConf.to_container(OmegaConf.from_dotlist(list(sys.argv[1:] if argv is None else argv)))
     unknown = sorted(set(given) - set(args))
     if unknown:
         raise SystemExit(f"unknown option(s) {unknown}; known: {sorted(args)}")
     args.update(given)
+    if args["dependence"] is not None:  # dependence=[own.json,shuffled.json]: pair two saved results
+        files = list(args["dependence"])
+        if len(files) != 2 or not all(Path(f).is_file() for f in files):
+            raise SystemExit(f"dependence=[OWN.json,SHUFFLED.json] takes two existing out= files, got {files}")
+        try:
+            dep = prompt_dependence(*(json.loads(Path(f).read_text()) for f in files))
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
+        for subset in ("all", "relation"):
+            for part, r in dep[subset].items():
+                print(f"{subset:8s} {part:5s} n={r['n']:3d} own - shuffled gain {r['own_vs_shuffled']:+.6f} "
+                      f"[{r['own_vs_shuffled_ci95'][0]:+.6f}, {r['own_vs_shuffled_ci95'][1]:+.6f}], own better on "
+                      f"{100 * r['own_better_frac']:.0f}%, dependence {r['dependence']:.3f}")
+        if args["out"]:
+            Path(args["out"]).write_text(json.dumps(dep, indent=1) + "\n")
+        return dep
     if not args["ssg"]:
         raise SystemExit("ssg=<SSG checkpoint dir> is required (e.g. ssg=world_model/weights/v4s-small-ssg)")
     if not (Path(args["data_dir"]) / "index.json").is_file():
