@@ -40,6 +40,12 @@ def relation_pattern() -> re.Pattern:
     return re.compile(r"\b(" + "|".join(re.escape(h) for h in heads) + r") the\b")
 
 
+def frame_parts(n_t: int, n_b: int) -> dict[str, slice]:
+    """The frame slices reported: path, bbox (when there are bbox frames) and total."""
+    parts = {"path": slice(0, n_t), "bbox": slice(n_t, n_t + n_b), "total": slice(0, n_t + n_b)}
+    return {k: sl for k, sl in parts.items() if sl.stop > sl.start}
+
+
 def _summary(base: np.ndarray, ssg: np.ndarray) -> dict[str, Any]:
     from world_model.heldout import paired_summary
 
@@ -99,11 +105,10 @@ def heldout_loss(pipe, data_dir: str, n: int = 200, draws: int = 4, batch_size: 
     out: dict[str, Any] = {"n": n, "n_relation": int(is_rel.sum()), "draws": draws, "data_dir": str(data_dir),
                            "shuffle_prompts": bool(shuffle_prompts), "oracle": bool(oracle),
                            "frames": {"path": n_t, "bbox": n_b}}
-    parts = {"path": slice(0, n_t), "bbox": slice(n_t, n_t + n_b), "total": slice(0, n_t + n_b)}
     for subset, mask in (("all", np.ones(n, bool)), ("relation", is_rel)):
         out[subset] = {k: _summary(err["backbone"][mask][:, :, sl].mean(axis=(1, 2)),
                                    err["ssg"][mask][:, :, sl].mean(axis=(1, 2)))
-                       for k, sl in parts.items() if (sl.stop - sl.start) > 0}
+                       for k, sl in frame_parts(n_t, n_b).items()}
     out["per_sample"] = {"backbone": err["backbone"].mean(axis=1).tolist(), "ssg": err["ssg"].mean(axis=1).tolist(),
                          "relation": is_rel.tolist()}
     return out
@@ -131,14 +136,11 @@ def prompt_dependence(own: dict[str, Any], shuffled: dict[str, Any]) -> dict[str
         raise ValueError("the two results' backbone errors differ: not the same inputs and draws")
     e_own, e_shuf = np.asarray(own["per_sample"]["ssg"]), np.asarray(shuffled["per_sample"]["ssg"])
     is_rel = np.asarray(own["per_sample"]["relation"], bool)
-    n_t, n_b = int(own["frames"]["path"]), int(own["frames"]["bbox"])
-    parts = {"path": slice(0, n_t), "bbox": slice(n_t, n_t + n_b), "total": slice(0, n_t + n_b)}
+    parts = frame_parts(int(own["frames"]["path"]), int(own["frames"]["bbox"]))
     out: dict[str, Any] = {"ssg_path": own.get("ssg_path"), "oracle": bool(own.get("oracle")), "n": int(len(base))}
     for subset, mask in (("all", np.ones(len(base), bool)), ("relation", is_rel)):
         out[subset] = {}
         for k, sl in parts.items():
-            if sl.stop - sl.start <= 0:
-                continue
             b, o, sh = (a[mask][:, sl].mean(axis=1) for a in (base, e_own, e_shuf))
             r = paired_summary(sh, o)
             effect = float(np.abs(o - b).mean())
