@@ -234,10 +234,13 @@ def test_adapter_training_freezes_backbone_trains_adapter_and_resumes(clip_dir, 
     first = load_file(str(tmp_path / "run" / "ssg" / "prompter.safetensors"))
     assert first["null_tokens"].abs().sum() > 0  # dropped rows trained the null prompt
     log = (tmp_path / "run" / "train.log").read_text()
-    assert "backbone" in log and "gain" in log
+    assert "backbone" in log and "gain" in log and "own-gap" not in log
 
-    out2 = train(AdapterTrainConfig(**dict(cfg, max_steps=4)), dataset=ColourData(), text_encoder=FakeText())
-    assert out2["step"] == 4 and "at step 2" in (tmp_path / "run" / "train.log").read_text()
+    # the resumed run adds the prompt-contrast term and logs the own-prompt gap
+    out2 = train(AdapterTrainConfig(**dict(cfg, max_steps=4, prompt_contrast=1.0)), dataset=ColourData(),
+                 text_encoder=FakeText())
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert out2["step"] == 4 and "at step 2" in log and "own-gap" in log.split("at step 2")[1]
     second = load_file(str(tmp_path / "run" / "ssg" / "prompter.safetensors"))
     assert not torch.equal(first["projector.net.3.weight"], second["projector.net.3.weight"])  # kept rows trained it
     assert not torch.equal(first["queries"], second["queries"])
@@ -249,6 +252,51 @@ def test_adapter_training_freezes_backbone_trains_adapter_and_resumes(clip_dir, 
     fr, idx = context()
     r = backbone.imagine(fr, idx, INSTR, ssg=True, **KW)
     assert r.frames.shape == (2, S, S, 3)
+
+
+def test_prompt_contrast_term_is_the_hinge_on_own_vs_a_rolled_prompt(clip_dir):
+    from world_model.ssg.adapter import append_ssg_tokens
+    from world_model.ssg.train_adapter import SSGTrainModule
+    from world_model.train import flow_matching_loss
+
+    pipe = make_pipe()
+    pipe.init_ssg(str(clip_dir), **PROMPTER)
+    _train_adapter_a_little(pipe)
+    module = SSGTrainModule(pipe.model.float(), pipe.ssg_prompter)
+    data = [ColourData()[i] for i in range(4)]
+    frames = torch.as_tensor(np.stack([d["context"] for d in data]))
+    ctx = frames.permute(0, 4, 1, 2, 3).float() / 127.5 - 1  # pixel latents (B, C, K, H, W)
+    tgt = torch.as_tensor(np.stack([d["target"] for d in data])).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+    text = FakeText().encode([d["instruction"] for d in data])
+    ctx_idx = torch.as_tensor(np.stack([d["context_indices"] for d in data]))
+    t, noise = torch.rand(4), torch.randn_like(tgt)
+    instr = [d["instruction"] for d in data]
+    keep = torch.tensor([True, False, True, True])
+    args = (ctx, tgt, text, ctx_idx, t, noise, frames, instr, keep)
+
+    plain, parts = module(*args)
+    assert set(parts) == {"fm"} and torch.isclose(plain, torch.tensor(parts["fm"]))
+    margin = 0.05
+    loss, parts = module(*args, contrast=2.0, margin=margin)
+    # by hand: the kept rows 0, 2, 3 with the prompts of rows 3, 0, 2
+    tokens = module.ssg_tokens(frames, instr, ctx_idx, keep)
+    rows = torch.tensor([0, 2, 3])
+
+    def err(tok):
+        return flow_matching_loss(module.model, ctx[rows], tgt[rows], append_ssg_tokens(text[rows], tok),
+                                  ctx_idx[rows], t[rows], noise=noise[rows], reduction="none").flatten(1).mean(1)
+
+    e_own, e_shuf = err(tokens[rows]), err(tokens[torch.tensor([3, 0, 2])])
+    assert not torch.allclose(e_own, e_shuf)  # the trained-a-little adapter reads the prompt
+    hinge = torch.relu(e_own - e_shuf + margin).mean()
+    assert torch.isclose(loss, plain + 2.0 * hinge, rtol=1e-5)
+    assert np.isclose(parts["shuffled"] - parts["own"], float((e_shuf - e_own).mean().detach()), rtol=1e-4)
+    loss.backward()  # the term reaches the adapter's value projections
+    assert all(p.to_v_ssg.weight.grad is not None and p.to_v_ssg.weight.grad.abs().sum() > 0
+               for p in ssg_processors(module.model.transformer))
+    # fewer than two kept rows: nothing to contrast with
+    one = module(*args[:-1], torch.tensor([False, False, True, False]), contrast=2.0)[1]
+    assert set(one) == {"fm"}
 
 
 def test_presets_and_cli_config():

@@ -78,6 +78,15 @@ class AdapterTrainConfig:
         ckpt_every_steps, ckpt_every_minutes, keep_checkpoints, log_every: checkpoints and log.
         num_workers: DataLoader workers; mixed_precision: "no" | "bf16" | "fp16" (Accelerate autocast).
         seed; num_threads: torch CPU threads (None: torch's default).
+        prompt_contrast: weight of the prompt-contrast term (0 = off, the plain objective). On the rows
+            that keep their condition, each sample's flow-matching error with its own prompt ``e_own`` is
+            compared with its error under another kept sample's prompt ``e_shuf`` (same noise, t, context
+            and text; only the SSG tokens swapped), and ``prompt_contrast * mean(relu(e_own - e_shuf +
+            contrast_margin))`` is added to the loss. The plain objective can be lowered by a correction
+            that ignores the prompt's content (docs/ssg.md, the shuffle control); this term only falls
+            when the sample's own prompt helps more than a wrong one. One extra forward/backward on the
+            kept rows (~1.7x the step time).
+        contrast_margin: the hinge's margin, in units of the per-sample mean squared velocity error.
         oracle_relevance: a diagnostic, not a model to deploy: the prompter reads the true target
             masks of the context frames (re-rendered at ``oracle_mask_size``, the collection's frame
             size) in place of CLIP's relevance (``world_model.ssg.localisation.OracleRelevance``), to
@@ -118,6 +127,8 @@ class AdapterTrainConfig:
     mixed_precision: str = "no"
     seed: int = 0
     num_threads: int | None = None
+    prompt_contrast: float = 0.0
+    contrast_margin: float = 1e-3
     oracle_relevance: bool = False
     oracle_mask_size: int = 64
 
@@ -239,12 +250,30 @@ class SSGTrainModule(nn.Module):
             tokens = tokens.index_put((rows,), real.to(tokens.dtype))
         return tokens
 
-    def forward(self, ctx, tgt, text, ctx_idx, t, noise, frames, instructions, keep, relevance=None) -> torch.Tensor:
+    def forward(self, ctx, tgt, text, ctx_idx, t, noise, frames, instructions, keep, relevance=None,
+                contrast: float = 0.0, margin: float = 1e-3) -> tuple[torch.Tensor, dict[str, float]]:
+        """The training loss and its parts: ``fm`` (flow matching, SSG on) and, when ``contrast`` > 0
+        and at least two rows keep their condition, ``own`` / ``shuffled`` (mean error of the kept rows
+        with their own and with a rolled prompt) and ``hinge`` (see ``AdapterTrainConfig.prompt_contrast``)."""
         from world_model.ssg.adapter import append_ssg_tokens
         from world_model.train import flow_matching_loss
 
         tokens = self.ssg_tokens(frames, instructions, ctx_idx, keep, relevance)
-        return flow_matching_loss(self.model, ctx, tgt, append_ssg_tokens(text, tokens), ctx_idx, t, noise=noise)
+        sq = flow_matching_loss(self.model, ctx, tgt, append_ssg_tokens(text, tokens), ctx_idx, t, noise=noise,
+                                reduction="none")
+        fm = sq.mean()
+        parts = {"fm": float(fm.detach())}
+        rows = keep.nonzero().flatten()
+        if contrast <= 0 or len(rows) < 2:
+            return fm, parts
+        e_own = sq[rows].flatten(1).mean(1)
+        wrong = tokens[rows.roll(1)]  # every kept row gets the next kept row's prompt
+        e_shuf = flow_matching_loss(self.model, ctx[rows], tgt[rows], append_ssg_tokens(text[rows], wrong),
+                                    ctx_idx[rows], t[rows], noise=noise[rows], reduction="none").flatten(1).mean(1)
+        hinge = torch.relu(e_own - e_shuf + margin).mean()
+        parts.update(own=float(e_own.detach().mean()), shuffled=float(e_shuf.detach().mean()),
+                     hinge=float(hinge.detach()))
+        return fm + contrast * hinge, parts
 
 
 def _snapshot_backbone(src: str, dst: Path) -> None:
@@ -390,6 +419,7 @@ def train(cfg: AdapterTrainConfig, dataset=None, text_encoder=None) -> dict[str,
                dynamic_ncols=True)
     it = _infinite(loader)
     losses: list[float] = []
+    contrast_log: list[float] = []  # shuffled - own prompt error of the kept rows, per step
     loss_val = float("nan")
     start_step = step
     text_cache: dict[str, torch.Tensor] = {}
@@ -413,7 +443,8 @@ def train(cfg: AdapterTrainConfig, dataset=None, text_encoder=None) -> dict[str,
             relevance = None
             if oracle is not None:  # the diagnostic: true target masks in place of CLIP's relevance
                 relevance = oracle_rows(oracle, batch, keep)
-            loss = module(ctx_d, tgt, text_d, ctx_idx, t, noise, batch["context"], instructions, keep, relevance)
+            loss, parts = module(ctx_d, tgt, text_d, ctx_idx, t, noise, batch["context"], instructions, keep,
+                                 relevance, cfg.prompt_contrast, cfg.contrast_margin)
             acc.backward(loss)
             if acc.sync_gradients and cfg.grad_clip:
                 acc.clip_grad_norm_(params, cfg.grad_clip)
@@ -425,8 +456,10 @@ def train(cfg: AdapterTrainConfig, dataset=None, text_encoder=None) -> dict[str,
         if ema is not None:
             ema.step(params)
         step += 1
-        loss_val = float(loss.detach())
+        loss_val = parts["fm"]
         losses.append(loss_val)
+        if "own" in parts:
+            contrast_log.append(parts["shuffled"] - parts["own"])
         bar.update(1)
         bar.set_postfix(loss=f"{loss_val:.4f}")
         if step % cfg.log_every == 0:
@@ -434,10 +467,11 @@ def train(cfg: AdapterTrainConfig, dataset=None, text_encoder=None) -> dict[str,
             with torch.no_grad(), acc.autocast(), ssg_disabled(model.transformer):
                 base = float(flow_matching_loss(model, ctx_d, tgt, text_d, ctx_idx, t, noise=noise))
             dt = (time.time() - t_window) / len(losses)
+            own_gap = f" own-gap {np.mean(contrast_log):+.6f}" if contrast_log else ""
             log(f"step {step} loss {np.mean(losses):.5f} batch {loss_val:.5f} backbone {base:.5f} "
-                f"gain {base - loss_val:+.5f} lr {sched.get_last_lr()[0]:.2e} {dt:.2f}s/step "
+                f"gain {base - loss_val:+.5f}{own_gap} lr {sched.get_last_lr()[0]:.2e} {dt:.2f}s/step "
                 f"{cfg.batch_size * acc.num_processes / dt:.1f} samples/s")
-            losses, t_window = [], time.time()
+            losses, contrast_log, t_window = [], [], time.time()
         if step % cfg.ckpt_every_steps == 0 or (time.time() - t_last_ckpt) / 60 >= cfg.ckpt_every_minutes:
             save(step)
             t_last_ckpt = time.time()
