@@ -1,7 +1,8 @@
 """World-model speed: seconds per imagine call, batched vs sequential CFG, training samples/s, memory, SSG.
 
     spatialnav bench wm [bench.kwargs.threads=[1,2]] [bench.kwargs.pipeline=DIR] [bench.kwargs.ssg_path=DIR]
-    .venv/bin/python benchmarks/bench_wm.py --threads 1 2
+    spatialnav bench wm bench.kwargs.device=cuda          # a GPU: the same timings on the card
+    .venv/bin/python benchmarks/bench_wm.py --threads 1 2 [--device cuda]
 
 At the agent's default sampling configuration (configs/agent/world_model.yaml: K = 8 context
 frames, T = 4 target + B = 1 bbox frames, 8 Euler steps, joint CFG with w = 3) and with 16
@@ -22,7 +23,10 @@ steps, per torch thread count:
 
 The weights are the shipped / trained pipeline when one is found (world_model.loading.resolve_pipeline_path),
 else a freshly initialised model of the small architecture: speed depends on the architecture,
-not on the weights. Peak memory is the process's max RSS (``resource.getrusage``).
+not on the weights. Peak memory is the process's max RSS (``resource.getrusage``) and, on a GPU,
+the card's peak allocation (``torch.cuda.max_memory_allocated``). With ``device`` a GPU the
+pipeline, the training step and every input move to it, each timing ends with a device
+synchronisation, and the thread sweep is one row (host threads hardly matter there).
 ``OMP_WAIT_POLICY=PASSIVE`` is set when torch is not imported yet: on a shared 2-core machine
 spinning OpenMP threads otherwise make 2 threads many times slower than 1.
 """
@@ -96,12 +100,22 @@ def _inputs(pipe, k: int, seed: int = 0):
     return frames, np.asarray(idx)
 
 
-def _times(fn, repeats: int) -> list[float]:
+def _sync(device) -> None:
+    """Wait for queued GPU work, so a wall-clock timing covers it (no-op on the CPU)."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _times(fn, repeats: int, device="cpu") -> list[float]:
     fn()  # warm-up
+    _sync(device)
     out = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
+        _sync(device)
         out.append(time.perf_counter() - t0)
     return out
 
@@ -113,16 +127,17 @@ def cfg_batched_vs_sequential(pipe, frames, idx, instruction: str, num_steps: in
     from world_model.latents import encode_frames
 
     m = pipe.model
+    dev = m.device
     n_f = int(pipe.config.num_target_frames) + int(pipe.config.num_bbox_frames)
     with torch.no_grad():
-        ctx = encode_frames(frames[None], pipe.autoencoder, dtype=m.dtype)
-        text = pipe.text_encoder.encode([instruction]).to(m.dtype)
-    null = m.null_text(1).to(m.dtype)
+        ctx = encode_frames(frames[None], pipe.autoencoder, device=dev, dtype=m.dtype)
+        text = pipe.text_encoder.encode([instruction]).to(dev, m.dtype)
+    null = m.null_text(1).to(dev, m.dtype)
     g = torch.Generator().manual_seed(0)
-    z_ctx = torch.randn(ctx.shape, generator=g)
-    lat0 = torch.randn((1, ctx.shape[1], n_f, *ctx.shape[3:]), generator=g)
-    ci = torch.as_tensor(idx)[None]
-    ts = torch.linspace(1000.0, 1000.0 / num_steps, num_steps)
+    z_ctx = torch.randn(ctx.shape, generator=g).to(dev)
+    lat0 = torch.randn((1, ctx.shape[1], n_f, *ctx.shape[3:]), generator=g).to(dev)
+    ci = torch.as_tensor(idx)[None].to(dev)
+    ts = torch.linspace(1000.0, 1000.0 / num_steps, num_steps).to(dev)
     cached = m.uses_context_cache
 
     @torch.no_grad()
@@ -148,26 +163,30 @@ def cfg_batched_vs_sequential(pipe, frames, idx, instruction: str, num_steps: in
 
     tb, tsq = [], []
     batched(), sequential()  # warm-up
+    _sync(dev)
     for _ in range(repeats):  # interleaved, so both see the same machine load
         t0 = time.perf_counter()
         batched()
+        _sync(dev)
         tb.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         sequential()
+        _sync(dev)
         tsq.append(time.perf_counter() - t0)
     b, s = min(tb), min(tsq)
     return {"batched_s": b, "sequential_s": s, "speedup": s / b, "context_cache": bool(cached)}
 
 
-def train_samples_per_s(batch_size: int, steps: int, mixed_precision: str | None = None) -> dict:
+def train_samples_per_s(batch_size: int, steps: int, mixed_precision: str | None = None, device="cpu") -> dict:
     """A few AdamW steps of the small config on random tensors (flow matching loss, as train.py)."""
     import torch
 
     from world_model.train import flow_matching_loss
 
     cfg = small_config()
+    dev = torch.device(device)
     mp = str(mixed_precision or cfg.train.get("mixed_precision", "no") or "no")
-    model = fresh_small_model().train()
+    model = fresh_small_model().to(dev).train()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.01)
     s, k = int(cfg.model.frame_size), int(cfg.train.num_context)
     f = int(cfg.train.num_target) + int(cfg.train.num_bbox)
@@ -176,10 +195,11 @@ def train_samples_per_s(batch_size: int, steps: int, mixed_precision: str | None
     tgt = torch.randn(batch_size, 3, f, s, s, generator=g)
     text = torch.randn(batch_size, int(cfg.model.text_len), int(cfg.model.transformer.text_dim), generator=g)
     idx = torch.sort(torch.randperm(96, generator=g)[:k]).values[None].expand(batch_size, -1)
+    ctx, tgt, text, idx = (x.to(dev) for x in (ctx, tgt, text, idx))
 
     def step():
-        t = torch.rand(batch_size, generator=g)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=(mp == "bf16")):
+        t = torch.rand(batch_size, generator=g).to(dev)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=(mp == "bf16")):
             loss = flow_matching_loss(model, ctx, tgt, text, idx, t)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -188,12 +208,13 @@ def train_samples_per_s(batch_size: int, steps: int, mixed_precision: str | None
 
     with warnings.catch_warnings():  # rms_norm under CPU autocast: "Mismatch dtype ... fused implementation"
         warnings.filterwarnings("ignore", message="Mismatch dtype")
-        ts = _times(step, steps)
+        ts = _times(step, steps, dev)
     return {"batch_size": batch_size, "mixed_precision": mp, "s_per_step": statistics.median(ts),
             "samples_per_s": batch_size / statistics.median(ts), "steps_timed": steps}
 
 
-def ssg_cost(pipe, frames, idx, instruction: str, ssg_path: str | None, num_steps: int, repeats: int) -> dict:
+def ssg_cost(pipe, frames, idx, instruction: str, ssg_path: str | None, num_steps: int, repeats: int,
+             device="cpu") -> dict:
     """Extra seconds per imagine call with SSG, or {"skipped": reason}.
 
     The adapter is the pipeline's own, else ``ssg_path`` (``pipe.load_ssg``), else a freshly
@@ -221,8 +242,8 @@ def ssg_cost(pipe, frames, idx, instruction: str, ssg_path: str | None, num_step
         added = True
     try:
         kw = dict(num_steps=num_steps, guidance_scale=3.0, cfg_mode="joint", seed=0)
-        off = _times(lambda: pipe.imagine(frames, idx, instruction, ssg=False, **kw), repeats)
-        on = _times(lambda: pipe.imagine(frames, idx, instruction, ssg=True, **kw), repeats)
+        off = _times(lambda: pipe.imagine(frames, idx, instruction, ssg=False, **kw), repeats, device)
+        on = _times(lambda: pipe.imagine(frames, idx, instruction, ssg=True, **kw), repeats, device)
     finally:
         if added and hasattr(pipe, "unload_ssg"):
             pipe.unload_ssg()
@@ -232,18 +253,28 @@ def ssg_cost(pipe, frames, idx, instruction: str, ssg_path: str | None, num_step
 
 def run(pipeline: str | None = None, threads=(1, 2), repeats: int = 3, num_context: int = 8,
         steps=(8, 16), train_steps: int = 3, train_batch: int = 16, ssg_path: str | None = None,
-        training: bool = True) -> dict:
-    """Measure imagine latency, batched-CFG speedup, training throughput, memory and SSG cost per thread count."""
+        training: bool = True, device: str = "cpu") -> dict:
+    """Measure imagine latency, batched-CFG speedup, training throughput, memory and SSG cost per thread count
+    (``device``: "cpu", or a GPU such as "cuda" / "cuda:1", where the thread sweep is one row)."""
     import torch
 
     from world_model.pipeline import resolve_precision
 
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"bench wm device={device!r}, but torch sees no CUDA device "
+                           f"(torch {torch.__version__}); use device=cpu")
     pipe, which = load_bench_pipeline(pipeline)
+    if dev.type != "cpu":
+        pipe.to(dev)
+        threads = (torch.get_num_threads(),)
+        torch.cuda.reset_peak_memory_stats(dev)
     prec = resolve_precision("auto", pipe.model.device, pipe.model.dtype)
     frames, idx = _inputs(pipe, int(num_context))
     instruction = "go to the blue chair left of the bed"
     _ = pipe.text_encoder  # load the instruction encoder outside the timings
-    out = {"world_model": which, "params_m": pipe.model.num_parameters_m(),
+    out = {"world_model": which, "device": str(dev) if dev.type == "cpu" else f"{dev} ({torch.cuda.get_device_name(dev)})",
+           "params_m": pipe.model.num_parameters_m(),
            "context_attention": getattr(pipe.model.config, "context_attention", "full"),
            "num_context": int(num_context), "num_target": int(pipe.config.num_target_frames),
            "num_bbox": int(pipe.config.num_bbox_frames), "frame_size": list(pipe.model.config.frame_size),
@@ -259,19 +290,21 @@ def run(pipeline: str | None = None, threads=(1, 2), repeats: int = 3, num_conte
                     r[f"{key}_s"] = r[f"imagine_{n}_steps_s"]
                     continue
                 ts = _times(lambda: pipe.imagine(frames, idx, instruction, num_steps=int(n), guidance_scale=3.0,
-                                                 cfg_mode="joint", seed=0, precision=p), repeats)
+                                                 cfg_mode="joint", seed=0, precision=p), repeats, dev)
                 r[f"{key}_s"] = min(ts)
                 r[f"{key}_median_s"] = statistics.median(ts)
         with pipe.autocast(prec):
             r["cfg"] = cfg_batched_vs_sequential(pipe, frames, idx, instruction, int(steps[0]), max(1, repeats - 1))
         if training:
-            r["train"] = train_samples_per_s(int(train_batch), int(train_steps))
+            r["train"] = train_samples_per_s(int(train_batch), int(train_steps), device=dev)
         out["results"].append(r)
     fastest = min(out["results"], key=lambda r: r[f"imagine_{steps[0]}_steps_s"])["threads"]
     torch.set_num_threads(int(fastest))  # SSG's cost at the thread count imagine runs fastest with
-    out["ssg"] = ssg_cost(pipe, frames, idx, instruction, ssg_path, int(steps[0]), max(1, repeats - 1))
+    out["ssg"] = ssg_cost(pipe, frames, idx, instruction, ssg_path, int(steps[0]), max(1, repeats - 1), dev)
     out["ssg"]["threads"] = int(fastest)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    if dev.type == "cuda":
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
     best = min(r[f"imagine_{steps[0]}_steps_s"] for r in out["results"])
     best_cfg = max(r["cfg"]["speedup"] for r in out["results"])
     out["targets"] = {"imagine_s": TARGET_IMAGINE_S, "imagine_best_s": best, "imagine_met": best <= TARGET_IMAGINE_S,
@@ -286,7 +319,7 @@ def print_report(out: dict, steps=(8, 16)) -> None:
     from rich.table import Table
 
     c = Console()
-    c.print(f"world model: {out['world_model']} ({out['params_m']:.2f} M params, {out['context_attention']} attention), "
+    c.print(f"device: {out.get('device', 'cpu')}; world model: {out['world_model']} ({out['params_m']:.2f} M params, {out['context_attention']} attention), "
             f"K={out['num_context']} context + {out['num_target']} target + {out['num_bbox']} bbox frames at "
             f"{out['frame_size'][0]}x{out['frame_size'][1]}, joint CFG w=3, precision {out['precision']}, SSG {'on' if out['ssg_in_imagine_timings'] else 'off'}; "
             f"OMP_WAIT_POLICY={out['omp_wait_policy']}; "
@@ -319,7 +352,8 @@ def print_report(out: dict, steps=(8, 16)) -> None:
     else:
         c.print(f"SSG ({s['adapter']}): {s['imagine_s_with']:.3f} s with vs {s['imagine_s_without']:.3f} s "
                 f"without (+{s['ssg_extra_s']:.3f} s per imagine call, {steps[0]} steps, {s['threads']} thread(s))")
-    c.print(f"peak RSS {out['peak_rss_mb']:.0f} MB")
+    c.print(f"peak RSS {out['peak_rss_mb']:.0f} MB"
+            + (f"; peak GPU allocation {out['peak_gpu_mb']:.0f} MB" if "peak_gpu_mb" in out else ""))
 
 
 def main(argv=None) -> None:
@@ -332,10 +366,11 @@ def main(argv=None) -> None:
     ap.add_argument("--train-steps", type=int, default=3)
     ap.add_argument("--no-train", action="store_true")
     ap.add_argument("--ssg-path", default=None)
+    ap.add_argument("--device", default="cpu", help='"cpu" or a GPU ("cuda", "cuda:1")')
     ap.add_argument("--json", action="store_true", help="also print the raw result dict as JSON")
     a = ap.parse_args(argv)
     res = run(a.pipeline, tuple(a.threads), a.repeats, train_steps=a.train_steps, ssg_path=a.ssg_path,
-              training=not a.no_train)
+              training=not a.no_train, device=a.device)
     if a.json:
         print(json.dumps(res, indent=1))
 

@@ -210,7 +210,8 @@ class ColourData(torch.utils.data.Dataset):
 
 
 def _backbone_state(model):
-    return {k: v.detach().clone() for k, v in model.state_dict().items() if ".processor." not in k}
+    # on the CPU: train() runs on a GPU where Accelerate finds one (checked on an H200 2026-12-04)
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if ".processor." not in k}
 
 
 def test_adapter_training_freezes_backbone_trains_adapter_and_resumes(clip_dir, tmp_path):
