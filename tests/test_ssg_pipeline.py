@@ -255,6 +255,32 @@ def test_adapter_training_freezes_backbone_trains_adapter_and_resumes(clip_dir, 
     assert r.frames.shape == (2, S, S, 3)
 
 
+def test_frozen_prompter_keeps_its_initialisation_while_the_adapter_trains(clip_dir, tmp_path):
+    from accelerate.utils import set_seed
+    from safetensors.torch import load_file
+
+    from world_model.ssg.train_adapter import AdapterTrainConfig, train
+
+    make_pipe().save_pretrained(tmp_path / "backbone")
+    cfg = AdapterTrainConfig(pipeline=str(tmp_path / "backbone"), clip=str(clip_dir), prompter=dict(PROMPTER),
+                             out_dir=str(tmp_path / "run"), num_context=3, batch_size=8, lr=1e-2, warmup_steps=1,
+                             ema_decay=0.0, log_every=1, ckpt_every_steps=1000, max_steps=2, train_prompter=False)
+    out = train(cfg, dataset=ColourData(), text_encoder=FakeText())
+    assert all(p.to_v_ssg.weight.abs().sum() > 0 for p in ssg_processors(out["pipeline"].model.transformer))
+    # the same seeded initialisation train() makes, on a fresh copy of the backbone
+    fresh = make_pipe()
+    set_seed(cfg.seed)
+    fresh.init_ssg(str(clip_dir), **PROMPTER)
+    init = {k: v.detach() for k, v in fresh.ssg_prompter.state_dict().items()}
+    saved = load_file(str(tmp_path / "run" / "ssg" / "prompter.safetensors"))
+    assert set(saved) <= set(init) and "null_tokens" in saved and "projector.net.3.weight" in saved
+    for k, v in saved.items():
+        if k == "null_tokens":
+            assert v.abs().sum() > 0  # the null prompt trains (dropped rows)
+        else:
+            assert torch.equal(v, init[k].to(v.dtype)), k
+
+
 def test_prompt_contrast_term_is_the_hinge_on_own_vs_a_rolled_prompt(clip_dir):
     from world_model.ssg.adapter import append_ssg_tokens
     from world_model.ssg.train_adapter import SSGTrainModule
@@ -298,6 +324,19 @@ def test_prompt_contrast_term_is_the_hinge_on_own_vs_a_rolled_prompt(clip_dir):
     # fewer than two kept rows: nothing to contrast with
     one = module(*args[:-1], torch.tensor([False, False, True, False]), contrast=2.0)[1]
     assert set(one) == {"fm"}
+
+
+    # bbox_weight: the bbox frame (the last of pipe's 2 + 1) weighs 3x a path frame, normalised to mean 1;
+    # the logged fm stays the plain mean
+    weighted = SSGTrainModule(module.model, module.prompter, num_bbox=1, bbox_weight=3.0)
+    sq = flow_matching_loss(module.model, ctx, tgt, append_ssg_tokens(text, tokens), ctx_idx, t, noise=noise,
+                            reduction="none")
+    w = torch.tensor([1.0, 1.0, 3.0]) / (5.0 / 3.0)
+    loss_w, parts_w = weighted(*args)
+    assert torch.isclose(loss_w, (sq * w.view(1, 1, 3, 1, 1)).mean(), rtol=1e-5)
+    assert not torch.isclose(loss_w, plain) and np.isclose(parts_w["fm"], float(plain), rtol=1e-6)
+    with pytest.raises(ValueError, match="bbox_weight"):
+        SSGTrainModule(module.model, module.prompter, num_bbox=1, bbox_weight=0.0)
 
 
 def test_presets_and_cli_config():

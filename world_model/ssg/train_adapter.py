@@ -87,6 +87,14 @@ class AdapterTrainConfig:
             when the sample's own prompt helps more than a wrong one. One extra forward/backward on the
             kept rows (~1.7x the step time).
         contrast_margin: the hinge's margin, in units of the per-sample mean squared velocity error.
+        bbox_weight: weight of the bbox frames against the path frames in the objective (and in the
+            contrast term's errors); the weights are normalised to mean 1, so 1.0 is the plain
+            objective. The "where" an SSG prompt carries shows mostly in the bbox frames' red box;
+            the logged ``loss``/``gain`` stay the unweighted error, comparable across runs.
+        train_prompter: False freezes the prompter's pooler and projector at their (seeded)
+            initialisation, so only the adapter and the null prompt train. Trained prompters collapse
+            to one prompt for every sample (docs/ssg.md, "Why the adapter does not read its prompt");
+            a frozen one keeps the spread of its CLIP features.
         oracle_relevance: a diagnostic, not a model to deploy: the prompter reads the true target
             masks of the context frames (re-rendered at ``oracle_mask_size``, the collection's frame
             size) in place of CLIP's relevance (``world_model.ssg.localisation.OracleRelevance``), to
@@ -129,6 +137,8 @@ class AdapterTrainConfig:
     num_threads: int | None = None
     prompt_contrast: float = 0.0
     contrast_margin: float = 1e-3
+    bbox_weight: float = 1.0
+    train_prompter: bool = True
     oracle_relevance: bool = False
     oracle_mask_size: int = 64
 
@@ -230,10 +240,21 @@ class SSGTrainModule(nn.Module):
     dropout: they get the prompt of their real frames and instruction, the rest the null prompt.
     """
 
-    def __init__(self, model: nn.Module, prompter: nn.Module):
+    def __init__(self, model: nn.Module, prompter: nn.Module, num_bbox: int = 0, bbox_weight: float = 1.0):
         super().__init__()
+        if bbox_weight <= 0:
+            raise ValueError(f"bbox_weight must be > 0, got {bbox_weight}")
         self.model = model
         self.prompter = prompter
+        self.num_bbox, self.bbox_weight = int(num_bbox), float(bbox_weight)
+
+    def frame_weights(self, num_frames: int, device) -> torch.Tensor | None:
+        """(1, 1, F, 1, 1) per-frame weights of the objective (mean 1), or None for the plain mean."""
+        if self.num_bbox <= 0 or self.bbox_weight == 1.0:
+            return None
+        w = torch.ones(num_frames, device=device)
+        w[num_frames - self.num_bbox:] = self.bbox_weight
+        return (w / w.mean()).view(1, 1, -1, 1, 1)
 
     def ssg_tokens(self, frames, instructions: list[str], ctx_idx: torch.Tensor, keep: torch.Tensor,
                    relevance: torch.Tensor | None = None) -> torch.Tensor:
@@ -261,19 +282,22 @@ class SSGTrainModule(nn.Module):
         tokens = self.ssg_tokens(frames, instructions, ctx_idx, keep, relevance)
         sq = flow_matching_loss(self.model, ctx, tgt, append_ssg_tokens(text, tokens), ctx_idx, t, noise=noise,
                                 reduction="none")
+        w = self.frame_weights(sq.shape[2], sq.device)
+        weigh = (lambda x: x) if w is None else (lambda x: x * w)
         fm = sq.mean()
+        objective = weigh(sq).mean()
         parts = {"fm": float(fm.detach())}
         rows = keep.nonzero().flatten()
         if contrast <= 0 or len(rows) < 2:
-            return fm, parts
-        e_own = sq[rows].flatten(1).mean(1)
+            return objective, parts
+        e_own = weigh(sq[rows]).flatten(1).mean(1)
         wrong = tokens[rows.roll(1)]  # every kept row gets the next kept row's prompt
-        e_shuf = flow_matching_loss(self.model, ctx[rows], tgt[rows], append_ssg_tokens(text[rows], wrong),
-                                    ctx_idx[rows], t[rows], noise=noise[rows], reduction="none").flatten(1).mean(1)
+        e_shuf = weigh(flow_matching_loss(self.model, ctx[rows], tgt[rows], append_ssg_tokens(text[rows], wrong),
+                                          ctx_idx[rows], t[rows], noise=noise[rows], reduction="none")).flatten(1).mean(1)
         hinge = torch.relu(e_own - e_shuf + margin).mean()
         parts.update(own=float(e_own.detach().mean()), shuffled=float(e_shuf.detach().mean()),
                      hinge=float(hinge.detach()))
-        return fm + contrast * hinge, parts
+        return objective + contrast * hinge, parts
 
 
 def _snapshot_backbone(src: str, dst: Path) -> None:
@@ -359,6 +383,9 @@ def train(cfg: AdapterTrainConfig, dataset=None, text_encoder=None) -> dict[str,
     keep_grad = {id(p) for p in adapter_params}
     for p in model.parameters():  # the model's null text too: only the adapter trains
         p.requires_grad_(id(p) in keep_grad)
+    if not cfg.train_prompter:  # pooler and projector stay at their initialisation; the null prompt trains
+        for name, p in prompter.named_parameters():
+            p.requires_grad_(name == "null_tokens")
     params = adapter_params + [p for p in prompter.parameters() if p.requires_grad]
     set_seed(cfg.seed + acc.process_index)
 
@@ -368,7 +395,7 @@ def train(cfg: AdapterTrainConfig, dataset=None, text_encoder=None) -> dict[str,
         dataset = ContextVideoDataset(cfg.data_dir, cfg.num_context, n_t, n_b, int(model.config.frame_size[0]),
                                       cfg.contiguous_context, seed=cfg.seed)
     loader = make_loader(dataset, cfg)
-    module = SSGTrainModule(model, prompter)
+    module = SSGTrainModule(model, prompter, n_b, cfg.bbox_weight)
     ema = make_ema(params, cfg.ema_decay) if cfg.ema_decay > 0 else None
     opt, sched = make_optimizer(params, cfg)
     module, opt, loader, sched = acc.prepare(module, opt, loader, sched)
