@@ -51,8 +51,9 @@ instruction, s = exp(CLIP logit_scale).
    position: they say *where*. The Perceiver's soft average over K x P x |L| tokens
    drifted during adapter training towards one prompt for every sample (measured:
    32 held-out samples' prompts differ by 2.2% of their norm after 400 steps, 33% at
-   initialisation); top-k prompts keep their spread (54% after 128 steps). See
-   docs/ssg.md for what the adapter makes of either so far.
+   initialisation). Top-k prompts keep their spread longer (54% after 128 steps) but
+   collapse too (0.8% after 1,123 steps); ``train_prompter=False`` in adapter training
+   keeps the initial spread. See docs/ssg.md ("Why the adapter does not read its prompt").
 5. Prompt projector (``PromptProjector``): LN -> Linear -> GELU -> Linear to the
    DiT's text width (``transformer.config.text_dim``), the width the adapter's
    tokens are appended in.
