@@ -334,7 +334,7 @@ def test_prompt_contrast_term_is_the_hinge_on_own_vs_a_rolled_prompt(clip_dir):
     w = torch.tensor([1.0, 1.0, 3.0]) / (5.0 / 3.0)
     loss_w, parts_w = weighted(*args)
     assert torch.isclose(loss_w, (sq * w.view(1, 1, 3, 1, 1)).mean(), rtol=1e-5)
-    assert not torch.isclose(loss_w, plain) and np.isclose(parts_w["fm"], float(plain), rtol=1e-6)
+    assert not torch.isclose(loss_w, plain) and np.isclose(parts_w["fm"], float(plain.detach()), rtol=1e-6)
     with pytest.raises(ValueError, match="bbox_weight"):
         SSGTrainModule(module.model, module.prompter, num_bbox=1, bbox_weight=0.0)
 
