@@ -110,6 +110,26 @@ def test_imagine_takes_an_oracle_relevance_in_place_of_clips(clip_dir):
         pipe.imagine(fr, idx, INSTR, ssg=False, ssg_relevance=corner, **KW)
 
 
+def test_imagine_takes_precomputed_prompt_tokens_in_place_of_the_prompters(clip_dir):
+    pipe = make_pipe()
+    pipe.init_ssg(clip_dir, **PROMPTER)
+    _train_adapter_a_little(pipe)
+    fr, idx = context()
+    own = pipe.ssg_prompts(fr, idx, INSTR)[0]
+    other = pipe.ssg_prompts(fr, idx, "go to the blue sofa")[0]
+    base = pipe.imagine(fr, idx, INSTR, ssg=True, **KW)
+    # Its own tokens passed in reproduce the normal call exactly; another prompt's tokens change it.
+    assert np.array_equal(pipe.imagine(fr, idx, INSTR, ssg=True, ssg_tokens=own, **KW).frames, base.frames)
+    assert np.abs(pipe.imagine(fr, idx, INSTR, ssg=True, ssg_tokens=other, **KW).frames.astype(int)
+                  - base.frames).max() > 0
+    with pytest.raises(ValueError, match="ssg_tokens must be"):
+        pipe.imagine(fr, idx, INSTR, ssg=True, ssg_tokens=own[:, :2], **KW)
+    with pytest.raises(ValueError, match="SSG is off"):
+        pipe.imagine(fr, idx, INSTR, ssg=False, ssg_tokens=own, **KW)
+    with pytest.raises(ValueError, match="not both"):
+        pipe.imagine(fr, idx, INSTR, ssg=True, ssg_tokens=own, ssg_relevance=np.zeros((3, 4, 4), np.float32), **KW)
+
+
 def test_null_branches_get_the_null_prompt_and_cache_sees_the_same_states(clip_dir):
     pipe = make_pipe()
     pipe.init_ssg(clip_dir, **PROMPTER)

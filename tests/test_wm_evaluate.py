@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 
@@ -206,6 +207,43 @@ def test_eval_wm_ssg_oracle_feeds_true_target_masks_of_the_context(tmp_path, tin
     assert tids == [ep.target_id] and poses.shape == (1, 8, 3)
     g = pipe.ssg_prompter.clip.grid_size
     assert rel.shape == (1, 8, g, g) and float(rel.min()) >= 0 and float(rel.max()) <= 1
+
+
+def test_eval_wm_ssg_shuffle_gives_each_sample_the_previous_samples_prompt(tmp_path, tiny_pipeline_dir,
+                                                                          tiny_clip_dir, nav_episodes,
+                                                                          nav_episode_file, monkeypatch):
+    from agent.cli import main
+    from world_model.pipeline import Video4SpatialPipeline
+
+    pipe = Video4SpatialPipeline.from_pretrained(tiny_pipeline_dir).init_ssg(
+        tiny_clip_dir, num_tokens=4, layers=[-1], hidden_dim=32, num_heads=2)
+    adapter = pipe.save_ssg(tmp_path / "adapter")
+    prompts, imagined = {}, []
+    real_prompts, real_imagine = Video4SpatialPipeline.ssg_prompts, Video4SpatialPipeline.imagine
+
+    def spy_prompts(self, frames, indices, instruction, relevance=None):
+        out = real_prompts(self, frames, indices, instruction, relevance=relevance)
+        prompts[instruction] = out[0].detach().clone()
+        return out
+
+    @functools.wraps(real_imagine)  # evaluate reads imagine's signature to see SSG support
+    def spy_imagine(self, frames, indices, instruction, **kw):
+        imagined.append((instruction, kw.get("ssg_tokens")))
+        return real_imagine(self, frames, indices, instruction, **kw)
+
+    monkeypatch.setattr(Video4SpatialPipeline, "ssg_prompts", spy_prompts)
+    monkeypatch.setattr(Video4SpatialPipeline, "imagine", spy_imagine)
+    out = tmp_path / "shuffle"
+    assert main(_eval_args(out, tiny_pipeline_dir, nav_episode_file, "none", "n=3", "eval_wm.ssg=true",
+                           f"eval_wm.ssg_path={adapter}", "eval_wm.ssg_shuffle=true")) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["config"]["ssg_shuffle"] is True and s["n"] == 3
+    instr = [e.instruction for e in nav_episodes[:3]]
+    assert [i for i, _ in imagined] == instr
+    for k, (_, tok) in enumerate(imagined):  # sample k imagines with sample k-1's prompt (cyclically)
+        assert tok is not None and torch.equal(tok, prompts[instr[(k - 1) % 3]])
+    with pytest.raises(ValueError, match="ssg_shuffle"):
+        EvalConfig(episodes=str(nav_episode_file), n=3, ssg_shuffle=True).validate()
 
 
 def test_relation_subset_keeps_only_relation_episodes(nav_episodes, nav_episode_file):

@@ -229,6 +229,7 @@ class EvalConfig:
     ssg: bool | None = False
     ssg_path: str | None = None
     ssg_oracle: bool = False
+    ssg_shuffle: bool = False
     precision: str = "auto"
     num_samples: int = 1
     seed: int = 0
@@ -272,6 +273,9 @@ class EvalConfig:
             raise ValueError(f"eval_wm.num_bbox must be >= 0 (0 = no bbox frames), got {self.num_bbox}")
         if self.num_target is not None and int(self.num_target) < 2:
             raise ValueError(f"eval_wm.num_target must be >= 2 (start view + final view), got {self.num_target}")
+        if self.ssg_shuffle and (not self.ssg or self.ssg_oracle):
+            raise ValueError("eval_wm.ssg_shuffle=true gives each sample the previous sample's SSG prompt (the shuffle "
+                             "control); it needs eval_wm.ssg=true and excludes eval_wm.ssg_oracle")
         if self.ssg_oracle and not self.ssg:
             raise ValueError("eval_wm.ssg_oracle=true feeds the true target masks to the SSG prompter; it needs "
                              "eval_wm.ssg=true (and an adapter: eval_wm.ssg_path=...)")
@@ -587,9 +591,32 @@ def select_episodes(cfg: EvalConfig) -> list:
 
 
 # ============================================================================ the run
+def _shuffled_prompts(pipe, episodes, size: int, n_t: int, cfg: EvalConfig):
+    """``prompt(i, states)``: the SSG prompt tokens of the nearest earlier episode (cyclically) that
+    yields a sample, for the shuffle control (``eval_wm.ssg_shuffle``). Deterministic in ``i``, so
+    an interrupted run resumes with the same prompts; a scene's renderer is reused from ``states``
+    when it is the current one."""
+    cache: dict[int, Any] = {}
+
+    def prompt(i: int, states: dict) -> Any:
+        for step in range(1, len(episodes)):
+            j = (i - step) % len(episodes)
+            if j not in cache:
+                ep = episodes[j]
+                st = states.get(ep.scene_id) or SceneState(ep.scene_id, size, cfg)
+                sample, _ = build_sample(ep, st, int(cfg.num_context), n_t, cfg, index=0)
+                cache[j] = None if sample is None else \
+                    pipe.ssg_prompts(sample.context, sample.context_indices, ep.instruction)[0].detach()
+            if cache[j] is not None:
+                return cache[j]
+        raise ValueError("eval_wm.ssg_shuffle needs at least two episodes that yield a sample")
+
+    return prompt
+
+
 def _fingerprint(cfg: EvalConfig, pipe_path: str, weights: str, n_t: int, n_b: int) -> dict:
     keep = ("split", "episodes", "num_steps", "guidance_scale", "cfg_mode", "num_context", "context_mode", "subset",
-            "ssg", "ssg_path", "ssg_oracle", "num_samples", "seed", "render_scale", "tour_frames", "agent_frames", "loc_spacing",
+            "ssg", "ssg_path", "ssg_oracle", "ssg_shuffle", "num_samples", "seed", "render_scale", "tour_frames", "agent_frames", "loc_spacing",
             "loc_headings", "loc_margin", "loc_size", "refine_top", "if_margin", "box_min_side", "box_min_confidence",
             "centre_deg",
             "min_match", "episode_seed", "clip")
@@ -663,6 +690,7 @@ def evaluate(cfg: EvalConfig, pipe=None, clip=None) -> dict:
         old = json.loads(cfg_path.read_text())
         old.setdefault("precision", "fp32")  # runs written before the option ran in fp32
         old.setdefault("ssg_oracle", False)
+        old.setdefault("ssg_shuffle", False)
         diff = {k: (old.get(k), v) for k, v in fp.items() if old.get(k) != v}
         if diff:
             raise ValueError(f"{out} holds results of another configuration ({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in diff.items())}); "
@@ -678,6 +706,7 @@ def evaluate(cfg: EvalConfig, pipe=None, clip=None) -> dict:
 
         oracle = OracleRelevance(pipe.ssg_prompter.clip.grid_size)
     episodes = select_episodes(cfg)
+    shuffled_prompt = _shuffled_prompts(pipe, episodes, S, n_t, cfg) if cfg.ssg_shuffle else None
     log_path = out / SAMPLES_FILE
     done = {str(r["sample_id"]) for r in read_jsonl(log_path, repair=True)}
     todo = [(i, e) for i, e in enumerate(episodes) if str(e.episode_id) not in done]
@@ -704,6 +733,8 @@ def evaluate(cfg: EvalConfig, pipe=None, clip=None) -> dict:
                 kw = dict(img_kw)
                 if oracle is not None:
                     kw["ssg_relevance"] = oracle([ep.scene_id], [ep.target_id], sample.context_poses[None])[0]
+                if shuffled_prompt is not None:
+                    kw["ssg_tokens"] = shuffled_prompt(i, states)
                 t1 = time.perf_counter()
                 r = pipe.imagine(sample.context, sample.context_indices, ep.instruction,
                                  seed=int(cfg.seed) + i, **kw)

@@ -312,6 +312,7 @@ class Video4SpatialPipeline(DiffusionPipeline):
         ssg: bool | None = None,
         ssg_frames: np.ndarray | None = None,
         ssg_relevance: np.ndarray | torch.Tensor | None = None,
+        ssg_tokens: torch.Tensor | None = None,
         precision: str | None = None,
     ) -> Rollout:
         """Imagine the rollout that follows ``instruction`` from the last context frame.
@@ -337,6 +338,9 @@ class Video4SpatialPipeline(DiffusionPipeline):
             ssg_relevance: optional (K, g, g) relevance over the CLIP cells of the context frames
                 used in place of CLIP's (the oracle diagnostic: the true target coverage from
                 ``world_model.ssg.localisation.OracleRelevance``; an agent never has it).
+            ssg_tokens: optional (1, M, text_dim) SSG prompt tokens used in place of the prompter's
+                (the shuffle control: another sample's ``pipe.ssg_prompts(...)[0]``). The null
+                branches keep the learned null prompt.
             precision: transformer compute precision, "auto" (bf16 autocast where the device has
                 native bf16 units, else fp32), "fp32" or "bf16"; None = ``pipe.precision``
                 ("auto" unless set). The ODE state and the scheduler stay fp32 either way;
@@ -356,6 +360,14 @@ class Video4SpatialPipeline(DiffusionPipeline):
                     or ssg_frames.shape[0] != frames.shape[0]:
                 raise ValueError(f"ssg_frames must be ({frames.shape[0]}, H, W, 3) uint8 (one per context frame); "
                                  f"got {ssg_frames.shape} {ssg_frames.dtype}")
+        if ssg_tokens is not None:
+            if not use_ssg:
+                raise ValueError("ssg_tokens is given but SSG is off (ssg=False or no adapter loaded)")
+            if ssg_relevance is not None:
+                raise ValueError("pass ssg_tokens or ssg_relevance, not both (ssg_tokens replace the whole prompt)")
+            want = (1, self.ssg_prompter.num_tokens, self.ssg_prompter.out_dim)
+            if tuple(ssg_tokens.shape) != want:
+                raise ValueError(f"ssg_tokens must be {want} (one prompt of M tokens), got {tuple(ssg_tokens.shape)}")
         if ssg_relevance is not None:
             if not use_ssg:
                 raise ValueError("ssg_relevance is given but SSG is off (ssg=False or no adapter loaded)")
@@ -385,8 +397,11 @@ class Video4SpatialPipeline(DiffusionPipeline):
         if use_ssg:
             from .ssg.adapter import append_ssg_tokens
 
-            tok, null_tok = self.ssg_prompts(frames if ssg_frames is None else ssg_frames, idx, instruction,
-                                             relevance=ssg_relevance)
+            if ssg_tokens is None:
+                tok, null_tok = self.ssg_prompts(frames if ssg_frames is None else ssg_frames, idx, instruction,
+                                                 relevance=ssg_relevance)
+            else:
+                tok, null_tok = ssg_tokens, self.ssg_prompter.null_prompt(1)
             text = append_ssg_tokens(text, tok.to(device, dtype))
             null = append_ssg_tokens(null, null_tok.to(device, dtype))
         t_ssg = time.perf_counter() - t0
