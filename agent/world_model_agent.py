@@ -240,6 +240,8 @@ class WorldModelAgent:
             boxes = self.rng.integers(0, 256, (n, self.num_bbox, h, w, 3), dtype=np.uint8)
             return frames, boxes, None
         kwargs = dict(self.sampling, num_samples=n, seed=int(self.rng.integers(2 ** 31)))
+        if "context_poses" in self._imagine_params:  # a pose-aware SSG prompter reads them
+            kwargs["context_poses"] = sample.poses
         ctx = nullcontext()
         if self.ablation == "no_ssg":
             from world_model.ssg import ssg_disabled, ssg_processors

@@ -245,3 +245,77 @@ def test_topk_pooling_tokens_follow_the_relevant_patches(square_clip):
     assert moved >= 15, moved  # the relevance (>= 75% on the named square) moves with the instruction
     with pytest.raises(ValueError, match="pooling"):
         _prompter(clip, pooling="mean")
+
+
+# -- pose-aware prompts ----------------------------------------------------------------
+
+def _bearing(code, harmonics=16):
+    """The bearing phi read back from the first harmonic (sin phi, cos phi) of a pose code."""
+    return torch.atan2(code[..., 0], code[..., harmonics])
+
+
+def test_pose_code_bearings_and_offsets_are_relative_to_the_last_frame():
+    from world_model.ssg.prompting import POSE_OFFSET_DIM, POSE_OFFSET_UNIT_M, pose_code, sincos_1d
+
+    g, hfov = 4, 90.0
+    # frame 0: 1 m ahead of the start view, turned 90 deg left; frame 1: the start view itself
+    ref = np.array([2.0, -1.0, 0.3])
+    turned = np.array([ref[0] + np.cos(ref[2]), ref[1] + np.sin(ref[2]), ref[2] + np.pi / 2])
+    code = pose_code(torch.tensor(np.stack([turned, ref])[None]), g, hfov, 128)
+    assert code.shape == (1, 2, g * g, 128) and torch.all(code[..., 96:] == 0)
+    cols = (np.arange(g) + 0.5) / g
+    want_cols = np.arctan((1 - 2 * cols) * np.tan(np.radians(hfov) / 2))  # column 0 looks left (> 0)
+    phi = _bearing(code).view(1, 2, g, g)
+    for r in range(g):  # every row of a column shares its bearing
+        assert np.allclose(phi[0, 1, r].numpy(), want_cols, atol=1e-5)
+        assert np.allclose(phi[0, 0, r].numpy(), want_cols + np.pi / 2, atol=1e-5)
+    off = code[0, :, 0, 32:96]
+    fwd = sincos_1d(torch.tensor([1.0 / POSE_OFFSET_UNIT_M, 0.0]), POSE_OFFSET_DIM, 1000.0)
+    zero = sincos_1d(torch.tensor([0.0, 0.0]), POSE_OFFSET_DIM, 1000.0)
+    assert torch.allclose(off[:, :POSE_OFFSET_DIM], fwd, atol=1e-5)  # 1 m forward, then 0
+    assert torch.allclose(off[:, POSE_OFFSET_DIM:], zero, atol=1e-5)  # 0 m left for both
+
+
+def test_pose_code_ignores_the_world_frame():
+    from world_model.ssg.prompting import pose_code
+
+    rng = np.random.default_rng(0)
+    poses = np.stack([rng.uniform(-3, 3, 5), rng.uniform(-3, 3, 5), rng.uniform(-np.pi, np.pi, 5)], -1)
+    a, t = 1.1, np.array([4.0, -2.5])  # a rigid motion of the world frame
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    moved = np.concatenate([poses[:, :2] @ rot.T + t, poses[:, 2:] + a], -1)
+    c0, c1 = (pose_code(torch.tensor(p[None]), 4, 79.0, 96) for p in (poses, moved))
+    assert torch.allclose(c0, c1, atol=1e-4)
+    with pytest.raises(ValueError, match="hidden_dim >= 96"):
+        pose_code(torch.tensor(poses[None]), 4, 79.0, 64)
+    with pytest.raises(ValueError, match=r"\(B, K, 3\)"):
+        pose_code(torch.tensor(poses), 4, 79.0, 96)
+
+
+def test_pose_aware_prompter_needs_poses_and_reads_them(square_clip):
+    clip, _ = square_clip
+    torch.manual_seed(0)
+    pr = SpatialSignalPrompter(clip, out_dim=24, num_tokens=5, hidden_dim=96, num_heads=2, layers=(1, 2),
+                               pose_encoding=True)
+    frames = torch.randint(0, 255, (1, 3, 40, 40, 3), dtype=torch.uint8)
+    poses = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 0.0, 0.5], [1.5, 0.5, 1.0]]])
+    with pytest.raises(ValueError, match="pose-aware"):
+        pr(frames, "go to the red chair")
+    with pytest.raises(ValueError, match=r"\(1, 3, 3\)"):
+        pr(frames, "go to the red chair", poses=poses[:, :2])
+    with torch.no_grad():
+        a = pr(frames, "go to the red chair", poses=poses)
+        turned = poses.clone()
+        turned[0, :2, 2] += 1.0  # the earlier frames looked elsewhere
+        b = pr(frames, "go to the red chair", poses=turned)
+        top = pr.prompt(frames, "go to the red chair", poses=poses).relevance.flatten().topk(5).indices
+        moved = poses.clone()
+        moved[..., :2] += torch.tensor([3.0, -2.0])  # the same views from another world origin
+        c = pr(frames, "go to the red chair", poses=moved)
+    assert (top < 2 * 16).any()  # some token comes from an earlier frame (16 cells per frame)
+    assert not torch.allclose(a, b, atol=1e-4) and torch.allclose(a, c, atol=1e-5)
+    with pytest.raises(ValueError, match="hidden_dim >= 96"):
+        SpatialSignalPrompter(clip, out_dim=24, hidden_dim=32, num_heads=2, layers=(1, 2), pose_encoding=True)
+    plain = _prompter(clip)  # a prompter without the pose code ignores poses
+    with torch.no_grad():
+        assert torch.equal(plain(frames, "a", poses=poses), plain(frames, "a"))

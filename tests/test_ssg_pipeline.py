@@ -301,6 +301,46 @@ def test_frozen_prompter_keeps_its_initialisation_while_the_adapter_trains(clip_
             assert torch.equal(v, init[k].to(v.dtype)), k
 
 
+class PosedColourData(ColourData):
+    """ColourData with the context frames' poses (x, y, yaw), as the collected data has them."""
+
+    def __getitem__(self, i):
+        item = super().__getitem__(i)
+        item["context_poses"] = np.array([[0.0, 0.0, 0.2 * i], [0.5, 0.1 * i, 1.0], [1.0, 0.0, -0.3]], np.float32)
+        return item
+
+
+def test_pose_aware_adapter_trains_on_posed_data_and_imagine_needs_the_poses(clip_dir, tmp_path):
+    from world_model.ssg.train_adapter import AdapterTrainConfig, train
+
+    make_pipe().save_pretrained(tmp_path / "backbone")
+    posed = dict(PROMPTER, hidden_dim=96, pose_encoding=True)
+    cfg = AdapterTrainConfig(pipeline=str(tmp_path / "backbone"), clip=str(clip_dir), prompter=posed,
+                             out_dir=str(tmp_path / "run"), num_context=3, batch_size=8, lr=1e-2, warmup_steps=1,
+                             ema_decay=0.0, log_every=1, ckpt_every_steps=1000, max_steps=2, train_prompter=False)
+    train(cfg, dataset=PosedColourData(), text_encoder=FakeText())
+    pipe = make_pipe()
+    pipe.load_ssg(tmp_path / "run" / "ssg")
+    assert pipe.ssg_prompter.pose_encoding and pipe.ssg_config["prompter"]["pose_encoding"] is True
+    _train_adapter_a_little(pipe)
+    fr, idx = context()
+    poses = PosedColourData()[0]["context_poses"]
+    with pytest.raises(ValueError, match="pose-aware"):
+        pipe.imagine(fr, idx, INSTR, ssg=True, **KW)
+    with pytest.raises(ValueError, match="context_poses must be"):
+        pipe.imagine(fr, idx, INSTR, ssg=True, context_poses=poses[:2], **KW)
+    a = pipe.imagine(fr, idx, INSTR, ssg=True, context_poses=poses, **KW)
+    turned = poses.copy()
+    turned[:2, 2] += 1.5
+    b = pipe.imagine(fr, idx, INSTR, ssg=True, context_poses=turned, **KW)
+    assert np.abs(a.frames.astype(int) - b.frames).max() > 0  # the poses reach the rollout
+    assert np.array_equal(pipe.imagine(fr, idx, INSTR, ssg=False, **KW).frames,
+                          pipe.imagine(fr, idx, INSTR, ssg=False, context_poses=turned, **KW).frames)
+    with pytest.raises(ValueError, match="pose-aware"):  # training data without poses says so
+        cfg2 = AdapterTrainConfig(**{**cfg.__dict__, "out_dir": str(tmp_path / "run2")})
+        train(cfg2, dataset=ColourData(), text_encoder=FakeText())
+
+
 def test_prompt_contrast_term_is_the_hinge_on_own_vs_a_rolled_prompt(clip_dir):
     from world_model.ssg.adapter import append_ssg_tokens
     from world_model.ssg.train_adapter import SSGTrainModule

@@ -221,8 +221,8 @@ def test_eval_wm_ssg_shuffle_gives_each_sample_the_previous_samples_prompt(tmp_p
     prompts, imagined = {}, []
     real_prompts, real_imagine = Video4SpatialPipeline.ssg_prompts, Video4SpatialPipeline.imagine
 
-    def spy_prompts(self, frames, indices, instruction, relevance=None):
-        out = real_prompts(self, frames, indices, instruction, relevance=relevance)
+    def spy_prompts(self, frames, indices, instruction, relevance=None, poses=None):
+        out = real_prompts(self, frames, indices, instruction, relevance=relevance, poses=poses)
         prompts[instruction] = out[0].detach().clone()
         return out
 

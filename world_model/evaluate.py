@@ -606,7 +606,8 @@ def _shuffled_prompts(pipe, episodes, size: int, n_t: int, cfg: EvalConfig):
                 st = states.get(ep.scene_id) or SceneState(ep.scene_id, size, cfg)
                 sample, _ = build_sample(ep, st, int(cfg.num_context), n_t, cfg, index=0)
                 cache[j] = None if sample is None else \
-                    pipe.ssg_prompts(sample.context, sample.context_indices, ep.instruction)[0].detach()
+                    pipe.ssg_prompts(sample.context, sample.context_indices, ep.instruction,
+                                     poses=sample.context_poses)[0].detach()
             if cache[j] is not None:
                 return cache[j]
         raise ValueError("eval_wm.ssg_shuffle needs at least two episodes that yield a sample")
@@ -735,6 +736,8 @@ def evaluate(cfg: EvalConfig, pipe=None, clip=None) -> dict:
                     kw["ssg_relevance"] = oracle([ep.scene_id], [ep.target_id], sample.context_poses[None])[0]
                 if shuffled_prompt is not None:
                     kw["ssg_tokens"] = shuffled_prompt(i, states)
+                elif cfg.ssg:
+                    kw["context_poses"] = sample.context_poses  # read by a pose-aware prompter
                 t1 = time.perf_counter()
                 r = pipe.imagine(sample.context, sample.context_indices, ep.instruction,
                                  seed=int(cfg.seed) + i, **kw)

@@ -194,11 +194,13 @@ class Video4SpatialPipeline(DiffusionPipeline):
         return bool(ssg)
 
     def ssg_prompts(self, frames: np.ndarray, indices, instruction: str,
-                    relevance: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    relevance: torch.Tensor | None = None,
+                    poses: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(1, M, text_dim) SSG prompt of (context frames, instruction) and the (1, M, text_dim) null prompt.
 
         ``frames``: (K, H, W, 3) uint8 at any size (CLIP's preprocessing resizes them);
-        ``relevance``: optional (K, g, g) in place of CLIP's (the oracle diagnostic).
+        ``relevance``: optional (K, g, g) in place of CLIP's (the oracle diagnostic);
+        ``poses``: (K, 3) world x, y, yaw of the frames (needed by a pose-aware prompter).
         """
         from .ssg.prompting import context_positions
 
@@ -207,7 +209,8 @@ class Video4SpatialPipeline(DiffusionPipeline):
             p.to(self.model.device)
         pos = context_positions(np.asarray(indices, dtype=np.int64)[None])
         rel = None if relevance is None else relevance[None].to(p.queries.device)
-        tokens = p(np.ascontiguousarray(frames)[None], [instruction], pos, relevance=rel)
+        pose = None if poses is None else torch.as_tensor(np.asarray(poses, np.float32))[None]
+        tokens = p(np.ascontiguousarray(frames)[None], [instruction], pos, relevance=rel, poses=pose)
         return tokens, p.null_prompt(1)
 
     @property
@@ -313,6 +316,7 @@ class Video4SpatialPipeline(DiffusionPipeline):
         ssg_frames: np.ndarray | None = None,
         ssg_relevance: np.ndarray | torch.Tensor | None = None,
         ssg_tokens: torch.Tensor | None = None,
+        context_poses: np.ndarray | None = None,
         precision: str | None = None,
     ) -> Rollout:
         """Imagine the rollout that follows ``instruction`` from the last context frame.
@@ -341,6 +345,9 @@ class Video4SpatialPipeline(DiffusionPipeline):
             ssg_tokens: optional (1, M, text_dim) SSG prompt tokens used in place of the prompter's
                 (the shuffle control: another sample's ``pipe.ssg_prompts(...)[0]``). The null
                 branches keep the learned null prompt.
+            context_poses: optional (K, 3) world x, y, yaw of the context frames (any fixed world
+                frame: only poses relative to the last frame are read). A pose-aware SSG prompter
+                (``pose_encoding=True``) needs them; other prompters and the backbone ignore them.
             precision: transformer compute precision, "auto" (bf16 autocast where the device has
                 native bf16 units, else fp32), "fp32" or "bf16"; None = ``pipe.precision``
                 ("auto" unless set). The ODE state and the scheduler stay fp32 either way;
@@ -368,6 +375,9 @@ class Video4SpatialPipeline(DiffusionPipeline):
             want = (1, self.ssg_prompter.num_tokens, self.ssg_prompter.out_dim)
             if tuple(ssg_tokens.shape) != want:
                 raise ValueError(f"ssg_tokens must be {want} (one prompt of M tokens), got {tuple(ssg_tokens.shape)}")
+        if context_poses is not None and np.shape(context_poses) != (frames.shape[0], 3):
+            raise ValueError(f"context_poses must be ({frames.shape[0]}, 3) world x, y, yaw (one per context frame); "
+                             f"got {np.shape(context_poses)}")
         if ssg_relevance is not None:
             if not use_ssg:
                 raise ValueError("ssg_relevance is given but SSG is off (ssg=False or no adapter loaded)")
@@ -399,7 +409,7 @@ class Video4SpatialPipeline(DiffusionPipeline):
 
             if ssg_tokens is None:
                 tok, null_tok = self.ssg_prompts(frames if ssg_frames is None else ssg_frames, idx, instruction,
-                                                 relevance=ssg_relevance)
+                                                 relevance=ssg_relevance, poses=context_poses)
             else:
                 tok, null_tok = ssg_tokens, self.ssg_prompter.null_prompt(1)
             text = append_ssg_tokens(text, tok.to(device, dtype))

@@ -41,7 +41,7 @@ FORMAT_VERSION = 1
 # SpatialSignalPrompter defaults as configs/ssg/default.yaml spells them.
 DEFAULT_PROMPTER: dict[str, Any] = dict(num_tokens=8, layers=[-3, -2, -1], keep_ratio=0.25,
                                         use_attention_mask=True, use_mlp_mask=True, hidden_dim=256, num_heads=4,
-                                        pooling="topk")
+                                        pooling="topk", pose_encoding=False, hfov_deg=79.0)
 
 
 def default_ssg_dir() -> Path:

@@ -93,8 +93,9 @@ def heldout_loss(pipe, data_dir: str, n: int = 200, draws: int = 4, batch_size: 
         if oracle_fn is not None:
             relevance = oracle_fn([it["scene_id"] for it in batch], [it["target_id"] for it in batch],
                                   np.stack([it["context_poses"] for it in batch]))
+        poses = torch.as_tensor(np.stack([it["context_poses"] for it in batch]))
         tokens = pipe.ssg_prompter(frames, [it["instruction"] for it in batch], context_positions(ctx_idx),
-                                   relevance).to(text.device, text.dtype)
+                                   relevance, poses).to(text.device, text.dtype)
         if shuffle_prompts:
             tokens = tokens.roll(1, dims=0)
         return append_ssg_tokens(text, tokens)

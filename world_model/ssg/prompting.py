@@ -44,6 +44,14 @@ instruction, s = exp(CLIP logit_scale).
        a_m = softmax_{l,f,p}( q_m . k[l,f,p] / sqrt(d) + beta * log rho[f, p] ),
    z = q + Attn(...), z <- z + MLP(LN(z)); beta is learned (init 1), so pooling
    starts as CLIP-relevance-weighted and may sharpen or flatten.
+   With ``pose_encoding=True`` each cell also gets a fixed code of where it looks *from the
+   view the rollout starts at* (the last context frame, pose (x0, y0, psi0)): its ray's
+   bearing phi[f, p] = wrap(psi_f - psi0 + atan((1 - 2 (col + 1/2) / g) tan(hfov / 2)))
+   (left positive, as yaw), coded by the harmonics sin(k phi), cos(k phi), k = 1..16, and
+   the camera's offset from the start view in the start view's axes (forward, left,
+   metres), coded by 1-D sinusoids; x[l, f, p] += pose_code[f, p]. The frame index alone
+   cannot say that: a tour frame's patch position means a different direction in every
+   frame (docs/ssg.md, "Why the adapter does not read its prompt").
    ``pooling="topk"`` (the default) instead keeps the M most relevant patches of the
    whole context, ranked by r over all (f, p): token m is the layer mean of
    x[l, f_m, p_m] plus a learned rank embedding, then z <- z + MLP(LN(z)). The
@@ -107,6 +115,43 @@ def context_positions(indices) -> torch.Tensor:
     return idx - idx.min(dim=-1, keepdim=True).values
 
 
+POSE_HARMONICS = 16  # bearing harmonics k = 1..16 (the shortest period, 22.5 deg, ~2 cells of a 79 deg view)
+POSE_OFFSET_DIM = 32  # channels per offset axis (forward, left)
+POSE_OFFSET_UNIT_M = 0.25  # the offsets' sinusoids count quarter metres
+
+
+def pose_code(poses: torch.Tensor, grid: int, hfov_deg: float, dim: int) -> torch.Tensor:
+    """(B, K, g*g, dim) fixed code of each context cell's view from the last context frame.
+
+    ``poses``: (B, K, 3) world x, y, yaw (radians, counter-clockwise) of the context frames; the
+    last frame is the view the rollout starts at. Channels: [sin k phi, cos k phi]_{k=1..16}
+    of the cell ray's bearing phi relative to that view (left positive), then 1-D sinusoids of
+    the frame camera's forward and left offset from it, zero-padded to ``dim``. Only relative
+    poses enter, so any world frame (the simulator's, an agent's odometry) gives the same code.
+    """
+    poses = torch.as_tensor(poses, dtype=torch.float32)
+    if poses.ndim != 3 or poses.shape[-1] != 3:
+        raise ValueError(f"context poses must be (B, K, 3) world x, y, yaw, got {tuple(poses.shape)}")
+    need = 2 * POSE_HARMONICS + 2 * POSE_OFFSET_DIM
+    if dim < need:
+        raise ValueError(f"pose_encoding needs hidden_dim >= {need}, got {dim}")
+    ref = poses[:, -1:]
+    d = poses[..., :2] - ref[..., :2]
+    c, s = torch.cos(ref[..., 2]), torch.sin(ref[..., 2])
+    fwd, left = c * d[..., 0] + s * d[..., 1], -s * d[..., 0] + c * d[..., 1]  # (B, K)
+    cols = (torch.arange(grid, dtype=torch.float32, device=poses.device) + 0.5) / grid
+    col_bearing = torch.atan((1.0 - 2.0 * cols) * math.tan(math.radians(hfov_deg) / 2.0))  # (g,), left > 0
+    phi = (poses[..., 2] - ref[..., 2])[..., None] + col_bearing  # (B, K, g)
+    k = torch.arange(1, POSE_HARMONICS + 1, dtype=torch.float32, device=poses.device)
+    bearing = torch.cat([torch.sin(phi[..., None] * k), torch.cos(phi[..., None] * k)], dim=-1)  # (B, K, g, 2H)
+    offset = torch.cat([sincos_1d(fwd / POSE_OFFSET_UNIT_M, POSE_OFFSET_DIM, 1000.0),
+                        sincos_1d(left / POSE_OFFSET_UNIT_M, POSE_OFFSET_DIM, 1000.0)], dim=-1)  # (B, K, 2O)
+    b, kk = poses.shape[:2]
+    per_cell = bearing[:, :, None].expand(b, kk, grid, grid, -1).reshape(b, kk, grid * grid, -1)  # row-major cells
+    code = torch.cat([per_cell, offset[:, :, None].expand(-1, -1, grid * grid, -1)], dim=-1)
+    return F.pad(code, (0, dim - need))
+
+
 class PromptProjector(nn.Module):
     """Pooled prompt tokens -> the DiT's cross-attention input width: LN, Linear, GELU, Linear."""
 
@@ -142,12 +187,16 @@ class SpatialSignalPrompter(nn.Module):
         hidden_dim, num_heads: the pooler's width and heads.
         pooling: "topk" (the M most relevant patches of the context, each a token) or
             "perceiver" (M learned queries over every patch; step 4 of the module docstring).
+        pose_encoding: add each cell's bearing and camera offset from the last context frame
+            (step 4); the prompt then needs the context frames' poses.
+        hfov_deg: the context camera's horizontal field of view (for the cell bearings).
     """
 
     def __init__(self, clip: SpatialClip, out_dim: int, num_tokens: int = 8,
                  layers: Sequence[int] = (-3, -2, -1), keep_ratio: float = 0.25,
                  use_attention_mask: bool = True, use_mlp_mask: bool = True,
-                 hidden_dim: int = 256, num_heads: int = 4, pooling: str = "topk"):
+                 hidden_dim: int = 256, num_heads: int = 4, pooling: str = "topk",
+                 pose_encoding: bool = False, hfov_deg: float = 79.0):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -176,6 +225,12 @@ class SpatialSignalPrompter(nn.Module):
         self.num_tokens = int(num_tokens)
         self.num_heads = int(num_heads)
         self.out_dim = int(out_dim)
+        self.pose_encoding = bool(pose_encoding)
+        if not 0.0 < float(hfov_deg) < 180.0:
+            raise ValueError(f"hfov_deg must be in (0, 180), got {hfov_deg}")
+        self.hfov_deg = float(hfov_deg)
+        if self.pose_encoding:
+            pose_code(torch.zeros(1, 1, 3), 1, self.hfov_deg, hidden_dim)  # checks hidden_dim is wide enough
         width = clip.vision_config.hidden_size
 
         # Pooler (step 4).
@@ -304,14 +359,23 @@ class SpatialSignalPrompter(nn.Module):
         return x.flatten(0, 1), x.shape[0], x.shape[1]
 
     def prompt(self, frames, instruction: Sequence[str] | str | torch.Tensor,
-               frame_indices: torch.Tensor | None = None, relevance: torch.Tensor | None = None) -> SSGPrompt:
+               frame_indices: torch.Tensor | None = None, relevance: torch.Tensor | None = None,
+               poses: torch.Tensor | np.ndarray | None = None) -> SSGPrompt:
         """Build the prompt. ``frames``: (B, K, H, W, 3) uint8 or (B, K, 3, H, W) float in [0, 1];
         ``instruction``: B strings (or one for all) or precomputed unit text embeddings (B, E);
         ``frame_indices``: (B, K) or (K,) original frame indices (default 0..K-1).
         ``relevance``: (B, K, g, g) to use in place of CLIP's ``r`` (steps 2-4 read it): the
         oracle diagnostic (``world_model.ssg.localisation.OracleRelevance``) feeds the true
-        target masks here to ask what a perfect "where" signal would buy."""
+        target masks here to ask what a perfect "where" signal would buy.
+        ``poses``: (B, K, 3) world x, y, yaw of the context frames, required by a pose-aware
+        prompter (``pose_encoding=True``) and ignored by others."""
         flat, b, k = self._check_frames(frames)
+        if self.pose_encoding:
+            if poses is None:
+                raise ValueError("this SSG prompter is pose-aware (pose_encoding=True): pass the context frames' "
+                                 "poses (B, K, 3) world x, y, yaw (imagine(..., context_poses=...))")
+            if tuple(np.shape(poses)) != (b, k, 3):
+                raise ValueError(f"context poses must be ({b}, {k}, 3) world x, y, yaw, got {tuple(np.shape(poses))}")
         device = self.queries.device
         g = self.clip.grid_size
         with torch.no_grad():
@@ -353,6 +417,8 @@ class SpatialSignalPrompter(nn.Module):
         fi = torch.as_tensor(frame_indices, device=device).expand(b, k)
         x = x + self.pos2d[None, None, None] + self.layer_embed[None, None, :, None] \
             + sincos_1d(fi, x.shape[-1])[:, :, None, None]
+        if self.pose_encoding:
+            x = x + pose_code(torch.as_tensor(poses).to(device), g, self.hfov_deg, x.shape[-1])[:, :, None]
         if self.pooling == "topk":
             # the M most relevant (frame, patch) cells of the whole context, most relevant first
             m = min(self.num_tokens, k * p)
@@ -379,6 +445,6 @@ class SpatialSignalPrompter(nn.Module):
         return SSGPrompt(tokens=tokens, relevance=rel.view(b, k, g, g), mask=mask.view(b, k, g, g))
 
     def forward(self, frames, instruction, frame_indices: torch.Tensor | None = None,
-                relevance: torch.Tensor | None = None) -> torch.Tensor:
+                relevance: torch.Tensor | None = None, poses: torch.Tensor | None = None) -> torch.Tensor:
         """(B, M, out_dim) prompt tokens; see :meth:`prompt`."""
-        return self.prompt(frames, instruction, frame_indices, relevance).tokens
+        return self.prompt(frames, instruction, frame_indices, relevance, poses).tokens

@@ -257,7 +257,7 @@ class SSGTrainModule(nn.Module):
         return (w / w.mean()).view(1, 1, -1, 1, 1)
 
     def ssg_tokens(self, frames, instructions: list[str], ctx_idx: torch.Tensor, keep: torch.Tensor,
-                   relevance: torch.Tensor | None = None) -> torch.Tensor:
+                   relevance: torch.Tensor | None = None, poses=None) -> torch.Tensor:
         from world_model.ssg.prompting import context_positions
 
         b = ctx_idx.shape[0]
@@ -267,19 +267,20 @@ class SSGTrainModule(nn.Module):
             r = rows.cpu()
             real = self.prompter(frames[r], [instructions[i] for i in r.tolist()],
                                  context_positions(ctx_idx[rows]).to(ctx_idx.device),
-                                 None if relevance is None else relevance[r])
+                                 None if relevance is None else relevance[r],
+                                 None if poses is None else torch.as_tensor(np.asarray(poses))[r])
             tokens = tokens.index_put((rows,), real.to(tokens.dtype))
         return tokens
 
     def forward(self, ctx, tgt, text, ctx_idx, t, noise, frames, instructions, keep, relevance=None,
-                contrast: float = 0.0, margin: float = 1e-3) -> tuple[torch.Tensor, dict[str, float]]:
+                contrast: float = 0.0, margin: float = 1e-3, poses=None) -> tuple[torch.Tensor, dict[str, float]]:
         """The training loss and its parts: ``fm`` (flow matching, SSG on) and, when ``contrast`` > 0
         and at least two rows keep their condition, ``own`` / ``shuffled`` (mean error of the kept rows
         with their own and with a rolled prompt) and ``hinge`` (see ``AdapterTrainConfig.prompt_contrast``)."""
         from world_model.ssg.adapter import append_ssg_tokens
         from world_model.train import flow_matching_loss
 
-        tokens = self.ssg_tokens(frames, instructions, ctx_idx, keep, relevance)
+        tokens = self.ssg_tokens(frames, instructions, ctx_idx, keep, relevance, poses)
         sq = flow_matching_loss(self.model, ctx, tgt, append_ssg_tokens(text, tokens), ctx_idx, t, noise=noise,
                                 reduction="none")
         w = self.frame_weights(sq.shape[2], sq.device)
@@ -471,7 +472,8 @@ def train(cfg: AdapterTrainConfig, dataset=None, text_encoder=None) -> dict[str,
             if oracle is not None:  # the diagnostic: true target masks in place of CLIP's relevance
                 relevance = oracle_rows(oracle, batch, keep)
             loss, parts = module(ctx_d, tgt, text_d, ctx_idx, t, noise, batch["context"], instructions, keep,
-                                 relevance, cfg.prompt_contrast, cfg.contrast_margin)
+                                 relevance, cfg.prompt_contrast, cfg.contrast_margin,
+                                 batch.get("context_poses") if prompter.pose_encoding else None)
             acc.backward(loss)
             if acc.sync_gradients and cfg.grad_clip:
                 acc.clip_grad_norm_(params, cfg.grad_clip)
