@@ -72,3 +72,62 @@ def test_velocity_errors_depend_only_on_seed(setup):
     e1 = velocity_errors(pipe, items, draws=2, batch_size=2, seed=0)
     assert e1.shape == (4, 2, 3) and np.array_equal(e1, velocity_errors(pipe, items, draws=2, batch_size=2, seed=0))
     assert not np.array_equal(e1, velocity_errors(pipe, items, draws=2, batch_size=2, seed=1))
+
+
+def test_instruction_control_measures_what_the_text_moves(setup, capsys):
+    from world_model.heldout import heldout_items, instruction_control, main, velocity_errors
+    from world_model.pipeline import Video4SpatialPipeline
+
+    pipe = Video4SpatialPipeline.from_pretrained(setup["a"])
+    items = heldout_items(setup["data"], 4, 8, 2, 1, S, seed=0)
+    texts = ["go to the red chair in the kitchen, to the left of the sofa", "find the lamp between the bed and the desk",
+             "walk to the white bookshelf in the bedroom", "locate the blue TV that is behind the table"]
+    items = [dict(it, instruction=t) for it, t in zip(items, texts)]
+    own = velocity_errors(pipe, items, draws=2, batch_size=2, seed=0)
+    res = instruction_control(pipe, items, own, draws=2, batch_size=2, seed=0)
+    null = velocity_errors(pipe, items, draws=2, batch_size=2, seed=0,
+                           states=lambda batch, text: pipe.model.null_text(len(batch)))
+    # gain = e_null - e_own, on the same draws, per frame part
+    assert res["null"]["all"]["total"]["gain"] == pytest.approx(float((null - own).mean()), rel=1e-6)
+    assert res["null"]["all"]["total"]["gain"] != 0.0  # a random model's output depends on its text
+    assert res["null"]["all"]["bbox"]["n"] == 4 and set(res["shuffled"]) == {"all", "relation"}
+    assert res["same_instruction_after_swap"] == 0 and res["n_relation"] == 3
+    # the relation arms cover only the samples they edit, on the same draws
+    assert res["no_relation"]["relation"]["total"]["n"] == 3 and res["mirrored"]["directional"]["total"]["n"] == 2
+    mirrored = [dict(it, instruction=t) for it, t in zip(items, [
+        "go to the red chair in the kitchen, to the right of the sofa", texts[1], texts[2],
+        "locate the blue TV that is in front of the table"])]
+    e = velocity_errors(pipe, mirrored, draws=2, batch_size=2, seed=0)
+    assert np.allclose(e[[1, 2]], own[[1, 2]])  # unedited samples: the same errors
+    want = float((e[[0, 3]] - own[[0, 3]]).mean())
+    assert res["mirrored"]["directional"]["total"]["gain"] == pytest.approx(want, rel=1e-6)
+
+    # a model whose cross-attention output is zeroed cannot read the text: both controls are exactly 0
+    for block in pipe.model.transformer.blocks:
+        torch.nn.init.zeros_(block.attn2.to_out[0].weight)
+        torch.nn.init.zeros_(block.attn2.to_out[0].bias)
+    own = velocity_errors(pipe, items, draws=2, batch_size=2, seed=0)
+    blind = instruction_control(pipe, items, own, draws=2, batch_size=2, seed=0)
+    assert all(blind[arm]["all"][k]["gain"] == 0.0 for arm in ("shuffled", "null") for k in ("path", "bbox", "total"))
+    with pytest.raises(ValueError, match="2 samples per batch"):
+        instruction_control(pipe, items, own, batch_size=1)
+
+    res = main([f"pipelines=[{setup['a']}]", f"data_dir={setup['data']}", "n=4", "draws=1", "batch_size=2",
+                "threads=1", "text_control=true"])
+    assert {"shuffled", "null"} <= set(res["models"][0]["instruction"])
+    assert "own instruction vs null" in capsys.readouterr().out
+
+
+def test_relation_edits():
+    from world_model.heldout import mirror_relation, strip_relation
+
+    assert strip_relation("go to the red chair in the kitchen, on the left side of the sofa") == \
+        "go to the red chair in the kitchen"
+    assert strip_relation("find the blue TV in the den that is facing the front of the bed") == "find the blue TV in the den"
+    assert strip_relation("find the lamp between the bed and the desk") == "find the lamp"
+    assert strip_relation("walk to the white bookshelf in the bedroom") is None
+    assert mirror_relation("go to the chair on the left side of the sofa") == "go to the chair on the right side of the sofa"
+    assert mirror_relation("go to the chair right of the red sofa") == "go to the chair left of the red sofa"
+    assert mirror_relation("head to the TV at the back of the bed") == "head to the TV facing the front of the bed"
+    assert mirror_relation("head to the TV behind the bed") == "head to the TV in front of the bed"
+    assert mirror_relation("find the lamp next to the bed") is None and mirror_relation("find the lamp") is None

@@ -22,7 +22,6 @@ and instruction.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,20 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-
-def relation_pattern() -> re.Pattern:
-    """Matches an instruction that uses one of the grammar's relation phrases (``envs.instructions``)."""
-    from envs.instructions import relation_phrases
-
-    heads = sorted({p.split("{r}")[0].strip() for ps in relation_phrases().values() for p in ps},
-                   key=len, reverse=True)
-    return re.compile(r"\b(" + "|".join(re.escape(h) for h in heads) + r") the\b")
-
-
-def frame_parts(n_t: int, n_b: int) -> dict[str, slice]:
-    """The frame slices reported: path, bbox (when there are bbox frames) and total."""
-    parts = {"path": slice(0, n_t), "bbox": slice(n_t, n_t + n_b), "total": slice(0, n_t + n_b)}
-    return {k: sl for k, sl in parts.items() if sl.stop > sl.start}
+from world_model.heldout import frame_parts, relation_pattern  # noqa: F401  (re-exported)
 
 
 def _summary(base: np.ndarray, ssg: np.ndarray) -> dict[str, Any]:
