@@ -7,7 +7,8 @@ discrete action (``envs.actions``: 0 STOP, 1 MOVE_FORWARD 0.25 m, 2 TURN_LEFT
 * observation: ``rgb`` uint8 (H, W, 3); ``depth`` float32 (H, W, 1) z-depth in
   metres (0 = no hit); ``gps`` float32 (2,) = (forward, left) displacement
   from the episode start in the start frame; ``compass`` float32 (1,) = yaw
-  minus start yaw wrapped to (-pi, pi]; ``instruction`` str (``Text`` space).
+  minus start yaw wrapped to (-pi, pi]; ``instruction`` str (``envs.spaces.InstructionText``,
+  a ``Text`` space that ``AsyncVectorEnv`` with shared memory reads correctly).
 * ``terminated`` when the agent calls STOP; ``truncated`` after
   ``max_episode_steps`` actions without STOP.
 * ``info``: success, spl, softspl, distance_to_goal, path_length, collisions,
@@ -39,6 +40,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.actions import FORWARD_STEP_M, NUM_ACTIONS, TURN_ANGLE_DEG, Action, check_action
+from envs.spaces import InstructionText
 
 ENV_ID = "SpatialNav-ObjectNav-v0"
 
@@ -160,7 +162,7 @@ class ObjectNavEnv(gym.Env):
                 "depth": spaces.Box(0.0, self.max_depth, (self.height, self.width, 1), np.float32),
                 "gps": spaces.Box(-1e4, 1e4, (2,), np.float32),  # metres; any indoor scene fits
                 "compass": spaces.Box(-np.pi, np.pi, (1,), np.float32),
-                "instruction": spaces.Text(
+                "instruction": InstructionText(  # a Text that AsyncVectorEnv's shared memory reads (envs.spaces)
                     max_length=INSTRUCTION_MAX_LENGTH, min_length=0, charset=INSTRUCTION_CHARSET
                 ),
             }

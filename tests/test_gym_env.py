@@ -158,24 +158,45 @@ def test_bad_instruction_is_rejected(nav_episodes):
         env.reset(seed=0)
 
 
-@pytest.mark.parametrize("vector", ["async", "sync"])
+@pytest.mark.parametrize("vector", ["async", "async_no_shm", "async_no_copy", "sync"])
 def test_vector_envs_return_real_instructions(nav_episodes, vector):
+    """Default AsyncVectorEnv (shared memory on) returns the same instruction strings as SyncVectorEnv
+    and the single envs, after reset and after steps (Gymnasium's own Text path returned "aaaa...")."""
     fns = [functools.partial(ObjectNavEnv, episodes=nav_episodes, **SMALL) for _ in range(2)]
-    if vector == "async":
-        venv = gym.vector.AsyncVectorEnv(fns, shared_memory=False)
-    else:
-        venv = gym.vector.SyncVectorEnv(fns)
+    venv = {"async": lambda: gym.vector.AsyncVectorEnv(fns),
+            "async_no_shm": lambda: gym.vector.AsyncVectorEnv(fns, shared_memory=False),
+            "async_no_copy": lambda: gym.vector.AsyncVectorEnv(fns, copy=False),
+            "sync": lambda: gym.vector.SyncVectorEnv(fns)}[vector]()
+    singles = [f() for f in fns]
     try:
         obs, infos = venv.reset(seed=[0, 1])
-        expected = {e.instruction for e in nav_episodes}
-        assert len(obs["instruction"]) == 2
-        for text in obs["instruction"]:
-            assert text in expected  # not the filler the shared-memory path returns
+        want = tuple(e.reset(seed=s)[0]["instruction"] for e, s in zip(singles, [0, 1]))
+        assert set(want) <= {e.instruction for e in nav_episodes}
+        assert tuple(obs["instruction"]) == want
+        if vector != "async_no_copy":
+            assert type(obs["instruction"]) is tuple and all(type(t) is str for t in obs["instruction"])
         assert obs["rgb"].shape == (2, 32, 32, 3)
-        obs, _, _, _, infos = venv.step(np.array([1, 2]))
-        for text in obs["instruction"]:
-            assert text in expected
-        assert list(infos["steps"]) == [1.0, 1.0]
+        for k in range(3):
+            obs, _, _, _, infos = venv.step(np.array([1, 2]))
+            assert tuple(obs["instruction"]) == want
+        assert list(infos["steps"]) == [3.0, 3.0]
+        # a new episode in one env shows up in the next read (the buffer is decoded on every read)
+        obs, _ = venv.reset(seed=[5, 6])
+        want = tuple(e.reset(seed=s)[0]["instruction"] for e, s in zip(singles, [5, 6]))
+        assert tuple(obs["instruction"]) == want
+    finally:
+        venv.close()
+        for e in singles:
+            e.close()
+
+
+def test_make_vec_async_defaults_return_real_instructions(nav_episodes):
+    venv = gym.make_vec("SpatialNav-ObjectNav-v0", num_envs=2, vectorization_mode="async",
+                        episodes=nav_episodes, **SMALL)
+    try:
+        obs, _ = venv.reset(seed=0)
+        texts = {e.instruction for e in nav_episodes}
+        assert all(t in texts for t in obs["instruction"]), obs["instruction"]
     finally:
         venv.close()
 
