@@ -12,7 +12,9 @@ demo: setup
 	.venv/bin/spatialnav demo
 
 # Two xdist workers: the suite is CPU-bound and this machine class has 2 cores.
+# The tests also cover the optional MiniWorld adapter: set-up adds the [miniworld] extra first.
 test: setup
+	@bash $(SETUP) miniworld
 	$(PY) -m pytest -q -n 2
 
 bench: setup
