@@ -99,6 +99,7 @@ def compose_config(overrides: list[str]):
     bad = [o for o in overrides if "=" not in o]
     if bad:
         raise CLIError(f"overrides must look like key=value, got {bad}; e.g. agent=oracle n_episodes=5")
+    _check_group_options(overrides)
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         base = compose("config", overrides=[])
@@ -106,8 +107,92 @@ def compose_config(overrides: list[str]):
             cfg = compose("config", overrides=overrides)
         except HydraException as e:
             raise CLIError(_explain_hydra_error(e, overrides, base)) from None
+        groups = [o for o in overrides if _group_of(o) is not None]
+        ref = compose("config", overrides=groups) if groups else base
+    _check_value_types(overrides, cfg, ref)
     OmegaConf.set_struct(cfg, True)
     return cfg
+
+
+def _group_of(override: str) -> str | None:
+    """The config group an override selects (``experiment=debug`` -> "experiment"), else None."""
+    key = override.partition("=")[0].lstrip("+~")
+    if not key or "." in key or "/" in key:
+        return None
+    return key if (config_dir() / key).is_dir() else None
+
+
+def _check_group_options(overrides: list[str]) -> None:
+    """Every group option must exist. Groups declared ``optional`` in config.yaml (world_model,
+    planner, experiment) would otherwise drop a misspelt option without a word and run the defaults."""
+    for o in overrides:
+        group = _group_of(o)
+        if group is None:
+            continue
+        value = o.partition("=")[2]
+        gdir = config_dir() / group  # nested options too: env=miniworld/oneroom
+        options = sorted(p.relative_to(gdir).with_suffix("").as_posix() for p in gdir.rglob("*.yaml"))
+        if value not in options and not (value == "null" and o.startswith(("world_model", "planner", "experiment"))):
+            raise CLIError(f"unknown {group} option '{value}' (from '{o}'): there is no configs/{group}/{value}.yaml; "
+                           f"options: {', '.join(options) or 'none'}")
+
+
+# Top-level keys with a bound beyond their type (checked when given on the command line).
+_MINIMUM = {"n_episodes": 1, "seed": 0, "video": 0, "task.max_episode_steps": 1, "env.width": 8, "env.height": 8}
+
+
+def _kind(value) -> str:
+    from omegaconf import DictConfig, ListConfig
+
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean (true/false)"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, (list, tuple, ListConfig)):
+        return "a list, e.g. [a,b]"
+    if isinstance(value, (dict, DictConfig)):
+        return "a section"
+    return "a string"
+
+
+def _check_value_types(overrides: list[str], cfg, ref) -> None:
+    """Each ``key=value`` must have the type of the value it replaces (the default after the
+    selected groups): ``n_episodes=ten`` or ``n_episodes=2.5`` is an error naming the key, not an
+    int() traceback or a silent 2. Keys whose default is null take anything."""
+    import math
+
+    from omegaconf import OmegaConf
+
+    for o in overrides:
+        raw_key, _, raw_value = o.partition("=")
+        key = raw_key.lstrip("+~")
+        if raw_key.startswith("~") or _group_of(o) is not None or key.startswith(FREE_FORM) or key in EXTRA_KEYS:
+            continue
+        if raw_key.startswith("+") and OmegaConf.select(ref, key, default="__missing__") == "__missing__":
+            raise CLIError(f"'{o}' adds a key that no command reads; valid top-level keys: "
+                           f"{', '.join(sorted(str(k) for k in ref.keys()))}")
+        old = OmegaConf.select(ref, key, default=None)
+        new = OmegaConf.select(cfg, key, default=None)
+        if old is None:
+            continue
+        want = _kind(old)
+        ok = _kind(new) == want
+        if want == "a number" and _kind(new) == "an integer":
+            ok = True
+        if key == "video" and _kind(new) == "a boolean (true/false)":
+            ok = True  # video=true: every episode
+        if not ok:
+            raise CLIError(f"{key} must be {want} (default {key}={OmegaConf.to_yaml(old).strip() if OmegaConf.is_config(old) else old}), "
+                           f"got '{raw_value}' ({_kind(new)})")
+        if isinstance(new, float) and not math.isfinite(new):
+            raise CLIError(f"{key} must be a finite number, got '{raw_value}'")
+        low = _MINIMUM.get(key)
+        if low is not None and not isinstance(new, bool) and new < low:
+            raise CLIError(f"{key} must be >= {low}, got {new}")
 
 
 def _explain_hydra_error(err: Exception, overrides: list[str], base) -> str:
@@ -449,6 +534,18 @@ def _load_command(name: str):
     return fn
 
 
+def _one_line(e: BaseException) -> str:
+    """A user-facing message for an expected error; OSErrors name the path and what to do."""
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        hint = {FileExistsError: "a file is in the way of a folder the command writes: choose another path",
+                NotADirectoryError: "a file is in the way of a folder the command writes: choose another path",
+                PermissionError: "choose a path you can write (out_dir=...) or fix its permissions",
+                IsADirectoryError: "a folder is in the way of a file the command writes: choose another path",
+                }.get(type(e), "")
+        return f"{e.strerror}: {e.filename}" + (f" ({hint})" if hint else "")
+    return str(e)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -482,12 +579,13 @@ def main(argv: list[str] | None = None) -> int:
     except CLIError as e:
         print(f"spatialnav {name}: error: {e}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError) as e:
-        # Bad input (unknown agent or split, missing episode file): the message names
-        # it; SPATIALNAV_DEBUG=1 shows the traceback instead.
+    except (ValueError, OSError) as e:
+        # Bad input (unknown agent or split, missing episode file, an out_dir that is a file or
+        # cannot be written, a full disk): the message names it; SPATIALNAV_DEBUG=1 shows the
+        # traceback instead. Other exceptions are bugs and keep their traceback.
         if os.environ.get("SPATIALNAV_DEBUG"):
             raise
-        print(f"spatialnav {name}: error: {e}", file=sys.stderr)
+        print(f"spatialnav {name}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\nspatialnav {name}: interrupted (eval resumes from its episodes.jsonl)", file=sys.stderr)

@@ -35,7 +35,7 @@ import numpy as np
 from agent.base import set_threads
 from agent.baselines import episode_rng
 from envs.actions import Action
-from planners.camera import HFOV_DEG, backproject, wrap_angle
+from planners.camera import HFOV_DEG, backproject, check_observation, wrap_angle
 from planners.mapping import ObstacleMap, far_free_point, frontier_points  # re-exported (moved to planners)
 from planners.path import FrontierExplorer, Navigator, PathPlanner
 
@@ -206,6 +206,7 @@ class FrontierClipAgent:
 
     # ------------------------------------------------------------------ acting
     def act(self, obs: dict) -> int:
+        check_observation(obs, self.map.max_reach_m)  # a bad observation changes nothing
         self.pose = self.navigator.observe(obs, self.last_action)
         self.stats["steps"] += 1
         s, rel = self.score_views(np.asarray(obs["rgb"])[None])

@@ -17,6 +17,7 @@ aggregation, and agents are seeded per episode).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -32,6 +33,8 @@ from envs.metrics import METRIC_KEYS, summarize
 
 EPISODES_FILE = "episodes.jsonl"
 SUMMARY_FILE = "summary.json"
+# The run's fingerprint (agent + settings, task, env, episode set, weights, code): a resume must match it.
+RUN_FILE = "run.json"
 # Fields that depend on the machine's speed, not on the agent's behaviour.
 TIMING_KEYS = ("seconds", "seconds_per_step", "env_seconds", "agent_seconds")
 
@@ -69,6 +72,185 @@ def read_episode_log(path: str | os.PathLike, repair: bool = False) -> list[dict
     return read_jsonl(path, repair=repair)
 
 
+def check_episode_rows(rows: Sequence[dict], path: str | os.PathLike) -> list[dict]:
+    """Every row of an episodes.jsonl must be a finished episode: an object with an episode_id and a
+    number for every metric (``envs.metrics.METRIC_KEYS``). A row without them would count as a
+    finished episode and skew the summary, so it is an error naming the file and the row."""
+    for i, r in enumerate(rows, 1):
+        if not isinstance(r, dict):
+            raise ValueError(f"{path}: row {i} is {type(r).__name__} {str(r)[:60]}, not an episode object; "
+                             "fix or delete that line to resume")
+        if r.get("episode_id") in (None, ""):
+            raise ValueError(f"{path}: row {i} has no episode_id; fix or delete that line to resume")
+        bad = [k for k in METRIC_KEYS if not isinstance(r.get(k), (int, float))]  # (a bool is an int: success)
+        if bad:
+            raise ValueError(f"{path}: row {i} (episode {r['episode_id']!r}) lacks the metric(s) {bad}: it is not a "
+                             "finished episode; fix or delete that line to resume")
+    return list(rows)
+
+
+# -- fingerprint and provenance ------------------------------------------------------
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CODE_PACKAGES = ("agent", "envs", "planners", "world_model")
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """sha1 (12 hex) of the project's Python source (agent, envs, planners, world_model): two runs
+    with the same value ran the same code, whatever was committed in between (docs, tests).
+    Hashed once per process, when it first asks: the code it runs is the code it loaded."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for pkg in CODE_PACKAGES:
+        for f in sorted((REPO_ROOT / pkg).rglob("*.py")):
+            h.update(str(f.relative_to(REPO_ROOT)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
+
+
+def git_state() -> dict:
+    """The checkout's commit and whether tracked files differ from it (None where git is missing)."""
+    import subprocess
+
+    def git(*args):
+        try:
+            r = subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    dirty = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"git_commit": commit, "git_dirty": None if dirty is None else bool(dirty)}
+
+
+def module_fingerprint(module) -> str:
+    """sha1 (12 hex) of a torch module's parameters and buffers (names, shapes, dtypes, bytes)."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha1()
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update((t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def agent_weights(agent) -> dict[str, str]:
+    """Hashes of the learned weights an agent acts with: world model (with any SSG adapter installed
+    in it), SSG prompter, instruction encoder, CLIP (its own or its guide's) and inverse dynamics."""
+    import torch
+
+    found = {}
+    pipe = getattr(agent, "pipeline", None)
+    guide = getattr(agent, "guide", None)
+    candidates = {
+        "world_model": getattr(pipe, "model", None),
+        "ssg_prompter": getattr(pipe, "ssg_prompter", None),
+        "text_encoder": getattr(pipe, "_text_encoder", None),
+        "clip": getattr(agent, "clip", None) if guide is None else getattr(guide, "clip", None),
+        "inverse_dynamics": getattr(agent, "inverse_dynamics", None),
+    }
+    for k, m in candidates.items():
+        m = getattr(m, "model", m) if m is not None and not isinstance(m, torch.nn.Module) else m
+        if isinstance(m, torch.nn.Module):
+            found[k] = module_fingerprint(m)
+    return found
+
+
+def _jsonable(v):
+    """A JSON-friendly copy of a setting: containers recursively, other objects by their type name."""
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, os.PathLike):
+        return os.fspath(v)
+    return f"<{type(v).__name__}>"
+
+
+def agent_settings(factory, agent_kwargs: dict | None) -> dict:
+    """The agent's full settings: its constructor's defaults overridden by ``agent_kwargs``."""
+    import inspect
+
+    out: dict[str, Any] = {}
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    for name, p in params.items():
+        if name in ("env", "seed", "self") or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+            continue
+        if p.default is not p.empty:
+            out[name] = p.default
+    out.update(agent_kwargs or {})
+    return _jsonable(out)
+
+
+def episode_source(episodes, split: str, episode_seed: int) -> dict:
+    """What the episodes come from: a file (with its sha1), a list (sha1 of its content), or the
+    procedural generator for ``split`` with ``episode_seed`` (reproducible for one code version)."""
+    import hashlib
+
+    if episodes is None:
+        return {"generated": str(split), "episode_seed": int(episode_seed)}
+    if isinstance(episodes, (str, os.PathLike)):
+        p = Path(episodes)
+        return {"file": str(p), "sha1": hashlib.sha1(p.read_bytes()).hexdigest()[:12] if p.is_file() else None}
+    items = [e.to_habitat() if hasattr(e, "to_habitat") else e for e in episodes]
+    return {"list": len(items), "sha1": hashlib.sha1(json.dumps(_jsonable(items), sort_keys=True).encode()).hexdigest()[:12]}
+
+
+ENV_SETTINGS = ("width", "height", "hfov_deg", "max_depth", "backend", "max_episode_steps", "success_distance",
+                "episode_seed", "paraphrase", "paraphrase_seed", "instructions")
+
+
+def run_fingerprint(agent_name: str, factory, agent_kwargs: dict | None, seed: int, split: str, episodes,
+                    env, bot) -> dict:
+    """Everything that decides an evaluation's numbers (``RUN_FILE``): a resume must match it."""
+    sim = env.unwrapped
+    return {
+        "agent": agent_name,
+        "agent_settings": agent_settings(factory, agent_kwargs),
+        "seed": int(seed),
+        "split": str(split),
+        "env": {"class": type(sim).__name__, **{k: _jsonable(getattr(sim, k)) for k in ENV_SETTINGS if hasattr(sim, k)}},
+        "episodes": episode_source(episodes, split, getattr(sim, "episode_seed", 0)),
+        "weights": agent_weights(bot),
+        "code_version": code_version(),
+    }
+
+
+def fingerprint_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every setting that differs (nested keys dotted)."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, "<unset>"), new.get(k, "<unset>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += fingerprint_diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out
+
+
+def write_json_atomic(path: str | os.PathLike, data) -> Path:
+    """Write JSON to ``path`` through a temporary file, fsync'ed, then renamed: a reader (or a run
+    killed mid-write) sees the old file or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
 # -- summaries ---------------------------------------------------------------------
 
 def summarize_rows(rows: Iterable[dict], agent: str = "", split: str = "") -> dict:
@@ -98,11 +280,7 @@ def summarize_rows(rows: Iterable[dict], agent: str = "", split: str = "") -> di
 
 
 def write_summary(out_dir: str | os.PathLike, summary: dict) -> Path:
-    path = Path(out_dir) / SUMMARY_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)  # atomic: a reader never sees half a summary
-    return path
+    return write_json_atomic(Path(out_dir) / SUMMARY_FILE, summary)  # a reader never sees half a summary
 
 
 def merge(out_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike | None = None) -> dict:
@@ -117,7 +295,11 @@ def merge(out_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike | No
             rows.append(r)
             agents.add(r.get("agent", ""))
             splits.add(r.get("split", ""))
+    rows = check_episode_rows(rows, "merge")
     summary = summarize_rows(rows, agent="+".join(sorted(agents)), split="+".join(sorted(splits)))
+    fps = [json.loads((Path(d) / RUN_FILE).read_text()) if (Path(d) / RUN_FILE).exists() else None for d in out_dirs]
+    same = fps[0] is not None and all(f == fps[0] for f in fps)  # shards of one configuration
+    summary["provenance"] = {**provenance(fps[0] if same else None), "merged_from": [str(d) for d in out_dirs]}
     if out_dir is not None:
         # The merged directory is a complete evaluate() out_dir: the union of the shards' episode
         # logs (one row per episode id) and the summary, so rerunning the unsharded command there
@@ -128,6 +310,8 @@ def merge(out_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike | No
         tmp = Path(out_dir) / (EPISODES_FILE + ".tmp")
         tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in ordered))
         tmp.replace(Path(out_dir) / EPISODES_FILE)
+        if same:  # the merged dir resumes like one of its shards
+            write_json_atomic(Path(out_dir) / RUN_FILE, fps[0])
         write_summary(out_dir, summary)
     return summary
 
@@ -348,6 +532,55 @@ def run_episode(env, agent, episode_index: int, seed: int | None = None,
     return row
 
 
+def check_eval_args(n_episodes, video, seed, out_dir) -> None:
+    """evaluate()'s own arguments, checked before anything is created (names the value and the fix)."""
+    if isinstance(n_episodes, bool) or not isinstance(n_episodes, (int, np.integer)) or n_episodes < 1:
+        raise ValueError(f"n_episodes must be an integer >= 1, got {n_episodes!r}")
+    if not isinstance(video, (bool, int, np.integer)) or (not isinstance(video, bool) and video < 0):
+        raise ValueError(f"video must be true/false or a number of episodes >= 0, got {video!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    p = Path(out_dir)
+    for q in (p, *p.parents):
+        if q.exists() and not q.is_dir():
+            raise ValueError(f"out_dir={str(out_dir)!r}: {str(q)!r} is a file, not a folder; choose another out_dir")
+
+
+def check_resume(out: Path, fingerprint: dict, n_done: int) -> None:
+    """Refuse to add episodes to an out_dir whose finished episodes came from another configuration
+    (``fingerprint_diff`` names each difference); record the fingerprint in a fresh out_dir."""
+    path = out / RUN_FILE
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON ({e}); delete it together with {EPISODES_FILE} "
+                             "or use another out_dir") from None
+        diff = fingerprint_diff(old if isinstance(old, dict) else {}, fingerprint)
+        if diff and n_done:
+            raise ValueError(f"{out} holds {n_done} episode(s) of another configuration: " + "; ".join(diff)
+                             + ". Use another out_dir (or delete that one) to evaluate this configuration")
+        if not diff:
+            return
+    elif n_done:
+        raise ValueError(f"{out} holds {n_done} episode(s) but no {RUN_FILE} saying which configuration made them "
+                         "(written before runs were fingerprinted); use another out_dir or delete that one")
+    write_json_atomic(path, fingerprint)
+
+
+def provenance(fingerprint: dict | None = None) -> dict:
+    """Where a summary's numbers come from: git commit (and uncommitted changes), the code version,
+    the weights' hashes and the command that ran."""
+    import sys
+
+    out = git_state()
+    out["code_version"] = code_version()
+    out["command"] = " ".join([Path(sys.argv[0]).name] + sys.argv[1:]) if sys.argv else ""
+    if fingerprint is not None:
+        out["weights"] = fingerprint.get("weights", {})
+    return out
+
+
 def evaluate(
     agent: str | AgentFactory = "random",
     split: str = "val",
@@ -379,10 +612,11 @@ def evaluate(
     from envs.gym_env import ObjectNavEnv
 
     agent_name = agent if isinstance(agent, str) else getattr(agent, "__name__", type(agent).__name__)
+    check_eval_args(n_episodes=n_episodes, video=video, seed=seed, out_dir=out_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / EPISODES_FILE
-    done_rows = read_episode_log(log_path, repair=True)
+    done_rows = check_episode_rows(read_episode_log(log_path, repair=True), log_path)
     for r in done_rows:
         if r.get("agent") != agent_name or r.get("split") != split:
             raise ValueError(
@@ -397,6 +631,7 @@ def evaluate(
         if n_episodes > n_avail:
             raise ValueError(f"n_episodes={n_episodes} but only {n_avail} episodes are available for {split!r}")
         indices = shard_indices(n_episodes, shard)
+        wanted_ids = {str(env.episodes[i].episode_id) for i in indices}
         todo = [i for i in indices if str(env.episodes[i].episode_id) not in done_ids]
         n_video = len(indices) if video is True else int(video or 0)
         video_set = set(indices[:n_video])
@@ -405,6 +640,8 @@ def evaluate(
         bot = make_agent(factory, env=env if is_privileged(factory) else SensorView(env), seed=seed,
                          **(agent_kwargs or {}))
         with_context = bool(getattr(bot, "needs_context", False))
+        fingerprint = run_fingerprint(agent_name, factory, agent_kwargs, seed, split, episodes, env, bot)
+        check_resume(out, fingerprint, n_done=len(done_rows))
 
         bar = _progress(todo, total=len(indices), initial=len(indices) - len(todo),
                         desc=f"{agent_name}/{split} {parse_shard(shard)[0]}/{parse_shard(shard)[1]}",
@@ -430,9 +667,12 @@ def evaluate(
     finally:
         env.close()
 
-    rows = [r for r in read_episode_log(log_path)]
+    # Only the requested episodes count: rows of other episodes (an earlier run with a larger
+    # n_episodes, another shard merged here) stay in the log but not in this summary.
+    rows = [r for r in read_episode_log(log_path) if str(r["episode_id"]) in wanted_ids]
     summary = summarize_rows(rows, agent=agent_name, split=split)
     summary["shard"] = "/".join(map(str, parse_shard(shard)))
+    summary["provenance"] = provenance(fingerprint)
     write_summary(out, summary)
     if print_summary:
         print_table(summary)

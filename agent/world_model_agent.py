@@ -51,7 +51,7 @@ from agent.base import set_threads
 from agent.baselines import episode_rng
 from agent.context import ContextBuffer
 from envs.actions import Action
-from planners.camera import HFOV_DEG, wrap_angle
+from planners.camera import HFOV_DEG, check_observation, wrap_angle
 from planners.mapping import ObstacleMap
 from planners.path import FrontierExplorer, Navigator, PathPlanner, StopPolicy, goal_in_view
 from planners.ranking import Candidate, rank_candidates, read_candidate
@@ -217,6 +217,9 @@ class WorldModelAgent:
                       "guide_steps": 0, "guide_stops": 0, "unconfirmed_goals": 0}
 
     def reset(self, obs: dict, info: dict | None = None, context: dict | None = None) -> None:
+        check_observation(obs, self.map.max_reach_m)  # before any state changes
+        if not isinstance(obs.get("instruction"), str):
+            raise ValueError(f"observation instruction must be a string, got {obs.get('instruction')!r}")
         self.buffer.clear()
         if self.guide is not None:
             self.guide.reset(obs, info, context)  # a fresh map, with the tour's depth when it uses the tour
@@ -305,6 +308,9 @@ class WorldModelAgent:
         self.goal_score *= 0.7
         if goal is not None and any(np.linalg.norm(goal.xy - q) <= self.reject_m for q in self.rejected):
             goal = None  # the guide saw no target there when the agent stood at it
+        if goal is not None and not self.map.can_hold(np.minimum(goal.xy, self.pose[:2]) - 1.0,
+                                                      np.maximum(goal.xy, self.pose[:2]) + 1.0):
+            goal = None  # a reading far outside any indoor scene (and the map's bound): not a goal
         if goal is None or score < self.min_confidence:
             if self.goal is not None and self.goal_score < self.min_confidence:
                 self.goal = None
@@ -331,6 +337,9 @@ class WorldModelAgent:
 
     # ------------------------------------------------------------------ acting
     def act(self, obs: dict) -> int:
+        # A bad observation (NaN or far gps, wrong shapes) is refused before anything changes, so
+        # the next good one continues the episode as if the bad one never came.
+        check_observation(obs, self.map.max_reach_m)
         # the guide (when there is one) integrates depth and collisions into the shared map
         self.pose = self.navigator.observe(obs, self.last_action, update_map=self.guide is None)
         self.buffer.append(obs["rgb"], self.pose, obs.get("depth"))

@@ -18,19 +18,20 @@ NUM_ACTIONS = len(Action)
 
 
 def check_action(action) -> Action:
-    """Return ``action`` as an Action, or raise a ValueError that says what is allowed."""
-    try:
-        a = int(action)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"invalid action {action!r}: expected an int in 0..3 "
-            "(0 STOP, 1 MOVE_FORWARD, 2 TURN_LEFT, 3 TURN_RIGHT)"
-        ) from None
-    if isinstance(action, float) and not float(action).is_integer():
-        raise ValueError(f"invalid action {action!r}: not an integer")
+    """Return ``action`` as an Action, or raise a ValueError that says what is allowed.
+
+    Only integers are actions (int, numpy integer, a 0-d or one-element integer array, an
+    ``Action``): a string ("1") or a float (1.5, even 1.0) is refused rather than converted, so a
+    caller's type error is not turned into a move."""
+    import numpy as np
+
+    allowed = "expected an int in 0..3 (0 STOP, 1 MOVE_FORWARD, 2 TURN_LEFT, 3 TURN_RIGHT)"
+    value = action
+    if isinstance(value, np.ndarray) and value.size == 1 and np.issubdtype(value.dtype, np.integer):
+        value = value.reshape(()).item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"invalid action {action!r} ({type(action).__name__}): {allowed}")
+    a = int(value)
     if a < 0 or a >= NUM_ACTIONS:
-        raise ValueError(
-            f"invalid action {action!r}: expected 0..3 "
-            "(0 STOP, 1 MOVE_FORWARD, 2 TURN_LEFT, 3 TURN_RIGHT)"
-        )
+        raise ValueError(f"invalid action {action!r}: {allowed}")
     return Action(a)

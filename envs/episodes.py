@@ -408,7 +408,7 @@ def generate_episodes(split: str, n: int, seed: int = 0, scenes_per_split: int |
                 e.info.update({"seed": int(seed), "scene_index": i, "scene_name": scene.scene_id})
             out.extend(eps)
         if not out:
-            raise RuntimeError(f"no episodes could be made in {list(scene_ids)}: no instance has a describable "
+            raise ValueError(f"no episodes could be made in {list(scene_ids)}: no instance has a describable "
                                "category, a view point on the navigable floor and a reachable start")
         return out[:n]
     seeds = _split_seeds(split)

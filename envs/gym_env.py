@@ -97,6 +97,12 @@ class _SceneAssets:
     map_base: np.ndarray | None = None  # (rows, cols, 3) uint8 top-down background
 
 
+# Resource bounds checked up front: a frame of MAX_CAMERA_PX^2 pixels is ~64 MB of RGB + depth, and
+# an episode of MAX_EPISODE_STEPS actions keeps its path (a few MB).
+MAX_CAMERA_PX = 4096
+MAX_EPISODE_STEPS = 100_000
+
+
 class ObjectNavEnv(gym.Env):
     """ObjectNav with spatial instructions in procedural (or user) scenes.
 
@@ -138,11 +144,18 @@ class ObjectNavEnv(gym.Env):
             raise ValueError(f"render_mode={render_mode!r} is not supported; use 'rgb_array' or None")
         if backend not in ("open3d", "habitat"):
             raise ValueError(f"backend={backend!r}: expected 'open3d' or 'habitat'")
-        if int(width) < 8 or int(height) < 8:
-            raise ValueError(f"camera must be at least 8x8 pixels, got {width}x{height}")
-        if int(max_episode_steps) < 1:
-            raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
-        if not success_distance > 0:
+        for name, value in (("width", width), ("height", height), ("max_episode_steps", max_episode_steps)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+        if not (8 <= int(width) <= MAX_CAMERA_PX and 8 <= int(height) <= MAX_CAMERA_PX):
+            raise ValueError(f"camera must be 8..{MAX_CAMERA_PX} pixels a side, got {width}x{height}")
+        if not 1 <= int(max_episode_steps) <= MAX_EPISODE_STEPS:
+            raise ValueError(f"max_episode_steps must be in 1..{MAX_EPISODE_STEPS}, got {max_episode_steps}")
+        if not (isinstance(hfov_deg, (int, float, np.number)) and 1.0 <= float(hfov_deg) <= 170.0):
+            raise ValueError(f"hfov_deg must be a number of degrees in [1, 170], got {hfov_deg!r}")
+        if not (isinstance(max_depth, (int, float, np.number)) and 0.1 <= float(max_depth) <= 1000.0):
+            raise ValueError(f"max_depth must be in [0.1, 1000] metres, got {max_depth!r}")
+        if not (isinstance(success_distance, (int, float, np.number)) and 0 < float(success_distance) < math.inf):
             raise ValueError(f"success_distance must be > 0 m, got {success_distance}")
         self.split = split
         self.width, self.height = int(width), int(height)
@@ -315,6 +328,8 @@ class ObjectNavEnv(gym.Env):
 
     def step(self, action):
         a = check_action(action)
+        if self.episode is None:
+            raise RuntimeError("step() called before reset(): call reset() first to start an episode")
         if self._done:
             raise RuntimeError("step() called on a finished episode (STOP or truncation): call reset() first")
         m = self._metrics

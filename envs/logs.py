@@ -16,7 +16,7 @@ from typing import IO
 
 def read_jsonl(path: str | os.PathLike, repair: bool = False) -> list[dict]:
     """Rows of a JSON-lines log; [] when it does not exist. A corrupt line other than an
-    unterminated last one is an error naming the file and line."""
+    unterminated last one, or a line that is JSON but not an object, is an error naming the file and line."""
     path = Path(path)
     if not path.exists():
         return []
@@ -27,9 +27,13 @@ def read_jsonl(path: str | os.PathLike, repair: bool = False) -> list[dict]:
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
+            row = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{path}:{lineno}: not valid JSON ({e}); fix or delete that line to resume") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{lineno}: a {type(row).__name__} ({line[:60].decode(errors='replace')}), not a "
+                             "JSON object with one row's fields; fix or delete that line to resume")
+        rows.append(row)
     if repair and complete_len < len(data):
         with open(path, "r+b") as f:
             f.truncate(complete_len)

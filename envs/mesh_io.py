@@ -84,10 +84,42 @@ def _face_colors(mesh) -> tuple[np.ndarray | None, bool]:
     return None, False
 
 
+def _check_ascii_ply(path: Path) -> None:
+    """An ASCII .ply must hold as many data lines as its header declares elements: trimesh reads a
+    cut file without complaint and returns only the triangles before the cut."""
+    with open(path, "rb") as f:
+        head = f.read(5)
+        if not (head.startswith(b"ply\n") or head == b"ply\r\n"):
+            return  # not a PLY: trimesh reports it
+        f.seek(0)
+        header, declared = [], 0
+        for raw in f:
+            line = raw.decode("ascii", errors="replace").strip()
+            header.append(line)
+            if line.startswith("format") and "ascii" not in line:
+                return  # binary: trimesh checks the byte count itself
+            if line.startswith("element"):
+                parts = line.split()
+                try:
+                    declared += int(parts[2])
+                except (IndexError, ValueError):
+                    raise MeshSceneError(f"{path}: bad PLY header line {line!r}") from None
+            if line == "end_header":
+                break
+        else:
+            raise MeshSceneError(f"{path}: PLY header has no end_header line (the file is cut or not a PLY)")
+        have = sum(1 for raw in f if raw.strip())
+    if have < declared:
+        raise MeshSceneError(f"{path}: truncated ASCII PLY: the header declares {declared} elements "
+                             f"(vertices + faces) but the file holds {have} data lines; export the mesh again")
+
+
 def _read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """vertices (V,3), faces (F,3), colours (F,3) float, has_colour (F,) bool."""
     import trimesh
 
+    if path.suffix.lower() == ".ply":
+        _check_ascii_ply(path)
     try:
         loaded = trimesh.load(str(path), force="scene", process=False)
     except Exception as e:  # trimesh raises many types for corrupt files
@@ -249,6 +281,11 @@ def _parse_instances(data: dict, src: Path, n_faces: int, rooms: list[Room]):
         if room is None:  # infer from the room bounds
             hit = [r for r in rooms if r.contains(center[:2])]
             room = hit[0].name if hit else ""
+        for key in ("category", "color", "room"):
+            value = d["category"] if key == "category" else (room if key == "room" else d.get(key, ""))
+            if not isinstance(value, str) or (key == "category" and not value.strip()):
+                raise MeshSceneError(f"{src}: instances[{i}].{key} must be a{' non-empty' if key == 'category' else ''} "
+                                     f"string (e.g. \"chair\"), got {value!r}")
         inst = ObjectInstance(id=iid, category=str(d["category"]), color=str(d.get("color", "")),
                               room=str(room), center=center, size=size, yaw=yaw)
         if "triangle_ids" in d and d["triangle_ids"] is not None:
@@ -333,6 +370,14 @@ def load_mesh_scene(path, annotations=None, up_axis: str | None = None, scene_id
 
     rooms = _parse_rooms(data, where)
     instances, explicit = _parse_instances(data, where, len(f), rooms)
+    lo, hi = v.min(axis=0), v.max(axis=0)
+    for k, o in enumerate(instances):  # a box that misses the mesh entirely is a wrong frame or unit, not a detail
+        r = float(np.linalg.norm(o.size)) / 2
+        if ((o.center + r) < lo).any() or ((o.center - r) > hi).any():
+            raise MeshSceneError(
+                f"{where}: instance {o.id} ({o.category}) has its box at {o.center.round(2).tolist()} "
+                f"(size {o.size.round(2).tolist()}), outside the mesh's bounds {lo.round(2).tolist()} .. "
+                f"{hi.round(2).tolist()} (z-up, metres): check its center, the units and up_axis")
 
     centroids = v[f].mean(axis=1)
     is_floor = (np.abs(n[:, 2]) > 0.9) & (np.abs(centroids[:, 2] - floor_z) < 0.05)

@@ -60,7 +60,43 @@ def pose_from_obs(obs: Mapping) -> np.ndarray:
         raise KeyError(f"observation has no {e.args[0]!r}: expected the env's keys gps (2,) and compass (1,)") from None
     if gps.shape != (2,) or compass.shape != (1,):
         raise ValueError(f"expected gps (2,) and compass (1,), got {gps.shape} and {compass.shape}")
+    if not (np.isfinite(gps).all() and np.isfinite(compass).all()):
+        raise ValueError(f"observation gps {gps.tolist()} / compass {compass.tolist()} must be finite")
     return np.array([gps[0], gps[1], compass[0]])
+
+
+def check_observation(obs, max_abs_m: float | None = None) -> np.ndarray:
+    """Validate an agent's observation before the agent changes any state; returns the pose.
+
+    rgb must be (H, W, 3) uint8, depth (H, W) or (H, W, 1) numbers of the same H, W, gps (2,) and
+    compass (1,) finite, and gps within ``max_abs_m`` of the start on each axis (an agent's map
+    bound, ``ObstacleMap.max_reach_m``). Each failure is a ValueError naming the key and the value.
+    """
+    if not isinstance(obs, Mapping):
+        raise ValueError(f"observation must be a dict with rgb, depth, gps, compass; got {type(obs).__name__}")
+    for key in ("rgb", "depth", "gps", "compass"):
+        if key not in obs:
+            raise ValueError(f"observation has no {key!r}: expected the env's keys rgb, depth, gps, compass")
+    try:
+        rgb = np.asarray(obs["rgb"])
+        depth = np.asarray(obs["depth"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"observation rgb/depth must be arrays ({e})") from None
+    if rgb.ndim != 3 or rgb.shape[-1] != 3 or rgb.dtype != np.uint8 or min(rgb.shape[:2]) < 1:
+        raise ValueError(f"observation rgb must be (H, W, 3) uint8, got shape {rgb.shape} dtype {rgb.dtype}")
+    if depth.ndim == 3 and depth.shape[-1] == 1:
+        depth = depth[..., 0]
+    if depth.shape != rgb.shape[:2] or not np.issubdtype(depth.dtype, np.number):
+        raise ValueError(f"observation depth must be (H, W[, 1]) numbers matching rgb {rgb.shape[:2]}, "
+                         f"got shape {np.shape(obs['depth'])} dtype {depth.dtype}")
+    try:
+        pose = pose_from_obs(obs)
+    except (TypeError, KeyError) as e:
+        raise ValueError(f"observation gps/compass must be numbers ({e})") from None
+    if max_abs_m is not None and np.abs(pose[:2]).max() > max_abs_m:
+        raise ValueError(f"observation gps {pose[:2].tolist()} lies over {max_abs_m:.0f} m from the episode "
+                         "start, beyond the agent's map bound (gps is in metres from the start)")
+    return pose
 
 
 def check_pose(pose) -> np.ndarray:

@@ -70,17 +70,26 @@ class ObstacleMap:
         l_occ, l_free, l_clamp: log-odds increments and clamp.
         min_points: obstacle points needed in a cell in one frame to count as a hit.
         free_margin: free rays stop this far short of an obstacle hit (m).
+        max_size_m: the map never covers more than this a side (plus one ``grow_m`` step of rounding):
+            an observation, goal or collision that would grow it further is a ValueError naming the
+            point, not gigabytes of grid. 200 m at 5 cm cells is 16 M cells (~0.2 GB with the caches);
+            ``max_reach_m`` is how far from the start a pose may be for its depth to fit.
     """
 
     def __init__(self, cell_size: float = 0.05, size_m: float = 24.0, hfov_deg: float = HFOV_DEG,
                  sensor_height: float = SENSOR_HEIGHT, min_height: float = 0.1, max_height: float = 1.5,
                  max_depth: float = 10.0, nohit_is_free: bool = True, agent_radius: float = 0.18,
                  l_occ: float = 1.0, l_free: float = 0.35, l_clamp: float = 4.0, min_points: int = 1,
-                 free_margin: float = 0.1, grow_m: float = 4.0):
+                 free_margin: float = 0.1, grow_m: float = 4.0, max_size_m: float = 200.0):
         if not cell_size > 0:
             raise ValueError(f"cell_size must be > 0 m, got {cell_size!r}")
         if not size_m >= 4 * cell_size:
             raise ValueError(f"size_m must be at least 4 cells, got {size_m!r}")
+        if not size_m <= max_size_m < math.inf:
+            raise ValueError(f"need size_m <= max_size_m < inf, got {size_m!r}, {max_size_m!r}")
+        if (max_size_m / cell_size) ** 2 > 1e8:
+            raise ValueError(f"max_size_m={max_size_m} at cell_size={cell_size} allows over 1e8 cells "
+                             "(gigabytes); use larger cells or a smaller bound")
         if not 0 <= min_height < max_height:
             raise ValueError(f"need 0 <= min_height < max_height, got {min_height!r}, {max_height!r}")
         if not min_height < sensor_height < max_height:
@@ -99,6 +108,7 @@ class ObstacleMap:
         self.min_points = int(min_points)
         self.free_margin = float(free_margin)
         self.grow_cells = max(1, int(round(grow_m / cell_size)))
+        self.max_size_m = float(max_size_m)
         n = int(math.ceil(size_m / cell_size))
         self.logodds = np.zeros((n, n), np.float32)
         self.observed = np.zeros((n, n), bool)
@@ -135,12 +145,37 @@ class ObstacleMap:
         rows, cols = np.asarray(rows), np.asarray(cols)
         return (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
 
+    @property
+    def max_reach_m(self) -> float:
+        """How far from the start (each axis, m) a pose may lie so that all it sees fits the map."""
+        return self.max_size_m / 2 - self.max_depth - 1.0
+
+    def can_hold(self, xy_min, xy_max) -> bool:
+        """Whether the box [xy_min, xy_max] fits in the map without exceeding ``max_size_m``."""
+        lo = np.asarray(xy_min, np.float64).reshape(-1)[:2]
+        hi = np.asarray(xy_max, np.float64).reshape(-1)[:2]
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+            return False
+        h, w = self.shape
+        s = self.cell_size
+        ext_x = max(hi[0], self.x_top) - min(lo[0], self.x_top - h * s)
+        ext_y = max(hi[1], self.y_left) - min(lo[1], self.y_left - w * s)
+        return bool(max(ext_x, ext_y) <= self.max_size_m)
+
     def ensure_contains(self, xy_min, xy_max) -> None:
-        """Grow the grid (in ``grow_m`` steps) so the box [xy_min, xy_max] lies inside."""
+        """Grow the grid (in ``grow_m`` steps) so the box [xy_min, xy_max] lies inside; a ValueError
+        when that would take the map past ``max_size_m`` a side (or the box is not finite)."""
         lo = np.asarray(xy_min, np.float64)
         hi = np.asarray(xy_max, np.float64)
         h, w = self.shape
         s = self.cell_size
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+            raise ValueError(f"ensure_contains needs a finite box, got {lo.tolist()}, {hi.tolist()}")
+        if not self.can_hold(lo, hi):
+            raise ValueError(
+                f"the obstacle map would have to grow past max_size_m={self.max_size_m:g} m a side to hold "
+                f"[{lo.round(1).tolist()}, {hi.round(1).tolist()}] (metres from the episode start): poses and "
+                f"goals must lie within about {self.max_reach_m:.0f} m of the start (check gps units and goals)")
         pad_top = max(0, math.ceil((hi[0] - self.x_top) / s) + 1)
         pad_bottom = max(0, math.ceil((self.x_top - h * s - lo[0]) / s) + 1)
         pad_left = max(0, math.ceil((hi[1] - self.y_left) / s) + 1)

@@ -19,7 +19,7 @@ FAST = dict(width=16, height=16, max_episode_steps=40, progress=False, print_sum
 
 def _behaviour(summary: dict) -> dict:
     """A summary without machine-speed fields (timings differ between runs)."""
-    drop = set(TIMING_KEYS) | {"env_seconds_per_step", "shard"}
+    drop = set(TIMING_KEYS) | {"env_seconds_per_step", "shard", "provenance"}
     return {k: v for k, v in summary.items() if k not in drop}
 
 

@@ -135,6 +135,10 @@ def imagine_episode(opts: dict[str, Any], split: str = "val", episodes: str | No
 
     if opts.get("threads"):
         torch.set_num_threads(int(opts["threads"]))
+    given = opts.get("instruction")
+    if given is not None and (not isinstance(given, str) or not given.strip()):  # checked before any loading
+        raise ValueError(f"imagine.instruction={given!r} is empty: give the text to imagine, or leave it "
+                         "unset (null) to use the episode's own instruction")
     idx = int(opts.get("episode_index", 0) or 0)
     if idx < 0:
         raise ValueError(f"imagine.episode_index must be >= 0, got {idx}")
@@ -158,7 +162,7 @@ def imagine_episode(opts: dict[str, Any], split: str = "val", episodes: str | No
     sample, why = build_sample(ep, state, ec.num_context, n_t, ec)
     if sample is None:
         raise ValueError(f"episode {ep.episode_id}: cannot build its ground truth ({why}); pick another episode_index")
-    instruction = opts.get("instruction") or ep.instruction
+    instruction = ep.instruction if opts.get("instruction") is None else opts["instruction"]
     r = pipe.imagine(sample.context, sample.context_indices, instruction, num_steps=ec.num_steps,
                      guidance_scale=ec.guidance_scale, cfg_mode=ec.cfg_mode, num_samples=ec.num_samples, seed=ec.seed,
                      precision=str(opts.get("precision", "auto") or "auto"),

@@ -230,6 +230,9 @@ class Video4SpatialPipeline(DiffusionPipeline):
         h, w = (int(v) for v in self.model.config.frame_size)
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"context_frames must be (K, H, W, 3) uint8; got shape {frames.shape}")
+        if frames.shape[0] < 1:
+            raise ValueError("context_frames holds no frame (K=0): imagine needs at least one context frame "
+                             "(the scene's tour or the agent's own views)")
         if frames.shape[1:3] != (h, w):
             raise ValueError(
                 f"context frames are {frames.shape[1]}x{frames.shape[2]} but this model works at {h}x{w}; "
