@@ -222,7 +222,7 @@ def _groups_help() -> str:
     d = config_dir()
     parts = []
     for g in sorted(p for p in d.iterdir() if p.is_dir()):
-        opts = sorted(p.stem for p in g.glob("*.yaml"))
+        opts = sorted(p.relative_to(g).with_suffix("").as_posix() for p in g.rglob("*.yaml"))
         if opts:
             parts.append(f"{g.name}={'|'.join(opts)}")
     return "; ".join(parts)
@@ -231,7 +231,10 @@ def _groups_help() -> str:
 # -- helpers ------------------------------------------------------------------------------
 
 def env_kwargs(cfg) -> dict[str, Any]:
-    """ObjectNavEnv arguments from cfg.env + cfg.task."""
+    """ObjectNavEnv arguments from cfg.env + cfg.task; for an env group with a ``factory``
+    (configs/env/miniworld/*.yaml) that factory and its keys instead (``adapter_env_kwargs``)."""
+    if cfg.env.get("factory"):
+        return adapter_env_kwargs(cfg)
     return {
         "width": int(cfg.env.width), "height": int(cfg.env.height), "hfov_deg": float(cfg.env.hfov_deg),
         "max_depth": float(cfg.env.max_depth), "backend": str(cfg.env.backend),
@@ -240,6 +243,19 @@ def env_kwargs(cfg) -> dict[str, Any]:
         "success_distance": float(cfg.task.success_distance),
         "episode_seed": int(cfg.task.episode_seed),
     }
+
+
+def adapter_env_kwargs(cfg) -> dict[str, Any]:
+    """A third-party env through envs.adapters: ``env_factory`` (``"module:function"``, called by the
+    runner with split, episodes, n_episodes and these keys), the env group's other keys, and the task's
+    step cap and episode seed (the env decides success itself)."""
+    from omegaconf import OmegaConf
+
+    kw = OmegaConf.to_container(cfg.env, resolve=True)
+    kw["env_factory"] = kw.pop("factory")
+    kw["max_episode_steps"] = int(cfg.task.max_episode_steps)
+    kw["episode_seed"] = int(cfg.task.episode_seed)
+    return kw
 
 
 def agent_kwargs(cfg) -> dict[str, Any]:

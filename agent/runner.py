@@ -602,15 +602,14 @@ def evaluate(
         agent: a registered agent name (``agent.base.available_agents()``) or a factory
             ``f(env=, seed=, **agent_kwargs)``.
         split, episodes, env_kwargs: passed to ``ObjectNavEnv`` (``episodes`` may be a
-            json.gz path or a list; None generates ``n_episodes`` for ``split``).
+            json.gz path or a list; None generates ``n_episodes`` for ``split``). ``env_kwargs`` may hold
+            ``env_factory``: another env instead (``_make_env``; configs/env/miniworld/*.yaml).
         out_dir: where episodes.jsonl, summary.json and videos/ go; rerunning resumes.
         shard: "i/n": evaluate episodes i, i+n, ...; merge the shards with ``merge``.
         video: False/0 = none, True = every episode, k = the first k of this shard (mp4).
         seed: agent seed (per episode it is combined with the episode id).
     Returns the summary dict (also written to out_dir/summary.json).
     """
-    from envs.gym_env import ObjectNavEnv
-
     agent_name = agent if isinstance(agent, str) else getattr(agent, "__name__", type(agent).__name__)
     check_eval_args(n_episodes=n_episodes, video=video, seed=seed, out_dir=out_dir)
     out = Path(out_dir)
@@ -625,7 +624,8 @@ def evaluate(
             )
     done_ids = {str(r["episode_id"]) for r in done_rows}
 
-    env = ObjectNavEnv(split=split, episodes=episodes, n_episodes=n_episodes, **env_kwargs)
+    env = _make_env(env_kwargs.pop("env_factory", None), split=split, episodes=episodes, n_episodes=n_episodes,
+                    **env_kwargs)
     try:
         n_avail = len(env.episodes)
         if n_episodes > n_avail:
@@ -677,6 +677,26 @@ def evaluate(
     if print_summary:
         print_table(summary)
     return summary
+
+
+def _make_env(factory, **kwargs):
+    """``ObjectNavEnv(**kwargs)``, or ``factory(**kwargs)`` for another env: a callable or a
+    ``"module:function"`` string (e.g. ``envs.miniworld:miniworld_env``, an ``envs.adapters.GymAdapter``
+    that provides ``episodes``, ``reset(options={"episode_index": i})`` and the metric keys in ``info``)."""
+    if factory is None:
+        from envs.gym_env import ObjectNavEnv
+
+        return ObjectNavEnv(**kwargs)
+    if isinstance(factory, str):
+        import importlib
+
+        module, _, attr = factory.partition(":")
+        if not module or not attr:
+            raise ValueError(f"env_factory={factory!r}: expected 'package.module:function'")
+        factory = getattr(importlib.import_module(module), attr, None)
+        if factory is None:
+            raise ValueError(f"env_factory={module}:{attr}: {module} has no {attr}")
+    return factory(**kwargs)
 
 
 def _video_frame(env, agent, obs) -> np.ndarray:
