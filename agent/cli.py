@@ -242,6 +242,7 @@ def env_kwargs(cfg) -> dict[str, Any]:
         "max_episode_steps": int(cfg.task.max_episode_steps),
         "success_distance": float(cfg.task.success_distance),
         "episode_seed": int(cfg.task.episode_seed),
+        **instruction_kwargs(cfg),
     }
 
 
@@ -256,6 +257,31 @@ def adapter_env_kwargs(cfg) -> dict[str, Any]:
     kw["max_episode_steps"] = int(cfg.task.max_episode_steps)
     kw["episode_seed"] = int(cfg.task.episode_seed)
     return kw
+
+
+def instruction_kwargs(cfg) -> dict[str, Any]:
+    """The task's instruction wording (``task.paraphrase``, ``task.instructions``; configs/task/objectnav.yaml):
+    ``instructions=free`` is the shipped hand-written val set (envs/free_wording_val.json)."""
+    task = cfg.task
+    out: dict[str, Any] = {}
+    if bool(task.get("paraphrase", False)):
+        out.update(paraphrase=True, paraphrase_seed=int(task.get("paraphrase_seed", 0)))
+    inst = task.get("instructions")
+    if inst not in (None, "", "template", "null", "none"):
+        if str(inst) == "free":
+            from envs.paraphrase import FREE_WORDING_VAL
+
+            inst = FREE_WORDING_VAL
+        out["instructions"] = str(inst)
+    return out
+
+
+def wording_label(cfg) -> str:
+    """"template", "paraphrase(seed=k)" or "free(<file>)": how the run's instructions were worded."""
+    kw = instruction_kwargs(cfg)
+    if "instructions" in kw:
+        return f"free({Path(kw['instructions']).name})"
+    return f"paraphrase(seed={kw['paraphrase_seed']})" if kw.get("paraphrase") else "template"
 
 
 def agent_kwargs(cfg) -> dict[str, Any]:
@@ -330,6 +356,8 @@ def eval_agents(cfg) -> int:
     print(table)
     ek = env_kwargs(cfg)
     key = f"split={cfg.split} n_episodes={cfg.n_episodes} camera={ek['width']}x{ek['height']}"
+    if wording_label(cfg) != "template":  # free / paraphrased wording of the same episodes: its own block
+        key += f" wording={wording_label(cfg)}"
     command = (f"spatialnav eval agents=[{','.join(specs)}] split={cfg.split} n_episodes={cfg.n_episodes} "
                f"env.width={ek['width']} env.height={ek['height']} out_dir={base}")
     extra = [o for o in COMMAND_OVERRIDES if o.partition("=")[0].lstrip("+~") not in (

@@ -119,6 +119,10 @@ class ObjectNavEnv(gym.Env):
         backend: renderer backend, "open3d" (embedded) or "habitat" (optional).
         threads: ray-casting threads (None: open3d's default).
         max_depth: depth beyond this reads 0 (metres).
+        paraphrase: reword every episode's instruction in free wording (``envs.paraphrase``; the
+            spec, target and goals are unchanged), deterministic in (``paraphrase_seed``, episode id).
+        instructions: a hand-written free-wording file keyed by episode id (e.g.
+            ``envs/free_wording_val.json``); takes precedence over ``paraphrase``.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -138,6 +142,9 @@ class ObjectNavEnv(gym.Env):
         backend: str = "open3d",
         threads: int | None = None,
         max_depth: float = 10.0,
+        paraphrase: bool = False,
+        paraphrase_seed: int = 0,
+        instructions: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
         if render_mode not in (None, "rgb_array"):
@@ -168,6 +175,8 @@ class ObjectNavEnv(gym.Env):
         self.backend = backend
         self.threads = threads
         self.max_depth = float(max_depth)
+        self.paraphrase, self.paraphrase_seed = bool(paraphrase), int(paraphrase_seed)
+        self.instructions = None if instructions in (None, "", "null", "none", "None") else os.fspath(instructions)
 
         self.observation_space = spaces.Dict(
             {
@@ -231,6 +240,10 @@ class ObjectNavEnv(gym.Env):
             origin = "the given episode list"
         if not eps:
             raise ValueError(f"no episodes in {origin}")
+        if self.paraphrase or self.instructions:
+            from envs.paraphrase import reword_episodes
+
+            eps = reword_episodes(eps, self.paraphrase, self.paraphrase_seed, self.instructions)
         space = self.observation_space["instruction"]
         for ep in eps:
             if not space.contains(ep.instruction):

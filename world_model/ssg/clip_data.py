@@ -19,8 +19,10 @@ str, ``scene_ids``, ``instance_ids``.
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -57,6 +59,23 @@ class CaptionSpec:
         if self.room:
             s += f" in the {self.room.replace('_', ' ')}"
         return s
+
+    def to_dict(self) -> dict:
+        return {"instance_id": int(self.instance_id), "category": self.category, "color": self.color,
+                "room": self.room, "relation": self.relation,
+                "reference": None if self.reference is None else self.reference.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CaptionSpec":
+        ref = d.get("reference")
+        return cls(int(d.get("instance_id", -1)), str(d["category"]), d.get("color"), d.get("room"),
+                   d.get("relation"), None if ref is None else ObjectRef.from_dict(ref))
+
+    def instruction_spec(self, template: int = 0) -> InstructionSpec:
+        """The same description as an ``InstructionSpec`` (what the paraphraser and the grammar render)."""
+        refs = (self.reference,) if self.relation is not None and self.reference is not None else ()
+        return InstructionSpec(self.category, self.color, self.room, self.relation if refs else None, refs,
+                               template=template)
 
     def instruction_text(self, template: int) -> str:
         """The instruction grammar's sentence for the same description."""
@@ -144,7 +163,7 @@ def render_pairs(scene: Scene, n: int, rng: np.random.Generator, image_size: int
     poses, pitch, aims = sample_views(scene, n, rng, render_size=size)
     renderer = Renderer(scene, width=size, height=size, threads=1)
     out = renderer.render(poses, pitch, outputs=("rgb", "instance"))
-    images, captions, inst = [], [], []
+    images, captions, inst, specs = [], [], [], []
     for rgb, ids, aim in zip(out["rgb"], out["instance"], aims):
         u, c = np.unique(ids, return_counts=True)
         areas = {int(i): int(k) for i, k in zip(u, c) if i > 0}
@@ -157,10 +176,12 @@ def render_pairs(scene: Scene, n: int, rng: np.random.Generator, image_size: int
             else spec.caption_text()
         captions.append(text)
         inst.append(spec.instance_id)
+        specs.append(json.dumps(spec.to_dict(), sort_keys=True))
     return {"images": np.asarray(images, np.uint8).reshape(-1, image_size, image_size, 3),
             "captions": np.asarray(captions, dtype=object).astype(str),
             "scene_ids": np.asarray([scene.scene_id] * len(images)).astype(str),
-            "instance_ids": np.asarray(inst, np.int32)}
+            "instance_ids": np.asarray(inst, np.int32),
+            "specs": np.asarray(specs, dtype=object).astype(str).reshape(-1)}
 
 
 def build_split(split: str, num_scenes: int, views_per_scene: int, seed: int = 0, image_size: int = 64,
@@ -177,10 +198,31 @@ def build_split(split: str, num_scenes: int, views_per_scene: int, seed: int = 0
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+def build_split_chunked(split: str, num_scenes: int, views_per_scene: int, out_dir: str | Path, seed: int = 0,
+                        image_size: int = 64, chunk: int = 50, log=print) -> dict[str, np.ndarray]:
+    """``build_split`` in chunks of ``chunk`` scenes, each cached as its own shard under ``out_dir``
+    (``<split>_s<offset>-<end>_v<views>_<size>_seed<seed>.npz``), so a killed render resumes at the
+    first missing chunk. The pairs of scene i are those ``build_split`` makes (same per-scene RNG)."""
+    out_dir = Path(out_dir)
+    parts = []
+    for off in range(0, int(num_scenes), int(chunk)):
+        n = min(int(chunk), int(num_scenes) - off)
+        path = out_dir / f"{split}_s{off}-{off + n}_v{views_per_scene}_{image_size}_seed{seed}.npz"
+        if not path.is_file():
+            t0 = time.time()
+            save_shard(path, build_split(split, n, views_per_scene, seed=seed, image_size=image_size, offset=off))
+            log(f"rendered {split} scenes {off}..{off + n} -> {path} in {time.time() - t0:.0f}s")
+        parts.append(load_shard(path))
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
 def save_shard(path: str | Path, data: dict[str, np.ndarray]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, **data)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:  # atomic: a kill mid-write leaves no truncated shard behind
+        np.savez_compressed(f, **data)
+    tmp.replace(path)
 
 
 def load_shard(path: str | Path) -> dict[str, np.ndarray]:
