@@ -304,7 +304,10 @@ class ObjectNavEnv(gym.Env):
             self.split = options["split"]
         n = len(self.episodes)
         if options.get("episode_index") is not None:
-            idx = int(options["episode_index"])
+            idx = options["episode_index"]
+            if isinstance(idx, (bool, np.bool_)) or not isinstance(idx, (int, np.integer)):
+                raise ValueError(f"episode_index must be an integer, got {idx!r} ({type(idx).__name__})")
+            idx = int(idx)
             if not 0 <= idx < n:
                 raise ValueError(f"episode_index={idx} out of range: this env holds {n} episodes")
         else:

@@ -58,8 +58,11 @@ def pose_from_obs(obs: Mapping) -> np.ndarray:
         compass = np.asarray(obs["compass"], np.float64).reshape(-1)
     except KeyError as e:
         raise KeyError(f"observation has no {e.args[0]!r}: expected the env's keys gps (2,) and compass (1,)") from None
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"observation gps {obs.get('gps')!r} / compass {obs.get('compass')!r} must be numbers "
+                         f"({e})") from None
     if gps.shape != (2,) or compass.shape != (1,):
-        raise ValueError(f"expected gps (2,) and compass (1,), got {gps.shape} and {compass.shape}")
+        raise ValueError(f"observation: expected gps (2,) and compass (1,), got {gps.shape} and {compass.shape}")
     if not (np.isfinite(gps).all() and np.isfinite(compass).all()):
         raise ValueError(f"observation gps {gps.tolist()} / compass {compass.tolist()} must be finite")
     return np.array([gps[0], gps[1], compass[0]])
