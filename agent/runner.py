@@ -532,8 +532,9 @@ def run_episode(env, agent, episode_index: int, seed: int | None = None,
     return row
 
 
-def check_eval_args(n_episodes, video, seed, out_dir) -> None:
+def check_eval_args(n_episodes, video, seed, out_dir, shard=None) -> None:
     """evaluate()'s own arguments, checked before anything is created (names the value and the fix)."""
+    parse_shard(shard)
     if isinstance(n_episodes, bool) or not isinstance(n_episodes, (int, np.integer)) or n_episodes < 1:
         raise ValueError(f"n_episodes must be an integer >= 1, got {n_episodes!r}")
     if not isinstance(video, (bool, int, np.integer)) or (not isinstance(video, bool) and video < 0):
@@ -611,7 +612,7 @@ def evaluate(
     Returns the summary dict (also written to out_dir/summary.json).
     """
     agent_name = agent if isinstance(agent, str) else getattr(agent, "__name__", type(agent).__name__)
-    check_eval_args(n_episodes=n_episodes, video=video, seed=seed, out_dir=out_dir)
+    check_eval_args(n_episodes=n_episodes, video=video, seed=seed, out_dir=out_dir, shard=shard)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / EPISODES_FILE
