@@ -332,6 +332,11 @@ def load_clip(path_or_name: str | os.PathLike | None = None, device: str | torch
             )
     elif not (p / "config.json").is_file():
         raise FileNotFoundError(f"{p} has no config.json: not a saved CLIP checkpoint")
+    else:
+        from world_model.ssg.minilm_clip import is_minilm_clip_dir, load_minilm_clip
+
+        if is_minilm_clip_dir(p):  # ViT + frozen MiniLM text tower (world_model/ssg/minilm_clip.py)
+            return load_minilm_clip(p, device=device)
     try:
         model = CLIPModel.from_pretrained(str(path), attn_implementation="eager")
         tokenizer = AutoTokenizer.from_pretrained(str(path))

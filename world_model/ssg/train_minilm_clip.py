@@ -1,0 +1,307 @@
+"""Train the MiniLM-text CLIP (``world_model.ssg.minilm_clip``) on rendered views with template and
+paraphrased captions and relation hard negatives.
+
+    OMP_NUM_THREADS=1 python -m world_model.ssg.train_minilm_clip --out runs/clip/minilm --minutes 45
+
+1. **Data**: ``clip_data.build_split_chunked`` renders ``train_scenes`` x ``views_per_scene``
+   train views (cached in chunks under ``<out>/data``; a killed render resumes) and the val views
+   that the shipped clip-small's held-out recall used (30 scenes x 30 views, seed 0: the same 875
+   images and captions). Each view keeps its caption's spec (``specs``).
+2. **Captions**: per train view, the rendered caption (half grammar-instruction, half caption
+   wording) and one paraphrase of its spec (``envs.paraphrase.paraphrase(spec, [seed, 1,
+   crc32(spec)])``: views with the same spec share it, which halves the strings to encode); per caption
+   with a directional relation, the mirrored caption (``flip_relation`` for the template,
+   ``paraphrase(mirror(spec), same seed)`` for the paraphrase: the same sentence with the relation
+   reversed) as a hard negative.
+3. **Text embeddings** are precomputed once with the frozen MiniLM and cached in
+   ``<out>/text_cache.npz`` (float16; appended in chunks, so a killed run keeps what it encoded).
+4. **Training**: symmetric InfoNCE with soft targets for equal captions, the hard negatives in the
+   image->text softmax (``clip.clip_loss``); each view shows its paraphrase with probability
+   ``p_paraphrase``. The vision tower starts from the shipped clip-small (``init_from``). AdamW,
+   warm-up + cosine over ``steps``; a resumable checkpoint (model, head, optimiser, step, RNG) at every
+   evaluation and every ``ckpt_minutes``; ``--minutes`` stops (and exports) after that much wall time.
+5. **Held-out recall** on the val views, with their rendered captions (comparable to clip-small's
+   TRAINING.json figure) and with paraphrased captions (``paraphrase(spec, [seed, 2, i])``),
+   plus relation accuracy; logged to ``<out>/log.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+import zlib
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from world_model.ssg.clip import clip_loss
+
+
+@dataclass
+class MiniLMClipTrainConfig:
+    out: str = "runs/clip/minilm"
+    train_scenes: int = 1500
+    views_per_scene: int = 60
+    val_scenes: int = 30  # 30 x 30, seed 0: clip-small's held-out views
+    val_views: int = 30
+    image_size: int = 64
+    init_from: str = "shipped"  # "shipped" = the shipped clip-small's vision tower; "" = random; or a CLIP dir
+    hidden: int = 512  # text head width
+    steps: int = 1500
+    batch_size: int = 128
+    lr_vision: float = 2e-4
+    lr_head: float = 1e-3
+    weight_decay: float = 0.1
+    warmup: int = 100
+    p_paraphrase: float = 0.5
+    hard_negatives: bool = True
+    max_shift: int = 4
+    eval_every: int = 250
+    ckpt_minutes: float = 5.0
+    minutes: float = 0.0  # stop after this much training wall time (0 = run all steps)
+    threads: int = 1
+    seed: int = 0
+    export: str = ""  # also save the final model here
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MiniLMClipTrainConfig":
+        known = {f.name for f in fields(cls)}
+        bad = sorted(set(d) - known)
+        if bad:
+            raise ValueError(f"unknown MiniLM CLIP training options {bad}; known: {sorted(known)}")
+        return cls(**d)
+
+
+def _para_seed(spec_json: str, i: int, seed: int, stream: int, per_spec: bool) -> list[int]:
+    return [seed, stream, zlib.crc32(spec_json.encode()) if per_spec else i]
+
+
+def paraphrased_captions(specs: np.ndarray, seed: int, stream: int, per_spec: bool = False) -> list[str]:
+    """One paraphrase per view: ``paraphrase(spec_i, [seed, stream, i])``; ``per_spec``: views with the
+    same caption spec share one paraphrase (seed from the spec's crc32; fewer strings to encode)."""
+    from envs.paraphrase import paraphrase
+    from world_model.ssg.clip_data import CaptionSpec
+
+    return [paraphrase(CaptionSpec.from_dict(json.loads(str(s))).instruction_spec(),
+                       _para_seed(str(s), i, seed, stream, per_spec)) for i, s in enumerate(specs)]
+
+
+def mirrored_paraphrases(specs: np.ndarray, seed: int, stream: int, per_spec: bool = False) -> list[str | None]:
+    """The same paraphrases with the directional relation reversed (None where there is none)."""
+    from envs.paraphrase import mirror, paraphrase
+    from world_model.ssg.clip_data import CaptionSpec
+
+    out: list[str | None] = []
+    for i, s in enumerate(specs):
+        m = mirror(CaptionSpec.from_dict(json.loads(str(s))).instruction_spec())
+        out.append(None if m is None else paraphrase(m, _para_seed(str(s), i, seed, stream, per_spec)))
+    return out
+
+
+class TextTable:
+    """Unique strings -> rows of a float16 sentence-embedding matrix, cached on disk in chunks."""
+
+    def __init__(self, path: Path, encoder, log=print):
+        self.path, self.encoder, self.log = Path(path), encoder, log
+        self.index: dict[str, int] = {}
+        self.rows: list[np.ndarray] = []
+        if self.path.is_file():
+            with np.load(self.path, allow_pickle=False) as z:
+                for t, e in zip(z["texts"], z["emb"]):
+                    self.index[str(t)] = len(self.rows)
+                    self.rows.append(e)
+            self.log(f"text cache: {len(self.rows)} embeddings from {self.path}")
+
+    def _save(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, texts=np.asarray(list(self.index), dtype=str), emb=np.stack(self.rows))
+        tmp.replace(self.path)
+
+    def add(self, texts, chunk: int = 4096) -> None:
+        todo = [t for t in dict.fromkeys(str(x) for x in texts if x is not None) if t not in self.index]
+        todo.sort(key=len)  # batches of similar length: little padding
+        t0 = time.time()
+        for i in range(0, len(todo), chunk):
+            part = todo[i:i + chunk]
+            emb = self.encoder.encode(part).numpy()
+            for t, e in zip(part, emb):
+                self.index[t] = len(self.rows)
+                self.rows.append(np.asarray(e, np.float16))
+            self._save()
+            done = i + len(part)
+            self.log(f"encoded {done}/{len(todo)} captions with MiniLM ({done / (time.time() - t0):.0f}/s)")
+
+    def ids(self, texts) -> np.ndarray:
+        return np.asarray([-1 if t is None else self.index[str(t)] for t in texts], np.int64)
+
+    def matrix(self) -> torch.Tensor:
+        return torch.from_numpy(np.stack(self.rows).astype(np.float32))
+
+
+@torch.no_grad()
+def evaluate(clip, val: dict, seed: int) -> dict:
+    """Held-out recall with the rendered captions (as clip-small's figure), with paraphrased captions,
+    and relation accuracy (rendered captions vs their mirrored version)."""
+    from world_model.ssg.train_clip import evaluate_recall, evaluate_relations
+
+    res = {k: v for k, v in evaluate_recall(clip, val["images"], val["captions"]).items()}
+    res.update(evaluate_relations(clip, val["images"], val["captions"]))
+    if "specs" in val:
+        para = np.asarray(paraphrased_captions(val["specs"], seed, 2), dtype=str)
+        res.update({f"para_{k}": v for k, v in evaluate_recall(clip, val["images"], para).items()})
+    clip.train()
+    return res
+
+
+def _groups(clip, cfg: MiniLMClipTrainConfig) -> list[dict]:
+    vis_decay, vis_no, head_decay, head_no = [], [], [], []
+    for name, p in clip.model.named_parameters():
+        (vis_decay if p.ndim >= 2 and "embedding" not in name else vis_no).append(p)
+    for name, p in clip.text_head.named_parameters():
+        (head_decay if p.ndim >= 2 else head_no).append(p)
+    return [{"params": vis_decay, "weight_decay": cfg.weight_decay, "lr0": cfg.lr_vision},
+            {"params": vis_no, "weight_decay": 0.0, "lr0": cfg.lr_vision},
+            {"params": head_decay, "weight_decay": cfg.weight_decay, "lr0": cfg.lr_head},
+            {"params": head_no + [clip.logit_scale_param], "weight_decay": 0.0, "lr0": cfg.lr_head}]
+
+
+def main(cfg: MiniLMClipTrainConfig | dict | None = None, log=None) -> dict:
+    from world_model.ssg.clip_data import build_split_chunked, flip_relation
+    from world_model.ssg.minilm_clip import build_minilm_clip
+    from world_model.ssg.train_clip import _augment
+
+    cfg = MiniLMClipTrainConfig.from_dict(cfg) if isinstance(cfg, dict) else (cfg or MiniLMClipTrainConfig())
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = log or (lambda *a: print(*a, flush=True))
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
+
+    val = build_split_chunked("val", cfg.val_scenes, cfg.val_views, out / "data", seed=cfg.seed,
+                              image_size=cfg.image_size, log=log)
+    train = build_split_chunked("train", cfg.train_scenes, cfg.views_per_scene, out / "data", seed=cfg.seed,
+                                image_size=cfg.image_size, chunk=100, log=log)
+    n = len(train["images"])
+    log(f"{n} train pairs from {cfg.train_scenes} scenes, {len(val['images'])} val pairs")
+    if n < cfg.batch_size:
+        raise ValueError(f"only {n} training pairs for batch_size {cfg.batch_size}: render more scenes")
+
+    init = None if cfg.init_from == "shipped" else cfg.init_from
+    clip = build_minilm_clip(init_from=init, hidden=cfg.hidden, seed=cfg.seed)
+
+    # captions and their hard negatives, as rows of the cached MiniLM embedding table
+    templ = [str(c) for c in train["captions"]]
+    para = paraphrased_captions(train["specs"], cfg.seed, 1, per_spec=True)
+    templ_neg = [flip_relation(c) for c in templ] if cfg.hard_negatives else [None] * n
+    para_neg = mirrored_paraphrases(train["specs"], cfg.seed, 1, per_spec=True) if cfg.hard_negatives else [None] * n
+    table = TextTable(out / "text_cache.npz", clip.encoder, log=log)
+    # the most useful strings first, so a partial cache already covers every view
+    table.add(templ)
+    table.add(para)
+    table.add([t for t in templ_neg + para_neg if t is not None])
+    emb = table.matrix()
+    ids = np.stack([table.ids(templ), table.ids(para)], 1)  # (n, 2): rendered caption, paraphrase
+    neg = np.stack([table.ids(templ_neg), table.ids(para_neg)], 1)  # -1: none
+
+    groups = _groups(clip, cfg)
+    opt = torch.optim.AdamW(groups, lr=cfg.lr_vision, betas=(0.9, 0.98), eps=1e-6)
+
+    def lr_scale(step: int) -> float:
+        if step < cfg.warmup:
+            return (step + 1) / cfg.warmup
+        t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    step, ckpt = 0, out / "checkpoint.pt"
+    gen = torch.Generator().manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    trained_s = 0.0
+    if ckpt.is_file():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        clip.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, trained_s = int(state["step"]), float(state.get("trained_s", 0.0))
+        gen.set_state(state["torch_rng"])
+        rng.bit_generator.state = state["np_rng"]
+        log(f"resumed from {ckpt} at step {step}")
+
+    def save() -> None:
+        tmp = ckpt.with_suffix(".tmp")
+        torch.save({"model": clip.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                    "trained_s": trained_s, "torch_rng": gen.get_state(), "np_rng": rng.bit_generator.state}, tmp)
+        tmp.replace(ckpt)  # atomic
+        clip.save_pretrained(out / "clip-minilm")
+
+    images = torch.from_numpy(train["images"])
+    logf = (out / "log.jsonl").open("a")
+    clip.train()
+    metrics: dict = {}
+    t_start, t_ckpt, seen = time.time(), time.time(), 0
+    trained_at_start = trained_s
+    while step < cfg.steps:
+        if cfg.minutes and trained_s >= cfg.minutes * 60:
+            log(f"stopping at step {step}: {trained_s / 60:.1f} min of training (--minutes {cfg.minutes})")
+            break
+        idx = rng.choice(n, cfg.batch_size, replace=False)
+        which = (rng.random(cfg.batch_size) < cfg.p_paraphrase).astype(np.int64)
+        t_ids = ids[idx, which]
+        n_ids = neg[idx, which]
+        n_ids = n_ids[n_ids >= 0]
+        same = torch.as_tensor(t_ids[:, None] == t_ids[None, :], dtype=torch.float32)
+        targets = same / same.sum(1, keepdim=True)
+        for g in opt.param_groups:
+            g["lr"] = g["lr0"] * lr_scale(step)
+        pix = _augment(clip.preprocess(images[idx]), cfg.max_shift, gen)
+        txt = clip.text_embeds_from_sentences(emb[np.concatenate([t_ids, n_ids])])
+        loss = clip_loss(clip.image_embeds(pix), txt[:len(t_ids)], clip.logit_scale(), targets,
+                         negative_text_embeds=txt[len(t_ids):] if len(n_ids) else None)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
+        opt.step()
+        with torch.no_grad():
+            clip.logit_scale_param.clamp_(0, math.log(100))
+        step += 1
+        seen += cfg.batch_size
+        trained_s = trained_at_start + (time.time() - t_start)
+        if step % 10 == 0:
+            log(f"step {step} loss {loss.item():.4f} scale {clip.logit_scale().item():.1f} "
+                f"{seen / (time.time() - t_start):.1f} img/s")
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            metrics = evaluate(clip, val, cfg.seed)
+            rec = {"step": step, "loss": loss.item(), "train_minutes": trained_s / 60, **metrics}
+            logf.write(json.dumps(rec) + "\n")
+            logf.flush()
+            log(json.dumps(rec))
+            save()
+            t_ckpt = time.time()
+        elif time.time() - t_ckpt > cfg.ckpt_minutes * 60:
+            save()
+            t_ckpt = time.time()
+            log(f"checkpoint at step {step}")
+    metrics = evaluate(clip, val, cfg.seed)
+    rec = {"step": step, "final": True, "train_minutes": trained_s / 60, "train_pairs": n, **metrics}
+    logf.write(json.dumps(rec) + "\n")
+    save()
+    if cfg.export:
+        clip.save_pretrained(cfg.export)
+    (out / "final_metrics.json").write_text(json.dumps(rec, indent=2) + "\n")
+    return rec
+
+
+def _cli(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    for f in fields(MiniLMClipTrainConfig):
+        typ = (lambda v: str(v).lower() in ("1", "true", "yes")) if isinstance(f.default, bool) else type(f.default)
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=typ, default=None, help=f"default {f.default!r}")
+    a = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
+    print(json.dumps(main(MiniLMClipTrainConfig(**a)), indent=2))
+
+
+if __name__ == "__main__":
+    _cli()
