@@ -424,7 +424,9 @@ def cmd_compare(cfg, args: list[str] | None = None) -> int:
               f"[{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}] (95% paired bootstrap, n={r['n']}){extra}")
     if cfg.out_dir:
         Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
-        (Path(cfg.out_dir) / "compare.json").write_text(json.dumps({"dirs": dirs, "metrics": metrics, **res}, indent=1) + "\n")
+        from agent.runner import write_json_atomic
+
+        write_json_atomic(Path(cfg.out_dir) / "compare.json", {"dirs": dirs, "metrics": metrics, **res})
     return 0
 
 

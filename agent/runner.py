@@ -388,14 +388,29 @@ def results_rows_markdown(summaries: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+def provenance_markdown(summaries: Sequence[dict]) -> str:
+    """One line saying which code and weights made the rows (from each summary's ``provenance``)."""
+    provs = [(sm.get("label", sm.get("agent", "")), sm.get("provenance")) for sm in summaries]
+    provs = [(label, p) for label, p in provs if p]
+    if not provs:
+        return ""
+    p0 = provs[0][1]
+    commit = (p0.get("git_commit") or "unknown")[:10] + (" + uncommitted changes" if p0.get("git_dirty") else "")
+    weights = "; ".join(f"{label}: " + ", ".join(f"{k} {v}" for k, v in sorted(p.get("weights", {}).items()))
+                        for label, p in provs if p.get("weights"))
+    return (f"Provenance: git {commit}, code {p0.get('code_version', '?')}"
+            + (f"; weights (sha1 of the loaded tensors) {weights}" if weights else "; no learned weights") + ".")
+
+
 def update_results_md(path: str | os.PathLike, summaries: Sequence[dict], command: str, key: str,
                       note: str = "") -> Path:
     """Write the agents' rows into ``path`` (e.g. docs/results.md) inside a block marked by ``key``:
     a later run with the same key replaces its block, other blocks and text are kept."""
     path = Path(path)
     begin, end = f"<!-- spatialnav-eval {key} -->", f"<!-- /spatialnav-eval {key} -->"
+    prov = provenance_markdown(summaries)
     block = "\n".join([begin, f"### `{key}`", "", results_rows_markdown(summaries), "",
-                       "```bash", command, "```"] + ([note] if note else []) + [end])
+                       "```bash", command, "```"] + ([prov] if prov else []) + ([note] if note else []) + [end])
     text = path.read_text() if path.exists() else "# Results\n"
     if begin in text and end in text:
         head, rest = text.split(begin, 1)

@@ -362,3 +362,50 @@ def test_summary_records_provenance_and_merge_keeps_the_fingerprint(tmp_path, na
     assert (tmp_path / "all" / RUN_FILE).read_text() == (dirs[0] / RUN_FILE).read_text()
     assert evaluate("random", n_episodes=3, out_dir=tmp_path / "all", episodes=nav_episode_file,
                     **FAST)["n_episodes"] == 3
+
+
+def test_results_blocks_say_which_code_and_weights_made_them(tmp_path):
+    from agent.runner import update_results_md
+
+    prov = {"git_commit": "0123456789abcdef" * 2 + "01234567", "git_dirty": True, "code_version": "c0de",
+            "weights": {"world_model": "aaaaaaaaaaaa", "clip": "bbbbbbbbbbbb"}}
+    rows = [{"label": "world_model", "n_episodes": 2, "success": 0.5, "provenance": prov},
+            {"label": "random", "n_episodes": 2, "success": 0.0, "provenance": {**prov, "weights": {}}}]
+    text = update_results_md(tmp_path / "r.md", rows, "spatialnav eval agents=[world_model,random]", "k").read_text()
+    assert ("Provenance: git 0123456789 + uncommitted changes, code c0de; weights (sha1 of the loaded tensors) "
+            "world_model: clip bbbbbbbbbbbb, world_model aaaaaaaaaaaa.") in text
+
+
+def test_eval_killed_by_sigkill_resumes_without_loss_or_duplicates(tmp_path, nav_episode_file):
+    """A real SIGKILL of a running evaluation (not a simulated one): the rerun keeps the finished
+    episodes, runs only the missing ones, and the summary is complete."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "killed"
+    code = ("from agent.runner import evaluate; "
+            f"evaluate('random', n_episodes=3, out_dir={str(out)!r}, episodes={str(nav_episode_file)!r}, width=16, "
+            "height=16, max_episode_steps=800, progress=False, print_summary=False, agent_kwargs={'stop_prob': 0.0})")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=str(tmp_path))
+    log = out / EPISODES_FILE
+    t0 = time.time()
+    try:
+        while time.time() - t0 < 120 and proc.poll() is None:
+            if log.exists() and log.read_bytes().count(b"\n") >= 1:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    done = read_episode_log(log)
+    assert 1 <= len(done) < 3 and not (out / SUMMARY_FILE).exists()  # nothing that looks finished
+    s = evaluate("random", n_episodes=3, out_dir=out, episodes=nav_episode_file, width=16, height=16,
+                 max_episode_steps=800, progress=False, print_summary=False, agent_kwargs={"stop_prob": 0.0})
+    rows = read_episode_log(log)
+    assert len(rows) == 3 and len({r["episode_id"] for r in rows}) == 3 and s["n_episodes"] == 3
+    assert rows[:len(done)] == done  # the finished episodes were kept as they were
