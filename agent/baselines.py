@@ -62,6 +62,9 @@ class OracleAgent:
         if env is None:
             raise ValueError("OracleAgent is privileged: it needs env= (it reads the env's grid and episode)")
         self.env = env.unwrapped if hasattr(env, "unwrapped") else env
+        if not hasattr(self.env, "grid"):  # e.g. an envs.adapters.GymAdapter over a third-party env
+            raise ValueError(f"OracleAgent reads spatialnav's ObjectNavEnv ground truth (grid, episode view points); "
+                             f"{type(self.env).__name__} has none: use a non-privileged agent there")
         self.stop_distance = stop_distance
         self.follower = None
 

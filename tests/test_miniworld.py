@@ -151,3 +151,6 @@ def test_miniworld_cli_eval_writes_the_usual_summary(tmp_path, nav_episode_file)
     assert set(s_mw) == set(s_sim) and s_mw["n_episodes"] == 2
     assert s_mw["episode_ids"] == ["MiniWorld-OneRoom-v0:val:0", "MiniWorld-OneRoom-v0:val:1"]
     assert cli.main(["eval", "env=miniworld/nowhere", "agent=random"]) == 2  # a clear error, not a traceback
+    # the privileged oracle needs our simulator's ground truth: a clear error on a third-party env
+    assert cli.main(["eval", "env=miniworld/oneroom", "agent=oracle", "n=1", "env.width=32", "env.height=32",
+                     "progress=false", f"out_dir={tmp_path / 'oracle'}"]) == 2
