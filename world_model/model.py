@@ -336,6 +336,7 @@ class Video4SpatialModel(ModelMixin, ConfigMixin):
         encoder_hidden_states: torch.Tensor,
         context_indices: torch.Tensor,
         target_indices: torch.Tensor | None = None,
+        context_grad: bool = True,
     ) -> torch.Tensor:
         """Predict the flow-matching velocity of the target frames.
 
@@ -347,6 +348,12 @@ class Video4SpatialModel(ModelMixin, ConfigMixin):
             context_indices: (B, Fc) or (Fc,) original frame indices of the context.
             target_indices: optional (B, Ft) positions of the target frames; by
                 default ``last context index + target_index_offset + j``.
+            context_grad: with ``False`` (``context_attention="prefix"`` only) the context
+                tokens run once without autograd (:meth:`encode_context` under ``no_grad``)
+                and only the target tokens are differentiated (:meth:`forward_cached`).
+                The output is the same; the gradient then reaches the weights through the
+                target tokens only, and a training step skips the context's backward pass
+                and stored activations (the training speed-up of ``TrainConfig.context_grad_every``).
 
         Returns:
             (B, C, Ft, h, w) velocity ``eps - x0`` of the target frames only.
@@ -371,6 +378,17 @@ class Video4SpatialModel(ModelMixin, ConfigMixin):
         else:
             tgt_idx = torch.as_tensor(target_indices, device=ctx_idx.device).long()
             tgt_idx = tgt_idx[None].expand(b, -1) if tgt_idx.ndim == 1 else tgt_idx
+        if not context_grad:
+            if not self.uses_context_cache:
+                raise ValueError("context_grad=False needs context_attention='prefix' (context tokens that "
+                                 "never see the target); this model attends over the full sequence")
+            if target_indices is not None:
+                raise ValueError("context_grad=False places the targets after the context "
+                                 "(target_index_offset); it does not take explicit target_indices")
+            with torch.no_grad():
+                cache = self.encode_context(context_latents.to(noisy_latents.dtype), encoder_hidden_states,
+                                            ctx_idx, ft)
+            return self.forward_cached(noisy_latents, timestep, encoder_hidden_states, cache)
         frame_indices = torch.cat([ctx_idx, tgt_idx], dim=1)
         # RoPE attention depends only on index differences, so re-basing each
         # sample to start at 0 changes nothing but keeps long agent histories

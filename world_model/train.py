@@ -51,7 +51,9 @@ class TrainConfig:
         text_len: instruction tokens.
         target_index_offset: RoPE gap between the last context frame and the first target.
         context_attention: "full" or "prefix" (context attends to context only; K/V cache at sampling).
-        init_from: optional pipeline dir (or Wan checkpoint dir with ``wan=True``) to start from.
+        init_from: optional pipeline dir (or Wan checkpoint dir with ``wan=True``) to start from;
+            ``"shipped"``: the released weights (``world_model/weights/v4s-small``). Ignored when
+            ``out_dir`` holds a checkpoint: a run always resumes its own newest checkpoint.
         wan: ``init_from`` is a Wan diffusers checkpoint (loads its transformer + VAE).
         autoencoder: optional path of a saved autoencoder (latent space); None = pixel space.
         frame_size: model frame size (pixels, square).
@@ -67,7 +69,14 @@ class TrainConfig:
         ckpt_every_steps, ckpt_every_minutes, keep_checkpoints: checkpointing.
         log_every: steps between log lines.
         num_workers: DataLoader workers.
-        mixed_precision: "no", "fp16" or "bf16" (Accelerate).
+        mixed_precision: "no", "fp16", "bf16" (Accelerate) or "auto" (bf16 where the device has
+            native bf16 units, else fp32: :func:`resolve_mixed_precision`).
+        context_grad_every: back-propagate through the context tokens on every n-th step only
+            (1: every step, the paper's training; 0: never). The other steps run the context
+            without autograd and differentiate the target tokens only (``context_attention="prefix"``).
+        compile: ``torch.compile`` each transformer block in place (``nn.Module.compile``: the state
+            dict keeps its keys). Fuses the element-wise work (modulation, norms, RoPE, GELU, casts)
+            that dominates a small model's step; costs a few minutes of compilation per start.
         seed: global seed.
         num_threads: torch CPU threads (None: leave torch's default).
     """
@@ -108,6 +117,8 @@ class TrainConfig:
     log_every: int = 10
     num_workers: int = 0
     mixed_precision: str = "no"
+    context_grad_every: int = 1
+    compile: bool = False
     seed: int = 0
     num_threads: int | None = None
 
@@ -151,14 +162,17 @@ def condition_dropout(ctx: torch.Tensor, text: torch.Tensor, null: torch.Tensor,
     return ctx, text, mode
 
 
-def flow_matching_loss(model, ctx, target, text, ctx_idx, t, noise=None, reduction: str = "mean") -> torch.Tensor:
+def flow_matching_loss(model, ctx, target, text, ctx_idx, t, noise=None, reduction: str = "mean",
+                       context_grad: bool = True) -> torch.Tensor:
     """Mean squared velocity error over the target frames: ``|| v(x_t) - (eps - x0) ||^2``
-    (``reduction="none"``: the element-wise squared errors, shaped like ``target``)."""
+    (``reduction="none"``: the element-wise squared errors, shaped like ``target``).
+    ``context_grad=False``: no backward pass through the context tokens (``Video4SpatialModel.forward``)."""
     eps = torch.randn_like(target) if noise is None else noise
     tt = t.view(-1, 1, 1, 1, 1).to(target.dtype)
     x_t = (1 - tt) * target + tt * eps
+    kw = {} if context_grad else {"context_grad": False}
     v = model(context_latents=ctx, noisy_latents=x_t, timestep=t * 1000.0,
-              encoder_hidden_states=text, context_indices=ctx_idx)
+              encoder_hidden_states=text, context_indices=ctx_idx, **kw)
     return F.mse_loss(v.float(), (eps - target).float(), reduction=reduction)
 
 
@@ -203,11 +217,11 @@ def load_autoencoder(cfg: TrainConfig):
 
 def export_pipeline(model, ema, cfg: TrainConfig, autoencoder, path: Path) -> None:
     """Save the EMA weights as a ``Video4SpatialPipeline`` (what eval and the agent load)."""
-    import copy
-
     from .pipeline import Video4SpatialPipeline, make_scheduler
 
-    m = copy.deepcopy(model).eval()
+    # a fresh module, not a deepcopy: the training copy's blocks may be compiled in place
+    m = type(model).from_config(model.config).eval()
+    m.load_state_dict(model.state_dict())
     if ema is not None:
         ema.copy_to(m.parameters())
     pipe = Video4SpatialPipeline(m, make_scheduler(cfg.shift), autoencoder=autoencoder,
@@ -318,7 +332,11 @@ def train(cfg: TrainConfig, dataset=None, text_encoder=None) -> dict[str, Any]:
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))
     out = Path(cfg.out_dir)
-    acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    check_train_config(cfg)
+    resuming = latest_checkpoint(out)
+    cfg = dataclasses.replace(cfg, init_from=resolve_init_from(cfg.init_from, cfg.wan))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    acc = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision, device), cpu=device == "cpu")
     set_seed(cfg.seed + acc.process_index)
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -330,6 +348,8 @@ def train(cfg: TrainConfig, dataset=None, text_encoder=None) -> dict[str, Any]:
                                       cfg.frame_size, cfg.contiguous_context, seed=cfg.seed)
     loader = make_loader(dataset, cfg)
     model = build_model(cfg)
+    if cfg.compile:
+        compile_blocks(model)
     autoencoder = load_autoencoder(cfg)
     if autoencoder is not None:
         autoencoder.requires_grad_(False).eval().to(acc.device)
@@ -343,8 +363,13 @@ def train(cfg: TrainConfig, dataset=None, text_encoder=None) -> dict[str, Any]:
     step = resume_checkpoint(acc, out, cfg.seed, log)
     if step is None:
         step = 0
+        how = (f"from {cfg.init_from} with a fresh optimiser" if cfg.init_from
+               else "from scratch (random initialisation)")
         log(f"start: {sum(p.numel() for p in acc.unwrap_model(model).parameters()) / 1e6:.2f}M params, "
-            f"{len(dataset)} samples, config {json.dumps(dataclasses.asdict(cfg))}")
+            f"{len(dataset)} samples, {how}, config {json.dumps(dataclasses.asdict(cfg))}")
+        _say(acc, f"no checkpoint under {out / 'ckpt'}: training starts {how}")
+    else:
+        _say(acc, f"resuming {resuming} at step {step} (its weights, optimiser and EMA; init_from is not used)")
     ema.to(acc.device)
 
     saved = {"step": step}
@@ -382,7 +407,8 @@ def train(cfg: TrainConfig, dataset=None, text_encoder=None) -> dict[str, Any]:
         with acc.accumulate(model):
             ctx_d, text_d, _ = condition_dropout(ctx, text, null[None], cfg)
             t = sample_t(ctx.shape[0], cfg).to(acc.device)
-            loss = flow_matching_loss(model, ctx_d, tgt, text_d, ctx_idx, t)
+            loss = flow_matching_loss(model, ctx_d, tgt, text_d, ctx_idx, t,
+                                      context_grad=context_grad_at(cfg, step))
             acc.backward(loss)
             if acc.sync_gradients and cfg.grad_clip:
                 acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -413,6 +439,71 @@ def train(cfg: TrainConfig, dataset=None, text_encoder=None) -> dict[str, Any]:
     log(f"finished: {json.dumps(summary)}")
     summary["model"] = acc.unwrap_model(model)
     return summary
+
+
+def _say(acc, msg: str) -> None:
+    """One line to stderr from the main process (which start a run made: resume, init, scratch)."""
+    if acc.is_main_process:
+        print(f"[world_model.train] {msg}", file=sys.stderr, flush=True)
+
+
+def resolve_init_from(init_from: str | None, wan: bool = False) -> str | None:
+    """``init_from`` as a directory: ``"shipped"`` is the released pipeline
+    (``world_model/weights/v4s-small``); a missing directory is an error that says what to pass."""
+    if init_from in (None, "", "null", "none", "None"):
+        return None
+    if str(init_from) == "shipped":
+        from .loading import SHIPPED_PIPELINE
+
+        if not (SHIPPED_PIPELINE / "model_index.json").exists():
+            raise FileNotFoundError(f"init_from=shipped but the released weights are missing ({SHIPPED_PIPELINE}); "
+                                    "restore them (git checkout) or train from scratch with init_from=null")
+        return str(SHIPPED_PIPELINE)
+    p = Path(str(init_from))
+    marker = "transformer" if wan else "model_index.json"
+    if not (p / marker).exists():
+        raise FileNotFoundError(f"init_from={init_from!r}: no {'Wan checkpoint' if wan else 'saved pipeline'} there "
+                                f"({p / marker} is missing); pass a pipeline directory, init_from=shipped, "
+                                "or init_from=null to train from scratch")
+    return str(p)
+
+
+def compile_blocks(model: Video4SpatialModel) -> Video4SpatialModel:
+    """``torch.compile`` every transformer block in place (static shapes; one graph per attention
+    mode, grad mode and batch shape). Parameters and state-dict keys are unchanged."""
+    for block in model.transformer.blocks:
+        block.compile(dynamic=False)
+    return model
+
+
+def context_grad_at(cfg: TrainConfig, step: int) -> bool:
+    """Whether optimiser step ``step`` back-propagates through the context tokens (``context_grad_every``)."""
+    n = int(cfg.context_grad_every)
+    return n > 0 and step % n == 0
+
+
+def resolve_mixed_precision(mixed_precision: str, device: str = "cpu") -> str:
+    """Accelerate's ``mixed_precision`` for ``device``: ``"auto"`` is bf16 autocast where the device has
+    native bf16 matrix units (CPU: AMX / AVX512-BF16; CUDA: Ampere or newer), else ``"no"`` (fp32:
+    emulated bf16 on an AVX2-only CPU is slower than fp32)."""
+    if mixed_precision in ("no", "fp16", "bf16"):
+        return mixed_precision
+    if mixed_precision != "auto":
+        raise ValueError(f"mixed_precision must be 'auto', 'no', 'fp16' or 'bf16', got {mixed_precision!r}")
+    from .pipeline import native_bf16
+
+    return "bf16" if native_bf16(device) else "no"
+
+
+def check_train_config(cfg: TrainConfig) -> None:
+    """Values that would only fail (or silently misbehave) deep inside the loop, checked up front."""
+    resolve_mixed_precision(cfg.mixed_precision)
+    if cfg.context_grad_every < 0:
+        raise ValueError(f"context_grad_every must be >= 0 (1: every step, 0: never); got {cfg.context_grad_every}")
+    attn = cfg.context_attention
+    if cfg.context_grad_every != 1 and attn != "prefix" and not cfg.init_from:
+        raise ValueError(f"context_grad_every={cfg.context_grad_every} needs context_attention=prefix "
+                         f"(got {attn!r}): with full attention the context tokens see the target")
 
 
 def main(cfg=None) -> dict[str, Any]:
