@@ -23,6 +23,11 @@ How a spatialnav Scene becomes a habitat scene:
 
 This adapter is written against habitat-sim's documented Python API (0.2.x/0.3.x);
 it cannot be exercised on machines where habitat-sim does not install.
+
+Status: NOT RUN AGAINST HABITAT-SIM. What is tested without it (tests/test_habitat_backend.py,
+with habitat_sim/magnum stubbed only to import this module): the frame map ``to_habitat``, the
+agent rotation ``yaw_to_habitat_rotation`` against the open3d renderer's forward/right/up, and
+the exported groups with their semantic-id tables. ``HabitatRenderer`` itself is untested.
 """
 
 from __future__ import annotations
