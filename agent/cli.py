@@ -137,6 +137,11 @@ def _check_group_options(overrides: list[str]) -> None:
                            f"options: {', '.join(options) or 'none'}")
 
 
+def _needs_value(key: str) -> bool:
+    """Keys the commands convert with int()/float()/bool() directly: null is an error there."""
+    return key in ("n_episodes", "seed", "video", "progress", "shard", "split") or key.startswith(("env.", "task."))
+
+
 # Top-level keys with a bound beyond their type (checked when given on the command line).
 _MINIMUM = {"n_episodes": 1, "seed": 0, "video": 0, "task.max_episode_steps": 1, "env.width": 8, "env.height": 8}
 
@@ -177,8 +182,8 @@ def _check_value_types(overrides: list[str], cfg, ref) -> None:
                            f"{', '.join(sorted(str(k) for k in ref.keys()))}")
         old = OmegaConf.select(ref, key, default=None)
         new = OmegaConf.select(cfg, key, default=None)
-        if old is None:
-            continue
+        if old is None or (new is None and not _needs_value(key)):
+            continue  # null: "unset / the function's default" (agent.threads=null), except where a value is needed
         want = _kind(old)
         ok = _kind(new) == want
         if want == "a number" and _kind(new) == "an integer":

@@ -404,6 +404,9 @@ def test_eval_killed_by_sigkill_resumes_without_loss_or_duplicates(tmp_path, nav
     assert proc.returncode == -signal.SIGKILL
     done = read_episode_log(log)
     assert 1 <= len(done) < 3 and not (out / SUMMARY_FILE).exists()  # nothing that looks finished
+    from agent.runner import code_version
+
+    code_version.cache_clear()  # hash the source now, as the killed process did (others may edit the tree)
     s = evaluate("random", n_episodes=3, out_dir=out, episodes=nav_episode_file, width=16, height=16,
                  max_episode_steps=800, progress=False, print_summary=False, agent_kwargs={"stop_prob": 0.0})
     rows = read_episode_log(log)
