@@ -79,6 +79,9 @@ class TrainConfig:
             that dominates a small model's step; costs a few minutes of compilation per start.
         seed: global seed.
         num_threads: torch CPU threads (None: leave torch's default).
+        text_states: a file of the instructions' encoder states (``text_encoder.save_text_states``),
+            looked up instead of loading the encoder (a machine without its package: the lent GPU
+            machine, ``scripts/device/train_wm_gpu.sh``). None: load ``text_encoder``.
     """
 
     data_dir: str = "runs/wm/data/train"
@@ -121,6 +124,7 @@ class TrainConfig:
     compile: bool = False
     seed: int = 0
     num_threads: int | None = None
+    text_states: str | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -246,6 +250,15 @@ def encode_text_cached(text_encoder, instructions: list[str], cache: dict[str, t
     return torch.stack([cache[s] for s in instructions])
 
 
+def _any_rank(acc, flag: bool) -> bool:
+    """``flag`` or-ed over the processes: a decision from each rank's own clock (max_minutes, timed
+    checkpoints) taken by all of them at the same step, else one rank waits in a barrier while
+    another waits in the gradient all-reduce (a hang under ``accelerate launch``)."""
+    if acc.num_processes == 1:
+        return bool(flag)
+    return bool(acc.reduce(torch.tensor([float(flag)], device=acc.device), reduction="sum").item() > 0)
+
+
 def _infinite(loader):
     while True:
         yield from loader
@@ -327,7 +340,7 @@ def train(cfg: TrainConfig, dataset=None, text_encoder=None) -> dict[str, Any]:
     from tqdm import tqdm
 
     from .data import ContextVideoDataset
-    from .text_encoder import load_text_encoder
+    from .text_encoder import load_text_encoder, load_text_states
 
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))
@@ -353,6 +366,8 @@ def train(cfg: TrainConfig, dataset=None, text_encoder=None) -> dict[str, Any]:
     autoencoder = load_autoencoder(cfg)
     if autoencoder is not None:
         autoencoder.requires_grad_(False).eval().to(acc.device)
+    if text_encoder is None and cfg.text_states:
+        text_encoder = load_text_states(cfg.text_states, model.config.text_encoder, model.config.text_len)
     if text_encoder is None:
         text_encoder = load_text_encoder(model.config.text_encoder, max_length=model.config.text_len)
     ema = make_ema(model.parameters(), cfg.ema_decay)
@@ -395,7 +410,7 @@ def train(cfg: TrainConfig, dataset=None, text_encoder=None) -> dict[str, Any]:
     text_cache: dict[str, torch.Tensor] = {}
     model.train()
     while step < cfg.max_steps:
-        if cfg.max_minutes is not None and (time.time() - t_start) / 60 >= cfg.max_minutes:
+        if cfg.max_minutes is not None and _any_rank(acc, (time.time() - t_start) / 60 >= cfg.max_minutes):
             log(f"max_minutes={cfg.max_minutes} reached at step {step}")
             break
         batch = next(it)
@@ -427,7 +442,7 @@ def train(cfg: TrainConfig, dataset=None, text_encoder=None) -> dict[str, Any]:
                 log(f"step {step} loss {np.mean(losses):.5f} lr {sched.get_last_lr()[0]:.2e} "
                     f"{dt:.2f}s/step {cfg.batch_size * acc.num_processes / dt:.1f} samples/s")
                 losses, t_window = [], time.time()
-            if step % cfg.ckpt_every_steps == 0 or (time.time() - t_last_ckpt) / 60 >= cfg.ckpt_every_minutes:
+            if step % cfg.ckpt_every_steps == 0 or _any_rank(acc, (time.time() - t_last_ckpt) / 60 >= cfg.ckpt_every_minutes):
                 save(step)
                 t_last_ckpt = time.time()
     bar.close()
@@ -471,7 +486,16 @@ def resolve_init_from(init_from: str | None, wan: bool = False) -> str | None:
 def compile_blocks(model: Video4SpatialModel) -> Video4SpatialModel:
     """``torch.compile`` every transformer block in place (static shapes; one graph per attention
     mode, grad mode and batch shape). Parameters and state-dict keys are unchanged."""
-    for block in model.transformer.blocks:
+    import torch._dynamo.config as dynamo_config
+
+    # Dynamo keys its cache on the shared code of WanTransformerBlock.forward: every block x
+    # attention mode (prefix / write / read) x grad mode is one entry, beyond the default limit of 8
+    # (past it, blocks silently run eagerly).
+    blocks = model.transformer.blocks
+    need = 8 * len(blocks)
+    dynamo_config.recompile_limit = max(int(dynamo_config.recompile_limit), need)
+    dynamo_config.accumulated_recompile_limit = max(int(dynamo_config.accumulated_recompile_limit), 4 * need)
+    for block in blocks:
         block.compile(dynamic=False)
     return model
 
