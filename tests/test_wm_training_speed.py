@@ -158,3 +158,19 @@ def test_bench_train_measures_both_paths(tmp_path):
     # every other step skips the context's backward: fewer counted FLOPs per step than the baseline
     assert 0 < saved["default"]["gflop_per_step"] < saved["baseline"]["gflop_per_step"]
     assert saved["peak_gflops_per_s"]["fp32"] > 0 and saved["default"]["context_grad_every"] == 2
+
+
+def test_export_checkpoint_reproduces_the_runs_own_export(tmp_path, text_encoder):
+    from world_model.pipeline import Video4SpatialPipeline
+    from world_model.train import export_checkpoint, latest_checkpoint
+
+    cfg = tiny_train_cfg(tmp_path / "run", max_steps=3)
+    train(cfg, dataset=FixedData(), text_encoder=text_encoder)
+    out = export_checkpoint(latest_checkpoint(cfg.out_dir), tmp_path / "exported")
+    a = Video4SpatialPipeline.from_pretrained(tmp_path / "run" / "pipeline").model.state_dict()
+    b = Video4SpatialPipeline.from_pretrained(out).model.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k])
+    with pytest.raises(FileNotFoundError, match="not a training checkpoint"):
+        export_checkpoint(tmp_path / "run", tmp_path / "x")

@@ -237,6 +237,28 @@ def export_pipeline(model, ema, cfg: TrainConfig, autoencoder, path: Path) -> No
     tmp.replace(path)
 
 
+def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Export the EMA weights of one training checkpoint (``out_dir/ckpt/step_XXXXXXXX``) as a
+    loadable pipeline at ``out``, as the run itself exports its newest one to ``out_dir/pipeline``.
+    For comparing a run at chosen steps (``python -m world_model.train export=CKPT out=DIR``)."""
+    from safetensors.torch import load_file
+
+    ckpt = Path(ckpt)
+    if not (ckpt / "train_state.json").exists() or not (ckpt / "model.safetensors").exists():
+        raise FileNotFoundError(f"{ckpt} is not a training checkpoint (needs train_state.json and model.safetensors)")
+    cfg_path = ckpt.parent.parent / "train_config.json"
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"no train_config.json beside the run's ckpt/ folder ({cfg_path}); export needs it")
+    cfg = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
+    model = build_model(dataclasses.replace(cfg, init_from=None, wan=False))
+    model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
+    ema = make_ema(model.parameters(), cfg.ema_decay)
+    ema.load_state_dict(torch.load(ckpt / "custom_checkpoint_0.pkl", weights_only=False))
+    out = Path(out)
+    export_pipeline(model, ema, cfg, load_autoencoder(cfg), out)
+    return out
+
+
 # ----------------------------------------------------------------------------- training
 def encode_text_cached(text_encoder, instructions: list[str], cache: dict[str, torch.Tensor],
                        max_size: int = 50_000) -> torch.Tensor:
@@ -541,7 +563,14 @@ def main(cfg=None) -> dict[str, Any]:
     ``python -m world_model.train [config=FILE.yaml] key=value ...``.
     """
     if cfg is None:
-        cfg = _from_argv(sys.argv[1:])
+        argv = sys.argv[1:]
+        if any(a.startswith("export=") for a in argv):
+            kv = dict(a.split("=", 1) for a in argv if "=" in a)
+            if "out" not in kv:
+                raise SystemExit("usage: python -m world_model.train export=RUN/ckpt/step_XXXXXXXX out=DIR")
+            print(f"exported {export_checkpoint(kv['export'], kv['out'])}")
+            return {}
+        cfg = _from_argv(argv)
     if isinstance(cfg, TrainConfig):
         return train(cfg)
     return train(TrainConfig.from_dict(flatten_config(cfg)))
