@@ -2,6 +2,7 @@
 paraphrased captions and relation hard negatives.
 
     OMP_NUM_THREADS=1 python -m world_model.ssg.train_minilm_clip --out runs/clip/minilm --minutes 45
+    python -m world_model.ssg.train_minilm_clip --eval-only shipped       # clip-small on the same val views
 
 1. **Data**: ``clip_data.build_split_chunked`` renders ``train_scenes`` x ``views_per_scene``
    train views (cached in chunks under ``<out>/data``; a killed render resumes) and the val views
@@ -299,7 +300,21 @@ def _cli(argv=None) -> None:
     for f in fields(MiniLMClipTrainConfig):
         typ = (lambda v: str(v).lower() in ("1", "true", "yes")) if isinstance(f.default, bool) else type(f.default)
         p.add_argument(f"--{f.name.replace('_', '-')}", type=typ, default=None, help=f"default {f.default!r}")
+    p.add_argument("--eval-only", default="", help="a CLIP directory (either kind; 'shipped' = clip-small) to "
+                   "evaluate on the val views (rendered and paraphrased captions) instead of training")
     a = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
+    eval_only = a.pop("eval_only", "")
+    if eval_only:
+        from world_model.ssg.clip import load_clip
+        from world_model.ssg.clip_data import build_split_chunked
+
+        cfg = MiniLMClipTrainConfig(**a)
+        torch.set_num_threads(cfg.threads)
+        val = build_split_chunked("val", cfg.val_scenes, cfg.val_views, Path(cfg.out) / "data", seed=cfg.seed,
+                                  image_size=cfg.image_size)
+        res = evaluate(load_clip(None if eval_only == "shipped" else eval_only), val, cfg.seed)
+        print(json.dumps({"clip": eval_only, **res}, indent=2))
+        return
     print(json.dumps(main(MiniLMClipTrainConfig(**a)), indent=2))
 
 
