@@ -95,6 +95,21 @@ def test_slim_copy_items_equal_the_original(tmp_path, minilm):
 
 
 # ----------------------------------------------------------------------------- section 4
+def test_gpu_config_composes_and_keeps_the_shipped_architecture():
+    """`spatialnav train world_model=gpu` composes to a TrainConfig whose model is the shipped one's
+    (so init_from: shipped loads it), with the GPU batch."""
+    from agent import cli
+    from world_model.train import TrainConfig, flatten_config
+
+    tc = TrainConfig.from_dict(flatten_config(cli.compose_config(["world_model=gpu",
+                                                                   "world_model.train.text_states=null"])))
+    assert tc.batch_size == 256 and tc.init_from == "shipped" and tc.text_states is None and not tc.compile
+    shipped = json.loads((ROOT / "world_model" / "weights" / "v4s-small" / "model" / "config.json").read_text())
+    assert tc.transformer == shipped["transformer_config"]
+    assert (tc.text_len, [tc.frame_size] * 2, tc.context_attention, tc.text_encoder) == (
+        shipped["text_len"], shipped["frame_size"], shipped["context_attention"], shipped["text_encoder"])
+
+
 def test_gpu_recipe_runs_end_to_end_on_cpu(tmp_path, minilm):
     """train_wm_gpu.sh with DEVICE_DRY_RUN=1 on a carried copy (what prepare_gpu_run.sh makes, via its
     slim_data.py): the shipped weights train 2 steps of configs/world_model/gpu.yaml, the export in $OUT loads."""

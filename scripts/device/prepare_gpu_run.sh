@@ -7,7 +7,7 @@
 #              32 px, the 4 path frames the loader takes, SHARDS shards, + text_states.pt (MiniLM states)
 # Both are git-ignored; the device call carries them: carry=[".whl", ".gpu"]. The whole call may move 64 MiB
 # (tracked files ~17 MB + wheels ~6.5 MB + data): the script prints the total and fails above LIMIT_MB.
-# Environment: SRC (runs/wm/data/train), DST (.gpu/data), SHARDS (9), SIZE (32), T (4), WHEELS (1), LIMIT_MB (62),
+# Environment: SRC (runs/wm/data/train), DST (.gpu/data), SHARDS (8), SIZE (32), T (4), WHEELS (1), LIMIT_MB (62),
 #              PY (.venv/bin/python)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -25,7 +25,7 @@ if [ "${WHEELS:-1}" = 1 ]; then
   ls -la .whl
 fi
 rm -rf "$DST"
-$PY scripts/device/slim_data.py "$SRC" "$DST" "${SIZE:-32}" "${T:-4}" "${SHARDS:-9}"
+$PY scripts/device/slim_data.py "$SRC" "$DST" "${SIZE:-32}" "${T:-4}" "${SHARDS:-8}"
 travel=$( { git ls-files -z; git ls-files -z -o --exclude-standard; } | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
 extra=$(du -cb .whl "$DST" 2>/dev/null | tail -1 | cut -f1)
 mb=$(( (travel + extra) / 1048576 ))
