@@ -2,6 +2,7 @@
 
     spatialnav bench train [bench.kwargs.out=runs/bench_train.json] [bench.kwargs.threads=1]
     spatialnav bench train bench.kwargs.device=cuda        # the same on a GPU
+    spatialnav bench train bench.kwargs.context_grad_every=1   # ablate one speed-up of the default arm
     .venv/bin/python benchmarks/bench_train.py --threads 1 --out runs/bench_train.json
 
 Two arms of the small config (configs/world_model/small.yaml: batch 16, K = 8 context + 4 target + 1
@@ -167,10 +168,14 @@ def matmul_peak_gflops(device, n: int = 1536, repeats: int = 5) -> dict:
 
 
 def run(threads: int = 1, steps: int = 8, warmup: int = 2, batch_size: int | None = None,
-        device: str = "cpu", config: str | None = None, out: str | None = None) -> dict:
+        device: str = "cpu", config: str | None = None, out: str | None = None,
+        context_grad_every: int | None = None, compile: bool | None = None,
+        mixed_precision: str | None = None) -> dict:
     """Samples/s of the baseline (eager fp32, full backward) and the default training path; writes
     ``out`` (JSON) when given. Keys: baseline_samples_per_s, samples_per_s, speedup, gflops_per_s,
-    baseline_gflops_per_s, peak_gflops_per_s, threads, device, and the settings behind them."""
+    baseline_gflops_per_s, peak_gflops_per_s, threads, device, and the settings behind them.
+    ``context_grad_every``, ``compile``, ``mixed_precision``: override the config's value for the
+    default arm (an ablation of one speed-up, e.g. ``bench.kwargs.context_grad_every=1``)."""
     import torch
 
     from world_model.pipeline import native_bf16
@@ -183,6 +188,12 @@ def run(threads: int = 1, steps: int = 8, warmup: int = 2, batch_size: int | Non
         raise ValueError(f"bench train needs steps >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
     torch.set_num_threads(int(threads))
     cfg = train_config(config)
+    over = {k: v for k, v in (("context_grad_every", context_grad_every), ("compile", compile),
+                              ("mixed_precision", mixed_precision)) if v is not None}
+    if over:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, **over)
     bs = int(batch_size or cfg.batch_size)
     batch = random_batch(cfg, bs, dev)
     mp = resolve_mixed_precision(cfg.mixed_precision, dev.type)
@@ -207,6 +218,7 @@ def run(threads: int = 1, steps: int = 8, warmup: int = 2, batch_size: int | Non
                 else f"cpu ({platform.processor() or platform.machine()}; bf16 units: {native_bf16('cpu')})")
     res = {
         "config": str(config or "configs/world_model/small.yaml"),
+        "overrides": over,
         "baseline_samples_per_s": bs / s_base,
         "samples_per_s": bs / s_def,
         "speedup": s_base / s_def,
