@@ -82,3 +82,21 @@ def test_training_runs_resumes_and_reports_paraphrase_recall(tmp_path):
     assert again["step"] == 4 and any("resumed" in m and "step 2" in m for m in msgs)
     assert any("text cache:" in m for m in msgs) and not any(m.startswith("encoded") for m in msgs)
     assert isinstance(load_clip(tmp_path / "run" / "clip-minilm"), MiniLMClip)
+
+
+def test_per_image_hits_match_the_recall_and_pair_up():
+    from world_model.ssg.train_clip import evaluate_recall
+    from world_model.ssg.train_minilm_clip import compare_recall, image_hits
+
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 255, (24, 64, 64, 3), dtype=np.uint8)
+    captions = np.asarray([f"go to the {c} chair" for c in ("red", "blue", "green", "white", "black", "grey")] * 4)
+    small = load_clip(None)
+    hits = image_hits(small, images, captions)
+    rec = evaluate_recall(small, images, captions)
+    assert abs(hits["i2t_r1"].mean() - rec["i2t_r1"]) < 1e-6 and abs(hits["i2t_r5"].mean() - rec["i2t_r5"]) < 1e-6
+    spec = json.dumps({"category": "chair", "color": "red", "room": None, "relation": None, "reference": None,
+                       "instance_id": 1})
+    res = compare_recall(small, small, {"images": images, "captions": captions, "specs": np.asarray([spec] * 24)},
+                         n_boot=200)
+    assert res["i2t_r1"]["diff"] == 0 and res["i2t_r1"]["ci95"] == [0.0, 0.0] and "para_i2t_r5" in res

@@ -3,6 +3,7 @@ paraphrased captions and relation hard negatives.
 
     OMP_NUM_THREADS=1 python -m world_model.ssg.train_minilm_clip --out runs/clip/minilm --minutes 45
     python -m world_model.ssg.train_minilm_clip --eval-only shipped       # clip-small on the same val views
+    python -m world_model.ssg.train_minilm_clip --compare runs/clip/minilm/clip-minilm shipped   # paired bootstrap
 
 1. **Data**: ``clip_data.build_split_chunked`` renders ``train_scenes`` x ``views_per_scene``
    train views (cached in chunks under ``<out>/data``; a killed render resumes) and the val views
@@ -159,6 +160,34 @@ def evaluate(clip, val: dict, seed: int) -> dict:
     return res
 
 
+@torch.no_grad()
+def image_hits(clip, images: np.ndarray, captions: np.ndarray, ks=(1, 5), batch: int = 256) -> dict[str, np.ndarray]:
+    """Per-image image->text hits (N,) at each k against the distinct captions (``evaluate_recall``'s
+    i2t, image by image), for paired comparisons of two CLIPs on the same views."""
+    clip.eval()
+    uniq, inverse = np.unique(captions, return_inverse=True)
+    img = torch.cat([clip.encode_images(images[i:i + batch]) for i in range(0, len(images), batch)])
+    txt = torch.cat([clip.encode_texts(list(uniq[i:i + batch])) for i in range(0, len(uniq), batch)])
+    order = (img @ txt.t()).argsort(dim=1, descending=True).numpy()
+    rank = (order == np.asarray(inverse).reshape(-1, 1)).argmax(1)
+    return {f"i2t_r{k}": (rank < k).astype(np.float64) for k in ks}
+
+
+def compare_recall(a, b, val: dict, seed: int = 0, n_boot: int = 10000) -> dict:
+    """Paired bootstrap over val views of i2t R@1/R@5, A - B, with rendered and paraphrased captions."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    sets = {"": val["captions"], "para_": np.asarray(paraphrased_captions(val["specs"], seed, 2), dtype=str)}
+    for prefix, caps in sets.items():
+        ha, hb = image_hits(a, val["images"], caps), image_hits(b, val["images"], caps)
+        for k in ha:
+            d = ha[k] - hb[k]
+            boots = d[rng.integers(0, len(d), (n_boot, len(d)))].mean(1)
+            out[prefix + k] = {"a": float(ha[k].mean()), "b": float(hb[k].mean()), "diff": float(d.mean()),
+                               "ci95": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]}
+    return out
+
+
 def _groups(clip, cfg: MiniLMClipTrainConfig) -> list[dict]:
     vis_decay, vis_no, head_decay, head_no = [], [], [], []
     for name, p in clip.model.named_parameters():
@@ -302,8 +331,22 @@ def _cli(argv=None) -> None:
         p.add_argument(f"--{f.name.replace('_', '-')}", type=typ, default=None, help=f"default {f.default!r}")
     p.add_argument("--eval-only", default="", help="a CLIP directory (either kind; 'shipped' = clip-small) to "
                    "evaluate on the val views (rendered and paraphrased captions) instead of training")
+    p.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
+                   help="paired bootstrap of i2t R@1/R@5, A - B, over the val views ('shipped' = clip-small)")
     a = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
+    p_compare = a.pop("compare", None)
     eval_only = a.pop("eval_only", "")
+    if p_compare:
+        from world_model.ssg.clip import load_clip
+        from world_model.ssg.clip_data import build_split_chunked
+
+        cfg = MiniLMClipTrainConfig(**a)
+        torch.set_num_threads(cfg.threads)
+        val = build_split_chunked("val", cfg.val_scenes, cfg.val_views, Path(cfg.out) / "data", seed=cfg.seed,
+                                  image_size=cfg.image_size)
+        clips = [load_clip(None if c == "shipped" else c) for c in p_compare]
+        print(json.dumps({"a": p_compare[0], "b": p_compare[1], **compare_recall(*clips, val, cfg.seed)}, indent=1))
+        return
     if eval_only:
         from world_model.ssg.clip import load_clip
         from world_model.ssg.clip_data import build_split_chunked
