@@ -72,6 +72,7 @@ def test_mixed_precision_auto_follows_the_bf16_units():
 
     assert resolve_mixed_precision("auto", "cpu") == ("bf16" if native_bf16("cpu") else "no")
     assert resolve_mixed_precision("no") == "no" and resolve_mixed_precision("bf16") == "bf16"
+    assert resolve_mixed_precision(False) == "no"  # `mixed_precision=no` on a command line parses as a boolean
     with pytest.raises(ValueError, match="mixed_precision must be"):
         resolve_mixed_precision("half")
 

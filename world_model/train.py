@@ -532,8 +532,8 @@ def resolve_mixed_precision(mixed_precision: str, device: str = "cpu") -> str:
     """Accelerate's ``mixed_precision`` for ``device``: ``"auto"`` is bf16 autocast where the device has
     native bf16 matrix units (CPU: AMX / AVX512-BF16; CUDA: Ampere or newer), else ``"no"`` (fp32:
     emulated bf16 on an AVX2-only CPU is slower than fp32)."""
-    if mixed_precision in ("no", "fp16", "bf16"):
-        return mixed_precision
+    if mixed_precision is False or mixed_precision in ("no", "fp16", "bf16"):
+        return "no" if mixed_precision is False else mixed_precision  # YAML reads a bare `no` as false
     if mixed_precision != "auto":
         raise ValueError(f"mixed_precision must be 'auto', 'no', 'fp16' or 'bf16', got {mixed_precision!r}")
     from .pipeline import native_bf16
