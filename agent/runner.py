@@ -17,7 +17,9 @@ aggregation, and agents are seeded per episode).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import json
 import math
 import os
@@ -476,8 +478,52 @@ class SensorView:
         raise PrivilegedAccessError("SensorView is read-only")
 
 
+@dataclasses.dataclass(frozen=True)
+class Access:
+    """What the runner hands an agent: ``privileged`` = built with the env itself and given the
+    full info (ground truth); ``context`` = given the context tour at reset."""
+
+    privileged: bool = False
+    context: bool = False
+
+
+def agent_access(agent) -> Access:
+    """The one place that decides what an agent gets, from its class alone.
+
+    ``agent`` is an agent class, a factory or an instance. Only class attributes count (read
+    statically, so a property or an instance attribute cannot widen access), and only the value
+    ``True`` grants: ``privileged = True`` (the Oracle) and ``needs_context = True``. A factory
+    that is not a class (a function) is granted nothing before it builds; what it builds is then
+    judged by its class (``build_agent``).
+    """
+    cls = agent if isinstance(agent, type) else type(agent)
+    return Access(privileged=inspect.getattr_static(cls, "privileged", False) is True,
+                  context=inspect.getattr_static(cls, "needs_context", False) is True)
+
+
 def is_privileged(agent) -> bool:
-    return bool(getattr(agent, "privileged", False))
+    """``agent_access(agent).privileged``: decided by the class, never by an instance attribute."""
+    return agent_access(agent).privileged
+
+
+def build_agent(factory, env, seed=None, **kwargs) -> tuple[Any, Access]:
+    """Build ``factory`` as fair play allows and return it with its ``Access``.
+
+    A privileged class is built with ``env``; anything else with ``SensorView(env)``. The access
+    is then read from the built agent's class; a privileged agent that its factory's class did not
+    declare (a function returning an Oracle, a class that made itself privileged while building)
+    is refused, so what it was built with and what it is given always agree.
+    """
+    grant = agent_access(factory)
+    bot = make_agent(factory, env=env if grant.privileged else SensorView(env), seed=seed, **kwargs)
+    access = agent_access(bot)
+    if access.privileged and not grant.privileged:
+        raise ValueError(
+            f"{type(bot).__name__} is privileged but was built by {getattr(factory, '__name__', factory)!r}, "
+            f"whose class does not say privileged = True: pass the agent class itself so the runner can "
+            f"give it the env"
+        )
+    return bot, access
 
 
 def episode_token(episode_id) -> str:
@@ -503,19 +549,20 @@ def public_context(context: dict | None) -> dict | None:
 # -- evaluation ------------------------------------------------------------------------
 
 def run_episode(env, agent, episode_index: int, seed: int | None = None,
-                frame_callback: Callable[[Any], None] | None = None,
-                with_context: bool = False) -> dict:
+                frame_callback: Callable[[Any], None] | None = None) -> dict:
     """Run one episode to STOP or truncation; returns the final info plus timings.
 
-    A non-privileged agent gets ``public_info(info)`` and ``public_context(tour)``; an agent
-    with ``debug_panels()`` gets a video frame of observation | its panels.
+    What the agent gets is ``agent_access(agent)`` (its class): the context tour only with
+    ``needs_context = True``; the full info only when privileged, else ``public_info(info)`` and
+    ``public_context(tour)``. An agent with ``debug_panels()`` gets a video frame of observation |
+    its panels.
     """
     sim = env.unwrapped
-    privileged = is_privileged(agent)
+    access = agent_access(agent)
     obs, info = env.reset(seed=seed, options={"episode_index": int(episode_index)})
-    context = sim.context_tour() if with_context else None
+    context = sim.context_tour() if access.context else None
     t_agent = time.perf_counter()
-    if privileged:
+    if access.privileged:
         agent.reset(obs, info, context)
     else:
         agent.reset(obs, public_info(info), public_context(context))
@@ -652,10 +699,8 @@ def evaluate(
         n_video = len(indices) if video is True else int(video or 0)
         video_set = set(indices[:n_video])
         factory = resolve_agent(agent)
-        # Only a privileged agent (the Oracle) gets the env itself; the rest get its sensor settings.
-        bot = make_agent(factory, env=env if is_privileged(factory) else SensorView(env), seed=seed,
-                         **(agent_kwargs or {}))
-        with_context = bool(getattr(bot, "needs_context", False))
+        # Only a privileged agent class (the Oracle) gets the env itself; the rest get its sensor settings.
+        bot, _ = build_agent(factory, env, seed=seed, **(agent_kwargs or {}))
         fingerprint = run_fingerprint(agent_name, factory, agent_kwargs, seed, split, episodes, env, bot)
         check_resume(out, fingerprint, n_done=len(done_rows))
 
@@ -667,7 +712,7 @@ def evaluate(
             for k, idx in enumerate(todo):
                 frames: list[np.ndarray] = []
                 cb = frames.append if idx in video_set else None
-                row = run_episode(env, bot, idx, seed=seed, frame_callback=cb, with_context=with_context)
+                row = run_episode(env, bot, idx, seed=seed, frame_callback=cb)
                 row["agent"] = agent_name
                 row["split"] = split
                 if cb is not None:

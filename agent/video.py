@@ -111,17 +111,15 @@ def save_episode_picture(path: str | os.PathLike, agent: str = "oracle", split: 
     """Run ``agent`` on one episode and save the frame strip + map as a PNG."""
     from PIL import Image
 
-    from agent.base import make_agent
     from envs.gym_env import ObjectNavEnv
 
     env = ObjectNavEnv(split=split, width=width, height=height,
                        n_episodes=max(episode_index + 1, env_kwargs.pop("n_episodes", 1)), **env_kwargs)
     try:
         from agent.base import resolve_agent
-        from agent.runner import SensorView, is_privileged
+        from agent.runner import build_agent
 
-        factory = resolve_agent(agent)
-        bot = make_agent(factory, env=env if is_privileged(factory) else SensorView(env), seed=seed)
+        bot, _ = build_agent(resolve_agent(agent), env, seed=seed)
         rec = record_episode(env, bot, episode_index, seed=seed)
     finally:
         env.close()
