@@ -72,8 +72,10 @@ class CLIError(Exception):
 # Free-form sections: their keys are whatever the called function takes, so
 # setting one that is not in the yaml adds it (Hydra's "++") instead of failing.
 FREE_FORM = ("bench.kwargs.", "train_ssg.")
-# Top-level keys of `eval` with several agents (not in config.yaml): agents=[a,b@noise], results_md=path.
+# Top-level keys of `eval` with several agents (not in config.yaml): agents=[a,b@noise], results_md=path
+# (the docs page to write the table into as well as out_dir/results.md; unset = out_dir only).
 EXTRA_KEYS = ("agents", "results_md")
+RESULTS_FILE = "results.md"  # `eval agents=[...]`: the table, in its out_dir
 
 
 def _apply_aliases(overrides: list[str]) -> list[str]:
@@ -342,8 +344,9 @@ def _agent_spec_kwargs(cfg, spec: str) -> tuple[str, str, dict[str, Any]]:
 
 def eval_agents(cfg) -> int:
     """``eval agents=[world_model,world_model@noise,frontier_clip,random,oracle]``: every agent on the
-    same episodes (out_dir/<agent>), one table, rows written into ``results_md`` (default
-    docs/results.md) under a block keyed by split, episodes and camera size."""
+    same episodes (out_dir/<agent>), one table, written to ``out_dir/results.md`` under a block keyed by
+    split, episodes and camera size. ``results_md=<path>`` (e.g. docs/results.md) also writes the block
+    there; nothing outside out_dir is written unless asked."""
     from agent.runner import evaluate, results_rows_markdown, update_results_md
 
     specs = [str(a) for a in cfg.agents]
@@ -369,9 +372,10 @@ def eval_agents(cfg) -> int:
         "agents", "split", "n_episodes", "n", "env.width", "env.height", "out_dir", "out", "results_md", "progress")]
     if extra:  # the run's other overrides (agent settings, task, ...), so the command reproduces the rows
         command += " " + " ".join(extra)
-    results = str(cfg.results_md) if "results_md" in cfg and cfg.results_md else "docs/results.md"
-    update_results_md(results, summaries, command, key)
-    print(f"wrote {results} ({key}) and {base}/<agent>/summary.json")
+    written = [update_results_md(base / RESULTS_FILE, summaries, command, key)]
+    if "results_md" in cfg and cfg.results_md:  # asked for: e.g. results_md=docs/results.md
+        written.append(update_results_md(str(cfg.results_md), summaries, command, key))
+    print(f"wrote {' and '.join(map(str, written))} ({key}) and {base}/<agent>/summary.json")
     return 0
 
 

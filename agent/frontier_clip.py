@@ -80,7 +80,7 @@ class FrontierClipAgent:
                  distance_weight: float = 0.05, give_up_steps: int = 24, hfov_deg: float = HFOV_DEG,
                  max_depth: float = 10.0, mapping: dict | None = None, path: dict | None = None,
                  navigator: dict | None = None, frontier_min_size: int = 5, device: str = "cpu",
-                 threads: int | None = None) -> None:
+                 threads: int | str | None = "auto") -> None:
         self.threads = set_threads(threads)
         self.clip = load_clip_checkpoint(clip) if clip is None or isinstance(clip, (str, Path)) else clip
         self.clip.to(device).eval()

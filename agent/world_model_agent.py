@@ -115,17 +115,24 @@ class WorldModelAgent:
             world_model/weights/v4s-small-ssg (None: the pipeline's own, if it was saved with one).
         precision: the world model's compute precision, "auto" (bf16 autocast where the device has
             bf16 units, else fp32), "fp32" or "bf16" (``Video4SpatialPipeline.imagine``).
-        device, threads: torch device and CPU threads for the world model (None: leave as is;
-            "auto": the cores other work leaves free, ``auto_threads``).
+        device, threads: torch device and CPU threads for the world model (default 1: at the small
+            model's size a second thread slows imagine; None: leave as is; "auto": the cores other
+            work leaves free, ``auto_threads``).
+
+    The defaults are the CLI's (configs/agent/world_model.yaml, checked by tests/test_config_defaults.py):
+    ``WorldModelAgent()`` and ``spatialnav eval agent=world_model`` run the same agent.
     """
 
     needs_context = True
     privileged = False
+    # The agent's StopPolicy settings beyond StopPolicy's own defaults (configs/agent/world_model.yaml `stop:`).
+    STOP_DEFAULTS = {"min_confidence": 0.3}
 
     def __init__(self, env=None, seed: int | None = 0, pipeline=None, inverse_dynamics=None,
-                 num_context: int = 8, context_mode: str = "noncontiguous", context_temperature: float = 1.0,
-                 num_candidates: int = 1, elite_frac: float = 0.4, agree_m: float = 1.0, num_steps: int = 16, guidance_scale: float = 3.0,
-                 cfg_mode: str = "joint", reimagine_every: int = 8, explore_reimagine_every: int = 4,
+                 num_context: int = 8, context_mode: str = "relevant", context_temperature: float = 1.0,
+                 num_candidates: int = 1, elite_frac: float = 0.4, agree_m: float = 1.0, num_steps: int = 8,
+                 guidance_scale: float = 3.0,
+                 cfg_mode: str = "joint", reimagine_every: int = 12, explore_reimagine_every: int = 6,
                  divergence: float = 0.2, min_confidence: float = 0.15, min_match: float = 0.3,
                  depth_match: float = 0.8, use_tour_map: bool = True, give_up_steps: int = 24,
                  ablation: str = "none", hfov_deg: float = HFOV_DEG, max_depth: float = 10.0,
@@ -133,11 +140,14 @@ class WorldModelAgent:
                  stop: dict | None = None, box: dict | None = None, goal: dict | None = None,
                  frontier_min_size: int = 5, clip_guidance: bool = True, stop_confirm_z: float | None = 2.0,
                  reject_m: float = 0.75, clip=None, guide: dict | None = None, ssg: str | None = None,
-                 precision: str = "auto", device: str = "cpu", threads: int | None = None) -> None:
+                 precision: str = "auto", device: str = "cpu", threads: int | str | None = 1) -> None:
         if ablation not in ABLATIONS:
             raise ValueError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
         if num_candidates < 1 or num_context < 1:
             raise ValueError(f"num_candidates and num_context must be >= 1, got {num_candidates}, {num_context}")
+        if context_mode == "relevant" and not clip_guidance:
+            raise ValueError("context_mode='relevant' (the default) ranks frames by the CLIP guide's scores: set "
+                             "clip_guidance=True or another context_mode (e.g. 'noncontiguous')")
         self.threads = set_threads(threads)
         self.pipeline = (load_pipeline(pipeline, device) if pipeline is None or isinstance(pipeline, (str, Path))
                          else pipeline)
@@ -157,8 +167,6 @@ class WorldModelAgent:
         self.num_bbox = int(self.pipeline.config.num_bbox_frames)
         self.num_context, self.context_mode = int(num_context), context_mode
         self.context_temperature = float(context_temperature)
-        if context_mode == "relevant" and not clip_guidance:
-            raise ValueError("context_mode='relevant' ranks frames by the CLIP guide's scores: set clip_guidance=True")
         self.num_candidates, self.elite_frac, self.agree_m = int(num_candidates), float(elite_frac), float(agree_m)
         self.sampling = {"num_steps": int(num_steps), "guidance_scale": float(guidance_scale), "cfg_mode": cfg_mode}
         self.reimagine_every, self.explore_reimagine_every = int(reimagine_every), int(explore_reimagine_every)
@@ -168,7 +176,7 @@ class WorldModelAgent:
         self.ablation = ablation
         self.map_kwargs = {"hfov_deg": self.hfov_deg, "max_depth": self.max_depth, **(mapping or {})}
         self.path_kwargs, self.nav_kwargs = dict(path or {}), dict(navigator or {})
-        self.stop_policy = StopPolicy(**{"hfov_deg": self.hfov_deg, "min_confidence": 0.3, **(stop or {})})
+        self.stop_policy = StopPolicy(**{"hfov_deg": self.hfov_deg, **self.STOP_DEFAULTS, **(stop or {})})
         self.box_kwargs = dict(box or {})
         self.goal_kwargs = {"hfov_deg": self.hfov_deg, **(goal or {})}
         self.frontier_min_size = int(frontier_min_size)

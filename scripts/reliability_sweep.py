@@ -135,7 +135,7 @@ def main() -> int:
     pipe = Video4SpatialPipeline(Video4SpatialModel(transformer_config=tiny, text_len=8, frame_size=(16, 16)).eval(),
                                  make_scheduler(), num_target_frames=2, num_bbox_frames=1)
     agent = WorldModelAgent(env=SensorView(env), seed=0, pipeline=pipe, ablation="noise", clip_guidance=False,
-                            num_context=2)
+                            context_mode="noncontiguous", num_context=2)
     agent.reset(obs, public_info(info), public_context(env.unwrapped.context_tour(n_frames=4)))
     agent.act(obs)
     nav_map = ObstacleMap()

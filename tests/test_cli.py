@@ -140,3 +140,25 @@ def test_compare_pairs_eval_wm_samples(tmp_path, capsys):
     (tmp_path / "c" / "episodes.jsonl").write_text(json.dumps({"episode_id": "e0", "success": 1, "spl": 1}) + "\n")
     assert cli.main(["compare", f"compare.dirs=[{tmp_path / 'a'},{tmp_path / 'c'}]"]) == 2  # different kinds
     assert cli.main(["compare", f"compare.dirs=[{tmp_path / 'a'},{tmp_path / 'b'}]", "compare.metrics=[nope]"]) == 2
+
+
+def test_eval_agents_writes_its_table_into_out_dir_and_leaves_docs_alone(tmp_path, nav_episode_file, monkeypatch,
+                                                                           capsys):
+    # Run from a folder that has a docs/results.md: by default only out_dir is written.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "docs").mkdir()
+    docs = tmp_path / "docs" / "results.md"
+    docs.write_text("# Results\n\nhand-written tables\n")
+    args = ["eval", "agents=[random,oracle]", "n_episodes=1", f"episodes={nav_episode_file}",
+            "progress=false", "task.max_episode_steps=5"]
+    assert cli.main([*args, "out_dir=ev"]) == 0
+    assert docs.read_text() == "# Results\n\nhand-written tables\n"
+    assert sorted(p.name for p in (tmp_path / "docs").iterdir()) == ["results.md"]
+    table = (tmp_path / "ev" / cli.RESULTS_FILE).read_text()
+    assert "| random | 1 |" in table and "| oracle (privileged) | 1 |" in table
+    assert "spatialnav eval agents=[random,oracle]" in table and "out_dir=ev" in table
+    # Asked for (results_md=...): the same block goes into that page too, the rest of the page kept.
+    assert cli.main([*args, "out_dir=ev2", "results_md=docs/results.md"]) == 0
+    text = docs.read_text()
+    assert text.startswith("# Results\n\nhand-written tables\n") and "| random | 1 |" in text
+    assert (tmp_path / "ev2" / cli.RESULTS_FILE).exists()

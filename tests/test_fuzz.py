@@ -128,7 +128,7 @@ def agent_and_obs(nav_episodes):
     e = ObjectNavEnv(episodes=nav_episodes[:1], width=16, height=16)
     obs, info = e.reset(options={"episode_index": 0})
     agent = WorldModelAgent(env=SensorView(e), seed=0, pipeline=pipe, ablation="noise", clip_guidance=False,
-                            num_context=2)
+                            context_mode="noncontiguous", num_context=2)
     agent.reset(obs, public_info(info), public_context(e.unwrapped.context_tour(n_frames=4)))
     yield agent, obs
     e.close()

@@ -331,7 +331,7 @@ def test_unfingerprinted_results_and_other_weights_are_refused(tmp_path, nav_epi
 
     def world_model(env=None, seed=None, pipeline=None):
         return WorldModelAgent(env=env, seed=seed, pipeline=pipeline, num_context=2, num_steps=1,
-                               clip_guidance=False, reimagine_every=50, explore_reimagine_every=50)
+                               clip_guidance=False, context_mode="noncontiguous", reimagine_every=50, explore_reimagine_every=50)
 
     world_model.needs_context = True
     kw = {**FAST, "agent_kwargs": {"pipeline": tiny_pipeline}, "max_episode_steps": 2}

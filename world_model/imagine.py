@@ -24,8 +24,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-OPTIONS = ("pipeline", "episode_index", "instruction", "num_steps", "guidance_scale", "cfg_mode", "num_context",
-           "context_mode", "num_samples", "ssg", "ssg_path", "precision", "seed", "size", "fps", "out", "threads")
+# The options of ``spatialnav imagine`` and their defaults: the ``imagine:`` block of configs/config.yaml
+# repeats them for the CLI (tests/test_config_defaults.py checks that the two agree).
+DEFAULTS: dict[str, Any] = {
+    "pipeline": None, "episode_index": 0, "instruction": None, "num_steps": 8, "guidance_scale": 3.0,
+    "cfg_mode": "joint", "num_context": 8, "context_mode": "noncontiguous", "num_samples": 1, "ssg": False,
+    "ssg_path": None, "precision": "auto", "seed": 0, "size": 128, "fps": 2, "out": None, "threads": 1,
+}
+OPTIONS = tuple(DEFAULTS)
 
 
 # ----------------------------------------------------------------------------- pictures
@@ -133,7 +139,8 @@ def imagine_episode(opts: dict[str, Any], split: str = "val", episodes: str | No
     from .loading import load_pipeline
     from .video_io import write_video
 
-    if opts.get("threads"):
+    opts = {**DEFAULTS, **opts}
+    if opts["threads"]:
         torch.set_num_threads(int(opts["threads"]))
     given = opts.get("instruction")
     if given is not None and (not isinstance(given, str) or not given.strip()):  # checked before any loading
@@ -151,11 +158,10 @@ def imagine_episode(opts: dict[str, Any], split: str = "val", episodes: str | No
         ep = generate_episodes(split, idx + 1, seed=int(episode_seed))[idx]
     if pipe is None:
         pipe = load_pipeline(opts.get("pipeline"))
-    ec = EvalConfig(split=split, num_steps=int(opts.get("num_steps", 8)),
-                    guidance_scale=float(opts.get("guidance_scale", 3.0)), cfg_mode=str(opts.get("cfg_mode", "joint")),
-                    num_context=int(opts.get("num_context", 8)),
-                    context_mode=str(opts.get("context_mode", "noncontiguous")),
-                    num_samples=int(opts.get("num_samples", 1)), seed=int(opts.get("seed", 0) or 0)).validate()
+    ec = EvalConfig(split=split, num_steps=int(opts["num_steps"]), guidance_scale=float(opts["guidance_scale"]),
+                    cfg_mode=str(opts["cfg_mode"]), num_context=int(opts["num_context"]),
+                    context_mode=str(opts["context_mode"]), num_samples=int(opts["num_samples"]),
+                    seed=int(opts["seed"] or 0)).validate()
     S = int(pipe.model.config.frame_size[0])
     n_t, n_b = int(pipe.config.num_target_frames), int(pipe.config.num_bbox_frames)
     state = SceneState(ep.scene_id, S, ec)
@@ -165,9 +171,9 @@ def imagine_episode(opts: dict[str, Any], split: str = "val", episodes: str | No
     instruction = ep.instruction if opts.get("instruction") is None else opts["instruction"]
     r = pipe.imagine(sample.context, sample.context_indices, instruction, num_steps=ec.num_steps,
                      guidance_scale=ec.guidance_scale, cfg_mode=ec.cfg_mode, num_samples=ec.num_samples, seed=ec.seed,
-                     precision=str(opts.get("precision", "auto") or "auto"),
-                     **ssg_kwargs(pipe, bool(opts.get("ssg", False)), opts.get("ssg_path")))
-    size = int(opts.get("size", 128) or 128)
+                     precision=str(opts["precision"] or "auto"),
+                     **ssg_kwargs(pipe, bool(opts["ssg"]), opts["ssg_path"]))
+    size = int(opts["size"] or DEFAULTS["size"])
     gt_bbox = np.repeat(sample.bbox[None], max(n_b, 1), axis=0)
     prefix = Path(opts.get("out") or f"runs/imagine/{str(ep.episode_id).replace('/', '_')}")
     prefix.parent.mkdir(parents=True, exist_ok=True)
@@ -178,7 +184,7 @@ def imagine_episode(opts: dict[str, Any], split: str = "val", episodes: str | No
     Image.fromarray(rollout_strip(sample.context, sample.context_indices, r.frames, r.bbox_frames, sample.target,
                                   gt_bbox, f"{ep.episode_id}: {instruction}", size)).save(png)
     write_video(rollout_video_frames(sample.context, r.frames, r.bbox_frames, sample.target, gt_bbox, size), mp4,
-              fps=int(opts.get("fps", 2) or 2))
+              fps=int(opts["fps"] or DEFAULTS["fps"]))
     metrics = grounding_metrics(r.frames, r.bbox_frames, sample, state, ec) if instruction == ep.instruction else {}
     return {"mp4": mp4, "png": png, "episode_id": ep.episode_id, "instruction": instruction, "metrics": metrics,
             "seconds_imagine": r.timings.get("total"), "precision": r.precision, "ssg": r.ssg}
