@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -340,6 +341,45 @@ def test_training_reduces_loss_and_resumes(tmp_path, text_encoder):
     assert latest_checkpoint(cfg.out_dir).name == "step_00000028"
     p = Video4SpatialPipeline.from_pretrained(tmp_path / "run" / "pipeline")
     assert p.config.num_target_frames == 2 and p.config.num_bbox_frames == 1
+
+
+
+def test_a_partial_checkpoint_is_never_resumed_from(tmp_path, text_encoder):
+    """A save killed mid-write leaves no step_* directory (tmp dir + rename); step_* directories
+    without train_state.json or with a truncated one are skipped, and the run resumes from the
+    previous complete checkpoint, then prunes them."""
+    from world_model.train import checkpoint_step, save_checkpoint
+
+    run = tmp_path / "run"
+    train(tiny_train_cfg(run, max_steps=2), dataset=FixedData(), text_encoder=text_encoder)
+    ckpt = run / "ckpt"
+    good = ckpt / "step_00000002"
+    assert latest_checkpoint(run) == good and checkpoint_step(good) == 2
+
+    class KilledMidSave:  # accelerate's save_state dying after its first file
+        def save_state(self, path):
+            Path(path).mkdir(parents=True)
+            (Path(path) / "model.safetensors").write_bytes(b"half")
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(KilledMidSave(), run, 7, keep=3)
+    assert not (ckpt / "step_00000007").exists() and latest_checkpoint(run) == good
+    # what an interrupted non-atomic save leaves: no train_state.json, a truncated one, one without a step
+    for name, state in (("step_00000008", None), ("step_00000009", '{"step": 9, "ti'), ("step_00000010", "{}")):
+        (ckpt / name).mkdir()
+        (ckpt / name / "model.safetensors").write_bytes(b"x")
+        if state is not None:
+            (ckpt / name / "train_state.json").write_text(state)
+        assert checkpoint_step(ckpt / name) is None
+    assert latest_checkpoint(run) == good
+    out = train(tiny_train_cfg(run, max_steps=3), dataset=FixedData(), text_encoder=text_encoder)
+    assert out["step"] == 3
+    log = (run / "train.log").read_text()
+    assert f"resumed from {good} at step 2" in log
+    # the new checkpoint appeared whole; the partial ones and the killed save's tmp dir are gone
+    assert sorted(p.name for p in ckpt.iterdir()) == ["step_00000002", "step_00000003"]
+    assert checkpoint_step(ckpt / "step_00000003") == 3
 
 
 def test_condition_dropout_modes():

@@ -181,11 +181,25 @@ def flow_matching_loss(model, ctx, target, text, ctx_idx, t, noise=None, reducti
 
 
 # ----------------------------------------------------------------------------- checkpoints
+TRAIN_STATE = "train_state.json"  # written last: a step_* dir without a readable one is not a checkpoint
+
+
+def checkpoint_step(ckpt: str | os.PathLike) -> int | None:
+    """The step a checkpoint directory holds, or None when it is not a complete checkpoint (no
+    ``train_state.json``, or one that is truncated or holds no integer ``step``)."""
+    try:
+        step = json.loads((Path(ckpt) / TRAIN_STATE).read_text())["step"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
 def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
+    """The newest complete ``out_dir/ckpt/step_*`` (``checkpoint_step``); partial ones are skipped."""
     d = Path(out_dir) / "ckpt"
     if not d.is_dir():
         return None
-    cands = sorted(p for p in d.glob("step_*") if (p / "train_state.json").exists())
+    cands = sorted(p for p in d.glob("step_*") if p.is_dir() and checkpoint_step(p) is not None)
     return cands[-1] if cands else None
 
 
@@ -244,7 +258,7 @@ def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
     from safetensors.torch import load_file
 
     ckpt = Path(ckpt)
-    if not (ckpt / "train_state.json").exists() or not (ckpt / "model.safetensors").exists():
+    if checkpoint_step(ckpt) is None or not (ckpt / "model.safetensors").exists():
         raise FileNotFoundError(f"{ckpt} is not a training checkpoint (needs train_state.json and model.safetensors)")
     cfg_path = ckpt.parent.parent / "train_config.json"
     if not cfg_path.exists():
@@ -334,7 +348,7 @@ def resume_checkpoint(acc, out: Path, seed: int, log) -> int | None:
     if ckpt is None:
         return None
     acc.load_state(str(ckpt))
-    step = int(json.loads((ckpt / "train_state.json").read_text())["step"])
+    step = checkpoint_step(ckpt)
     log(f"resumed from {ckpt} at step {step}")
     set_seed(seed + 1000 * step + acc.process_index)
     return step
@@ -342,11 +356,36 @@ def resume_checkpoint(acc, out: Path, seed: int, log) -> int | None:
 
 def save_checkpoint(acc, out: Path, step: int, keep: int) -> Path:
     """``acc.save_state`` to ``out/ckpt/step_<step>`` with its ``train_state.json``; keeps the newest
-    ``keep`` checkpoints. Call on the main process only."""
-    d = out / "ckpt" / f"step_{step:08d}"
-    acc.save_state(str(d))
-    (d / "train_state.json").write_text(json.dumps({"step": step, "time": time.time()}))
-    for p in sorted((out / "ckpt").glob("step_*"))[: -max(1, keep)]:
+    ``keep`` checkpoints. Call on the main process only.
+
+    Atomic: the state is written into ``ckpt/.tmp_step_<step>`` (``train_state.json`` last, fsynced)
+    and the directory is renamed into place, so a run killed mid-save leaves no ``step_*`` directory
+    and resumes from the previous checkpoint; leftovers of such a save are removed by the next one."""
+    ckpt = Path(out) / "ckpt"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    d = ckpt / f"step_{step:08d}"
+    for p in ckpt.glob(".tmp_*"):  # an earlier save that was killed
+        shutil.rmtree(p, ignore_errors=True)
+    tmp = ckpt / f".tmp_step_{step:08d}"
+    acc.save_state(str(tmp))
+    with open(tmp / TRAIN_STATE, "w") as f:
+        json.dump({"step": step, "time": time.time()}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    if d.exists():  # the same step saved again (e.g. the final save right after a periodic one)
+        old = ckpt / f".tmp_old_step_{step:08d}"
+        d.rename(old)
+        tmp.rename(d)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(d)
+    fd = os.open(ckpt, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    complete = sorted(p for p in ckpt.glob("step_*") if checkpoint_step(p) is not None)
+    for p in complete[: -max(1, keep)] + [p for p in ckpt.glob("step_*") if p not in complete]:
         shutil.rmtree(p, ignore_errors=True)
     return d
 
