@@ -1,6 +1,10 @@
 """Simulator speed: env steps/s at 128x128 RGB-D vs the raw Embree ray-cast rate.
 
-    .venv/bin/python -m benchmarks.bench_sim [--scene procgen/val/100000] [--steps 2000]
+    .venv/bin/python -m benchmarks.bench_sim [--scene procgen/val/100000] [--steps 1000] [--repeats 5]
+
+``spatialnav bench sim`` runs ``run()`` with the same defaults (1,000 steps, best of 5, threads 1
+and 2, 128x128): the configuration of the table in docs/results.md (tests/test_renderer.py checks
+that they agree).
 
 "Env step" = the env's hot path, ``Renderer.render`` of one pose (rgb + depth) plus
 ``NavGrid.try_move``, on a random walk (forward / turn) through the scene. The raw rate
@@ -182,8 +186,11 @@ def bench_gym(threads, width, height, steps, repeats) -> dict | None:
     return {"threads": threads, "gym_steps_per_s": steps / t, "ms_per_gym_step": 1e3 * t / steps}
 
 
-def run(scene_id: str | None = None, width: int = 128, height: int = 128, steps: int = 2000,
-        threads=(1, 2), repeats: int = 3, gym_env: bool = True) -> dict:
+STEPS, REPEATS = 1000, 5  # docs/results.md, "Simulator speed"
+
+
+def run(scene_id: str | None = None, width: int = 128, height: int = 128, steps: int = STEPS,
+        threads=(1, 2), repeats: int = REPEATS, gym_env: bool = True) -> dict:
     """Measure env-step and raw ray-cast rates per thread count; returns a JSON-able dict."""
     scene = load_bench_scene(scene_id)
     t0 = time.perf_counter()
@@ -206,17 +213,21 @@ def run(scene_id: str | None = None, width: int = 128, height: int = 128, steps:
     return out
 
 
-def main(argv=None) -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scene", default=None, help=f"scene id or mesh path (default {DEFAULT_SCENE})")
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--height", type=int, default=128)
-    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--steps", type=int, default=STEPS)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=REPEATS)
     ap.add_argument("--no-gym", action="store_true", help="skip the gymnasium env measurement")
     ap.add_argument("--json", action="store_true", help="print the raw result dict as JSON")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> None:
+    a = parser().parse_args(argv)
     res = run(a.scene, a.width, a.height, a.steps, tuple(a.threads), a.repeats, not a.no_gym)
     if a.json:
         print(json.dumps(res, indent=2))

@@ -143,15 +143,58 @@ def test_habitat_backend_clear_import_error():
     assert isinstance(make_renderer(one_room_scene(), width=8, height=8), Renderer)
 
 
-def test_bench_sim_smoke():
-    """The benchmark's measurement loop runs and reports consistent figures (tiny budget)."""
+def test_bench_sim_smoke(monkeypatch):
+    """The benchmark times what it says: every timed step renders the random walk's next pose (two
+    chunks, one partial), once per repeat, and the rates are those of the timed work (tiny budget)."""
+    import benchmarks.bench_sim as bench
     from benchmarks.bench_sim import bench_threads, fallback_scene, random_walk
     from envs.navigation import NavGrid
 
+    rendered = []
+
+    class Recording(bench.Renderer):
+        def render(self, pose, **kw):
+            rendered.append(np.array(pose, dtype=float))
+            return super().render(pose, **kw)
+
+    monkeypatch.setattr(bench, "Renderer", Recording)
     scene = fallback_scene()
     grid = NavGrid.from_scene(scene)
-    poses, actions = random_walk(grid, 20)
-    assert grid.is_navigable(poses[:, :2]).all()
-    res = bench_threads(scene, grid, poses, actions, 32, 32, 1, repeats=1)
-    assert res["env_steps_per_s"] > 0 and res["raw_casts_per_s"] > 0
-    assert res["step_over_cast"] == pytest.approx(res["raw_casts_per_s"] / res["env_steps_per_s"])
+    n = 150
+    poses, actions = random_walk(grid, n)
+    assert grid.is_navigable(poses[:, :2]).all() and {1, 2, 3} <= set(actions.tolist())
+    res = bench_threads(scene, grid, poses, actions, 32, 32, 1, repeats=2)
+    assert len(rendered) == 100 + 2 * n  # the warm-up chunk, then every step once per repeat
+    for timed in (np.stack(rendered[100:100 + n]), np.stack(rendered[100 + n:])):
+        # step i renders the pose after action i, i.e. the walk's pose i + 1
+        np.testing.assert_allclose(timed[:-1, :2], poses[1:, :2], atol=1e-9)
+        assert np.allclose(np.cos(timed[:-1, 2] - poses[1:, 2]), 1.0)
+    assert 0 < res["raw_casts_per_s"] and 0 < res["env_steps_per_s"]
+    assert res["ms_per_step"] == pytest.approx(1e3 / res["env_steps_per_s"])
+    # the env step renders RGB-D on top of the same cast: not cheaper than a fraction of it
+    assert res["step_over_cast"] > 0.5, res
+    assert set(res["stage_ms"]) == {"rays", "cast", "depth", "rgb", "try_move"}
+    assert all(v > 0 for v in res["stage_ms"].values())
+
+
+def test_bench_sim_runs_what_results_md_says():
+    """`spatialnav bench sim` calls run() with its defaults; docs/results.md names them as flags of
+    `python -m benchmarks.bench_sim`: both must be the configuration the table was measured at."""
+    import inspect
+    import re
+    from pathlib import Path
+
+    from benchmarks import bench_sim
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "results.md").read_text()
+    m = re.search(r"`spatialnav bench sim` \(= `python -m benchmarks\.bench_sim ([^`]*)`", text)
+    assert m, "docs/results.md no longer says what `spatialnav bench sim` runs"
+    documented = vars(bench_sim.parser().parse_args(m.group(1).split()))
+    defaults = {k: p.default for k, p in inspect.signature(bench_sim.run).parameters.items()}
+    cli_defaults = vars(bench_sim.parser().parse_args([]))
+    for flag, param in (("steps", "steps"), ("repeats", "repeats"), ("width", "width"), ("height", "height")):
+        assert documented[flag] == defaults[param] == cli_defaults[flag], flag
+    assert tuple(documented["threads"]) == tuple(defaults["threads"])
+    table = text[m.end():text.index("## ", m.end())]
+    threads_in_table = [int(t) for t in re.findall(r"^\| (\d+) \|", table, flags=re.M)]
+    assert threads_in_table == list(defaults["threads"])  # one row per thread count it measures
