@@ -11,7 +11,7 @@ that implements it (imported only when that subcommand runs) and a one-line
 help. The function takes the composed ``DictConfig`` and returns an exit code
 (or None for 0). ``bench <name>`` runs ``benchmarks/bench_<name>.py:run``.
 Config: ``configs/config.yaml`` plus the groups env/ task/ agent/ world_model/
-planner/ experiment/ (Hydra's compose API; unknown keys are an error that lists
+experiment/ (Hydra's compose API; unknown keys are an error that lists
 the valid ones).
 """
 
@@ -126,7 +126,7 @@ def _group_of(override: str) -> str | None:
 
 def _check_group_options(overrides: list[str]) -> None:
     """Every group option must exist. Groups declared ``optional`` in config.yaml (world_model,
-    planner, experiment) would otherwise drop a misspelt option without a word and run the defaults."""
+    experiment) would otherwise drop a misspelt option without a word and run the defaults."""
     for o in overrides:
         group = _group_of(o)
         if group is None:
@@ -134,7 +134,7 @@ def _check_group_options(overrides: list[str]) -> None:
         value = o.partition("=")[2]
         gdir = config_dir() / group  # nested options too: env=miniworld/oneroom
         options = sorted(p.relative_to(gdir).with_suffix("").as_posix() for p in gdir.rglob("*.yaml"))
-        if value not in options and not (value == "null" and o.startswith(("world_model", "planner", "experiment"))):
+        if value not in options and not (value == "null" and o.startswith(("world_model", "experiment"))):
             raise CLIError(f"unknown {group} option '{value}' (from '{o}'): there is no configs/{group}/{value}.yaml; "
                            f"options: {', '.join(options) or 'none'}")
 

@@ -102,7 +102,7 @@ class WorldModelAgent:
         ablation: "none", "noise" or "no_ssg".
         hfov_deg, max_depth: camera (read from ``env`` when it has them).
         mapping, path, navigator, stop, box, goal: keyword blocks of ObstacleMap, PathPlanner,
-            Navigator, StopPolicy, find_box_in_frames and box_to_goal (configs/planner/default.yaml).
+            Navigator, StopPolicy, find_box_in_frames and box_to_goal (their defaults: those signatures).
         frontier_min_size: smallest frontier cluster (cells) worth exploring.
         clip_guidance: act as the CLIP guide (``FrontierClipAgent``) whenever no confident
             imagined goal is held, and STOP when it does (module docstring).

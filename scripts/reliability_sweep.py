@@ -155,7 +155,7 @@ def main() -> int:
 
     eval_ = ["eval"]
     short = " ".join(common).replace(str(ep_file), "<episodes>")
-    for o in ("experiment=debgu", "world_model=smal", "planner=defualt", "agent=oracel", "env=tny",
+    for o in ("experiment=debgu", "world_model=smal", "agent=oracel", "env=tny",
               "n_episodes=ten", "n_episodes=2.5", "n=0", "seed=-1", "seed=abc", "video=-1", "video=lots",
               "progress=maybe", "foo=1", "env.widht=64", "+foo=1", "task.success_distance=nan",
               "task.max_episode_steps=0", "env.hfov_deg=wide", "n=null"):

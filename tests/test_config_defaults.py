@@ -89,3 +89,14 @@ def test_imagine_block_equals_imagine_defaults():
 def test_the_check_catches_a_disagreement():
     assert _mismatches({"num_steps": 16, "nope": 1}, {"num_steps": 8}, "x") == [
         "x.num_steps: YAML 16 != Python 8", "x: 'nope' is in the YAML but the Python side has no such setting"]
+
+
+# Every section of configs/world_model/*.yaml has a reader: model + train (world_model.train.main),
+# data (world_model.data.main). A section nothing reads (a `sampling:` block, a `planner/` group) misleads.
+WORLD_MODEL_SECTIONS = {"model", "train", "data"}
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "world_model").glob("*.yaml")), ids=lambda p: p.stem)
+def test_world_model_presets_hold_only_sections_that_are_read(path):
+    assert set(yaml.safe_load(path.read_text())) <= WORLD_MODEL_SECTIONS
+

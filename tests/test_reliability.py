@@ -28,8 +28,7 @@ def _err(capsys) -> str:
 
 # 1 ------------------------------------------------------------------------ config groups
 @pytest.mark.parametrize("override, options", [("experiment=debgu", "acceptance, debug"),
-                                               ("world_model=smal", "small"),
-                                               ("planner=defualt", "default")])
+                                               ("world_model=smal", "small")])
 def test_misspelt_optional_group_option_is_an_error(override, options, capsys):
     assert cli.main(["eval", override, "--cfg"]) == 2
     err = _err(capsys)
