@@ -2,7 +2,8 @@
 
 ``agent.base``: the ``Agent`` protocol and the name -> factory registry;
 ``agent.baselines``: Random and (privileged) Oracle; ``agent.runner``:
-resumable evaluation; ``agent.video``: episode videos and pictures;
+resumable evaluation; ``agent.video``: drawing video frames and pictures;
+``agent.picture``: the README's episode picture;
 ``agent.cli``: the console script.
 """
 

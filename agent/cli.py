@@ -516,7 +516,7 @@ def cmd_demo(cfg, args: list[str] | None = None) -> int:
 
 
 def cmd_picture(cfg, args: list[str] | None = None) -> int:
-    from agent.video import save_episode_picture
+    from agent.picture import save_episode_picture
 
     kw = env_kwargs(cfg)
     kw.pop("width"), kw.pop("height")

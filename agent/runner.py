@@ -549,13 +549,15 @@ def public_context(context: dict | None) -> dict | None:
 # -- evaluation ------------------------------------------------------------------------
 
 def run_episode(env, agent, episode_index: int, seed: int | None = None,
-                frame_callback: Callable[[Any], None] | None = None) -> dict:
+                frame_callback: Callable[[Any], None] | None = None,
+                obs_callback: Callable[[dict], None] | None = None) -> dict:
     """Run one episode to STOP or truncation; returns the final info plus timings.
 
     What the agent gets is ``agent_access(agent)`` (its class): the context tour only with
     ``needs_context = True``; the full info only when privileged, else ``public_info(info)`` and
     ``public_context(tour)``. An agent with ``debug_panels()`` gets a video frame of observation |
-    its panels.
+    its panels. ``frame_callback`` gets a video frame, ``obs_callback`` the observation, at the start
+    and after every step.
     """
     sim = env.unwrapped
     access = agent_access(agent)
@@ -568,6 +570,8 @@ def run_episode(env, agent, episode_index: int, seed: int | None = None,
         agent.reset(obs, public_info(info), public_context(context))
     agent_sec = time.perf_counter() - t_agent
     env_sec = 0.0
+    if obs_callback is not None:
+        obs_callback(obs)
     if frame_callback is not None:
         frame_callback(_video_frame(env, agent, obs))
     done = False
@@ -580,6 +584,8 @@ def run_episode(env, agent, episode_index: int, seed: int | None = None,
         agent_sec += t1 - t0
         env_sec += t2 - t1
         done = terminated or truncated
+        if obs_callback is not None:
+            obs_callback(obs)
         if frame_callback is not None:
             frame_callback(_video_frame(env, agent, obs))
     row = {k: (float(info[k]) if k in METRIC_KEYS else info[k]) for k in info}

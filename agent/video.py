@@ -6,13 +6,12 @@ path so far, the target's box and its view points), or, for an agent with
 the detected box | the agent's own map with its goal estimate and path
 (``world_model.video_io.write_video`` writes them to mp4 or gif); ``episode_strip`` lays a
 few frames of one episode side by side with the final map, the picture in the
-README (``spatialnav picture``).
+README (``spatialnav picture``, which runs the episode: ``agent.picture``). Drawing only: this
+module runs nothing and imports no other module of the project.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -86,49 +85,3 @@ def add_caption(img: np.ndarray, text: str, band: int = 22) -> np.ndarray:
         font = ImageFont.load_default()
     ImageDraw.Draw(out).text((6, 3), text, fill=(20, 20, 20), font=font)
     return np.asarray(out)
-
-
-def record_episode(env, agent, episode_index: int = 0, seed: int | None = 0) -> dict:
-    """Run one episode, keeping each egocentric RGB and the final map and render frame."""
-    obs, info = env.reset(seed=seed, options={"episode_index": int(episode_index)})
-    from agent.runner import is_privileged, public_info
-
-    agent.reset(obs, info if is_privileged(agent) else public_info(info), None)
-    rgb = [obs["rgb"].copy()]
-    done = False
-    while not done:
-        obs, _, terminated, truncated, info = env.step(agent.act(obs))
-        rgb.append(obs["rgb"].copy())
-        done = terminated or truncated
-    sim = env.unwrapped
-    return {"rgb": rgb, "map": sim.topdown_map(max(256, sim.height)), "info": info,
-            "instruction": obs["instruction"]}
-
-
-def save_episode_picture(path: str | os.PathLike, agent: str = "oracle", split: str = "val",
-                         episode_index: int = 0, width: int = 192, height: int = 192,
-                         n_frames: int = 5, seed: int = 0, **env_kwargs) -> Path:
-    """Run ``agent`` on one episode and save the frame strip + map as a PNG."""
-    from PIL import Image
-
-    from envs.gym_env import ObjectNavEnv
-
-    env = ObjectNavEnv(split=split, width=width, height=height,
-                       n_episodes=max(episode_index + 1, env_kwargs.pop("n_episodes", 1)), **env_kwargs)
-    try:
-        from agent.base import resolve_agent
-        from agent.runner import build_agent
-
-        bot, _ = build_agent(resolve_agent(agent), env, seed=seed)
-        rec = record_episode(env, bot, episode_index, seed=seed)
-    finally:
-        env.close()
-    strip = episode_strip(rec["rgb"], rec["map"], n=n_frames, height=height)
-    info = rec["info"]
-    caption = (f'"{rec["instruction"]}"   {agent}: success {info["success"]:.0f}, SPL {info["spl"]:.2f}, '
-               f'{info["steps"]:.0f} steps')
-    strip = add_caption(strip, caption)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(strip).save(path, optimize=True)
-    return path

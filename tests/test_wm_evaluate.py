@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from world_model.evaluate import (EvalConfig, SceneState, build_sample, centre_in_box, grounding_metrics, psnr,
-                                  resolve_pipeline_path, select_episodes, spatial_distance, ssim)
+from world_model.evaluate import (EvalConfig, SceneState, build_sample, centre_in_box, grounding_metrics,
+                                  resolve_pipeline_path, select_episodes, spatial_distance)
+from world_model.metrics import psnr, ssim
 from world_model.pipeline import resolve_precision
 
 TINY = dict(patch_size=[1, 4, 4], num_attention_heads=2, attention_head_dim=12, in_channels=3, out_channels=3,

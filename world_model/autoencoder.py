@@ -343,7 +343,7 @@ def evaluate_latent_spaces(autoencoder: FrameAutoencoder | None, frames: np.ndar
     PSNR and SSIM (``world_model.evaluate``), the latent shape and the tokens per frame at the
     patch that keeps 64 tokens for the 32x32 pixel model.
     """
-    from .evaluate import psnr, ssim
+    from .metrics import psnr, ssim
 
     s = frames.shape[1]
     x = to_tensor(frames)

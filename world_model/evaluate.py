@@ -65,6 +65,7 @@ from envs.logs import append_jsonl, read_jsonl
 
 # the pipeline loader is shared with the agent (world_model.loading); re-exported for callers of this module
 from .loading import load_pipeline, resolve_pipeline_path  # noqa: F401
+from .metrics import psnr, ssim
 
 SAMPLES_FILE = "samples.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -83,61 +84,6 @@ def weights_fingerprint(path: str | os.PathLike) -> str:
     for f in sorted(Path(path).rglob("*.safetensors")) + sorted(Path(path).rglob("*.bin")):
         h.update(f.read_bytes())
     return h.hexdigest()[:12]
-
-
-# ============================================================================ image metrics
-def psnr(a, b, data_range: float = 255.0, max_db: float = 100.0) -> float:
-    """Mean over frames of ``10 log10(data_range^2 / MSE)``; frames (..., H, W, C) or (H, W[, C])."""
-    a, b = _pair(a, b)
-    mse = ((a - b) ** 2).reshape(a.shape[0], -1).mean(1)
-    with np.errstate(divide="ignore"):
-        v = 10.0 * np.log10(data_range ** 2 / mse)
-    return float(np.minimum(v, max_db).mean())
-
-
-def _gaussian(win: int, sigma: float) -> np.ndarray:
-    x = np.arange(win, dtype=np.float64) - (win - 1) / 2.0
-    g = np.exp(-x * x / (2.0 * sigma * sigma))
-    return g / g.sum()
-
-
-def ssim(a, b, data_range: float = 255.0, win: int = 11, sigma: float = 1.5, k1: float = 0.01,
-         k2: float = 0.03) -> float:
-    """Mean SSIM (Wang et al. 2004) over frames and channels with a Gaussian window.
-
-    ``SSIM = (2 mu_a mu_b + C1)(2 s_ab + C2) / ((mu_a^2 + mu_b^2 + C1)(s_a^2 + s_b^2 + C2))``,
-    ``C1 = (K1 L)^2``, ``C2 = (K2 L)^2``, local statistics from a separable ``win`` x ``win``
-    Gaussian (sigma 1.5) over the valid region; the window shrinks (odd) for images smaller than it.
-    """
-    from numpy.lib.stride_tricks import sliding_window_view
-
-    a, b = _pair(a, b)  # (N, H, W, C) float64
-    win = int(min(win, a.shape[1], a.shape[2]))
-    win -= 1 - win % 2
-    g = _gaussian(win, sigma)
-
-    def filt(z):  # valid separable filtering over H then W
-        z = sliding_window_view(z, win, axis=1) @ g
-        return sliding_window_view(z, win, axis=2) @ g
-
-    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    mu_a, mu_b = filt(a), filt(b)
-    saa = filt(a * a) - mu_a ** 2
-    sbb = filt(b * b) - mu_b ** 2
-    sab = filt(a * b) - mu_a * mu_b
-    m = ((2 * mu_a * mu_b + c1) * (2 * sab + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (saa + sbb + c2))
-    return float(m.mean())
-
-
-def _pair(a, b) -> tuple[np.ndarray, np.ndarray]:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"images must have the same shape, got {a.shape} and {b.shape}")
-    if a.ndim == 2:
-        a, b = a[None, ..., None], b[None, ..., None]
-    elif a.ndim == 3:
-        a, b = a[None], b[None]
-    return a.reshape(-1, *a.shape[-3:]), b.reshape(-1, *b.shape[-3:])
 
 
 def spatial_distance(p_hat, p_gt, d_gt: float, min_d: float = 0.5) -> float:

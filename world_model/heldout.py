@@ -33,15 +33,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-
-def bootstrap_ci(x: np.ndarray, n_boot: int = 10_000, seed: int = 0) -> list[float]:
-    """95% percentile interval of the mean of ``x`` (nan for fewer than 2 values)."""
-    x = np.asarray(x, np.float64)
-    if len(x) < 2:
-        return [float("nan"), float("nan")]
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), (n_boot, len(x)))].mean(axis=1)
-    return [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
+from .metrics import bootstrap_ci
 
 
 def relation_pattern() -> re.Pattern:

@@ -49,9 +49,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from world_model.heldout import bootstrap_ci
+from world_model.metrics import bootstrap_ci
 
-from .heldout import relation_pattern
+from world_model.heldout import relation_pattern
 
 
 def cell_labels(instance: np.ndarray, grid: int, target_id: int, distractor_ids, min_cover: int = 1):
