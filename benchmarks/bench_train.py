@@ -18,9 +18,10 @@ EMA update), on random tensors of the real shapes:
   steps run them once without autograd, ``Video4SpatialModel.forward(context_grad=False)``).
 
 The arms alternate step by step (baseline, default, baseline, ...), so load from other processes
-on a shared machine falls on both alike; each figure is the median over ``steps`` timed steps
-after ``warmup`` untimed ones, and the default arm's steps cycle through a whole
-``context_grad_every`` period. FLOPs per step are counted once per arm (and per context-grad
+on a shared machine falls on both alike. The baseline's figure is the median over ``steps`` timed
+steps after ``warmup`` untimed ones; the default arm's timed steps cover whole
+``context_grad_every`` periods, and its figure is the median of its steps with the context's
+backward and of those without, weighted by how often each occurs. FLOPs per step are counted once per arm (and per context-grad
 setting) with ``torch.utils.flop_counter.FlopCounterMode`` (matrix products and attention, forward
 and backward); GFLOP/s = counted FLOPs / median step time. The core's peak is *measured*: the
 best of a few large square matrix products in fp32 and bf16 at the same thread count.
@@ -147,6 +148,18 @@ def random_batch(cfg, batch_size: int, device):
     return tuple(x.to(device) for x in (ctx, tgt, text, idx))
 
 
+def period_weighted_median(times: list[float], context_grad: list[bool]) -> float:
+    """Seconds per step of a path whose steps come in two kinds (with / without the context's backward):
+    the median of each kind, weighted by how often it occurs. A plain median would report the
+    common cheap step and hide the periodic expensive one."""
+    full = [t for t, g in zip(times, context_grad) if g]
+    cheap = [t for t, g in zip(times, context_grad) if not g]
+    if not full or not cheap:
+        return statistics.median(times)
+    w = len(full) / len(times)
+    return w * statistics.median(full) + (1 - w) * statistics.median(cheap)
+
+
 def matmul_peak_gflops(device, n: int = 1536, repeats: int = 5) -> dict:
     """Best GFLOP/s of an n x n matrix product in fp32 and bf16 (the measured peak of this core/card)."""
     import torch
@@ -200,7 +213,7 @@ def run(threads: int = 1, steps: int = 8, warmup: int = 2, batch_size: int | Non
     base = Arm("baseline", cfg, "no", 1, batch, dev)
     default = Arm("default", cfg, mp, cfg.context_grad_every, batch, dev, compile=cfg.compile)
     period = max(1, int(cfg.context_grad_every))
-    n_timed = max(int(steps), period)
+    n_timed = period * -(-max(int(steps), period) // period)  # whole periods
     times = {"baseline": [], "default": []}
     with warnings.catch_warnings():  # rms_norm under CPU autocast: "Mismatch dtype ... fused implementation"
         warnings.filterwarnings("ignore", message="Mismatch dtype")
@@ -213,7 +226,8 @@ def run(threads: int = 1, steps: int = 8, warmup: int = 2, batch_size: int | Non
         flops_base = base.flops(True)
         flops_default = statistics.mean(base.flops(context_grad_at(default.cfg, i)) for i in range(period))
     peak = matmul_peak_gflops(dev)
-    s_base, s_def = statistics.median(times["baseline"]), statistics.median(times["default"])
+    s_base = statistics.median(times["baseline"])
+    s_def = period_weighted_median(times["default"], [context_grad_at(default.cfg, i) for i in range(n_timed)])
     dev_name = (f"{dev} ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda"
                 else f"cpu ({platform.processor() or platform.machine()}; bf16 units: {native_bf16('cpu')})")
     res = {
