@@ -51,7 +51,7 @@ instruction, s = exp(CLIP logit_scale).
    the camera's offset from the start view in the start view's axes (forward, left,
    metres), coded by 1-D sinusoids; x[l, f, p] += pose_code[f, p]. The frame index alone
    cannot say that: a tour frame's patch position means a different direction in every
-   frame (docs/ssg.md, "Why the adapter does not read its prompt").
+   frame (docs/experiments/2026-12-04-ssg-why-the-prompt-is-not-read.md).
    ``pooling="topk"`` (the default) instead keeps the M most relevant patches of the
    whole context, ranked by r over all (f, p): token m is the layer mean of
    x[l, f_m, p_m] plus a learned rank embedding, then z <- z + MLP(LN(z)). The
@@ -61,7 +61,7 @@ instruction, s = exp(CLIP logit_scale).
    32 held-out samples' prompts differ by 2.2% of their norm after 400 steps, 33% at
    initialisation). Top-k prompts keep their spread longer (54% after 128 steps) but
    collapse too (0.8% after 1,123 steps); ``train_prompter=False`` in adapter training
-   keeps the initial spread. See docs/ssg.md ("Why the adapter does not read its prompt").
+   keeps the initial spread. See docs/experiments/2026-12-04-ssg-why-the-prompt-is-not-read.md.
 5. Prompt projector (``PromptProjector``): LN -> Linear -> GELU -> Linear to the
    DiT's text width (``transformer.config.text_dim``), the width the adapter's
    tokens are appended in.

@@ -93,7 +93,7 @@ class AdapterTrainConfig:
             the logged ``loss``/``gain`` stay the unweighted error, comparable across runs.
         train_prompter: False freezes the prompter's pooler and projector at their (seeded)
             initialisation, so only the adapter and the null prompt train. Trained prompters collapse
-            to one prompt for every sample (docs/ssg.md, "Why the adapter does not read its prompt");
+            to one prompt for every sample (docs/experiments/2026-12-04-ssg-why-the-prompt-is-not-read.md);
             a frozen one keeps the spread of its CLIP features.
         oracle_relevance: a diagnostic, not a model to deploy: the prompter reads the true target
             masks of the context frames (re-rendered at ``oracle_mask_size``, the collection's frame
