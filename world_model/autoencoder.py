@@ -6,7 +6,8 @@ in pixel space). With the transformer's patch (1, 2, 2) its latent gives the sam
 64 tokens per frame as the shipped pixel-space model (32x32 frames, patch (1, 4, 4)),
 so the two latent spaces cost the world model the same; the question is which one
 keeps more of the 64x64 render. ``python -m world_model.autoencoder eval`` answers it on
-held-out frames (docs/world_model.md, "Latent space").
+held-out frames (docs/world_model.md, "Latent space";
+measured: docs/experiments/2026-12-01-latent-space-autoencoder.md).
 
 The model is a diffusers ``ModelMixin``/``ConfigMixin`` (``save_pretrained`` /
 ``from_pretrained``), and a ``Video4SpatialPipeline`` component: ``encode_video`` /
