@@ -100,3 +100,12 @@ WORLD_MODEL_SECTIONS = {"model", "train", "data"}
 def test_world_model_presets_hold_only_sections_that_are_read(path):
     assert set(yaml.safe_load(path.read_text())) <= WORLD_MODEL_SECTIONS
 
+
+
+@pytest.mark.parametrize("group", ["env/default.yaml", "task/objectnav.yaml"])
+def test_env_and_task_yaml_equal_the_env_defaults(group):
+    from envs.gym_env import ObjectNavEnv
+
+    params = inspect.signature(ObjectNavEnv).parameters
+    defaults = {k: p.default for k, p in params.items() if p.default is not p.empty}
+    assert not _mismatches(yaml.safe_load((CONFIGS / group).read_text()), defaults, f"configs/{group}")
