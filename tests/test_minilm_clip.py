@@ -100,3 +100,16 @@ def test_per_image_hits_match_the_recall_and_pair_up():
     res = compare_recall(small, small, {"images": images, "captions": captions, "specs": np.asarray([spec] * 24)},
                          n_boot=200)
     assert res["i2t_r1"]["diff"] == 0 and res["i2t_r1"]["ci95"] == [0.0, 0.0] and "para_i2t_r5" in res
+
+
+def test_clips_by_name(monkeypatch):
+    from pathlib import Path
+
+    import pytest
+
+    from world_model.ssg import clip as clip_mod
+
+    assert clip_mod.resolve_clip("small") == default_clip_dir()
+    monkeypatch.setitem(clip_mod.NAMED_CLIPS, "nothing", ("clip-nothing", Path("runs/no/such"), "train it so"))
+    with pytest.raises(FileNotFoundError, match="train it so"):
+        clip_mod.resolve_clip("nothing")

@@ -292,10 +292,27 @@ CLIP_HINT = ("train the small CLIP with `python -m world_model.ssg.train_clip --
              "runs/clip/small/clip-small) or point agent.clip=<dir> / eval_wm.clip=<dir> at a saved CLIP directory")
 
 
+# CLIPs by name (agent.clip=minilm): package weights dir, training output, the command that makes it.
+NAMED_CLIPS = {
+    "small": ("clip-small", TRAINED_CLIP, "python -m world_model.ssg.train_clip --out runs/clip/small"),
+    "minilm": ("clip-minilm", Path("runs") / "clip" / "minilm" / "clip-minilm",
+               "python -m world_model.ssg.train_minilm_clip --out runs/clip/minilm"),
+}
+
+
 def resolve_clip(path: str | os.PathLike | None = None) -> Path:
-    """The CLIP directory to load: ``path`` when given, else the shipped small CLIP (``default_clip_dir()``,
+    """The CLIP directory to load: a name of ``NAMED_CLIPS`` ("small", "minilm": the package's weights, else
+    the training run's output), ``path`` when given, else the shipped small CLIP (``default_clip_dir()``,
     world_model/ssg/weights/clip-small), else the training run's ``runs/clip/small/clip-small`` (in the
     working directory, then in the repo), else a ``FileNotFoundError`` saying how to make one."""
+    if str(path) in NAMED_CLIPS:  # "small" / "minilm": the shipped weights, else the training run's output
+        shipped, trained, how = NAMED_CLIPS[str(path)]
+        repo = Path(__file__).resolve().parents[2]
+        for p in (default_clip_dir().parent / shipped, trained, repo / trained):
+            if (p / "config.json").is_file():
+                return p
+        raise FileNotFoundError(f"no {path!r} CLIP: neither {default_clip_dir().parent / shipped} nor {trained} "
+                                f"exists; make one with `{how}`")
     if path not in (None, "", "null", "none", "None"):
         p = Path(str(path))
         if not (p / "config.json").is_file():
