@@ -1,6 +1,6 @@
 """`WorldModelAgent`: imagine the way to the target, read the goal off the imagination, drive there.
 
-One step (DESIGN.md, "One agent step"):
+One step (docs/agents.md, "World-model agent"):
 
     obs -> ContextBuffer (tour first, then own frames, original indices kept)
         -> non-contiguous context sample (K frames) -> pipeline.imagine(context, indices, instruction)

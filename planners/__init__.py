@@ -7,8 +7,8 @@ map/path/reader parts stay light.
 from planners.mapping import FREE, OCCUPIED, UNKNOWN, Frontier, ObstacleMap
 from planners.path import Navigator, Path, PathPlanner, StopPolicy, goal_in_view, next_action
 from planners.rollout_reader import (BoxDetection, GoalEstimate, box_to_goal, find_box, find_box_in_frames,
-                                     fuse_goals, read_rollout)
+                                     fuse_goals)
 
 __all__ = ["FREE", "OCCUPIED", "UNKNOWN", "Frontier", "ObstacleMap", "Navigator", "Path", "PathPlanner",
            "StopPolicy", "goal_in_view", "next_action", "BoxDetection", "GoalEstimate", "box_to_goal", "find_box",
-           "find_box_in_frames", "fuse_goals", "read_rollout"]
+           "find_box_in_frames", "fuse_goals"]

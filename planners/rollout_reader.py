@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planners.camera import HFOV_DEG, SENSOR_HEIGHT, check_depth, check_pose, column_bearing, compose, focal_length
+from planners.camera import HFOV_DEG, SENSOR_HEIGHT, check_depth, check_pose, column_bearing, focal_length
 from world_model.boxes import (BoxDetection, box_iou, default_line_width, find_box, find_box_in_frames,  # noqa: F401
                                redness)
 
@@ -153,18 +153,3 @@ def box_to_goal(box: BoxDetection, depth, pose, hfov_deg: float = HFOV_DEG, sens
     xy = p[:2] + rng * u
     return GoalEstimate(xy=xy, cov=cov, range_m=float(rng), bearing=float(bearing), source=source,
                         confidence=float(box.confidence))
-
-
-def read_rollout(bbox_frames, pose, depth=None, final_rel_pose=None, hfov_deg: float = HFOV_DEG,
-                 **box_kwargs) -> tuple[BoxDetection | None, GoalEstimate | None]:
-    """Box from the rollout's bbox frames and the goal it implies.
-
-    ``final_rel_pose`` (dx, dy, dyaw): where the imagined final view stands relative to the
-    current ``pose`` (from inverse dynamics over the imagined frames); None = the final view
-    is the current view. Pass ``depth`` only when the real view matches the imagined one.
-    """
-    box = find_box_in_frames(bbox_frames, **box_kwargs)
-    if box is None:
-        return None, None
-    view = check_pose(pose) if final_rel_pose is None else compose(pose, final_rel_pose)
-    return box, box_to_goal(box, depth, view, hfov_deg)
