@@ -113,3 +113,19 @@ def test_clips_by_name(monkeypatch):
     monkeypatch.setitem(clip_mod.NAMED_CLIPS, "nothing", ("clip-nothing", Path("runs/no/such"), "train it so"))
     with pytest.raises(FileNotFoundError, match="train it so"):
         clip_mod.resolve_clip("nothing")
+
+
+def test_shipped_minilm_clip_loads_and_stays_small():
+    from world_model.ssg.clip import resolve_clip
+
+    path = resolve_clip("minilm")
+    assert path == default_clip_dir().parent / "clip-minilm"
+    assert sum(p.stat().st_size for p in path.iterdir()) < 40e6  # MiniLM itself is not in the repo
+    clip = load_clip(path)
+    assert isinstance(clip, MiniLMClip) and clip.embed_dim == 128
+    rec = json.loads((path / "TRAINING.json").read_text())["heldout"]
+    small = json.loads((default_clip_dir() / "TRAINING.json").read_text())["heldout"]
+    assert rec["images"] == small["images"] and rec["i2t_r1"] > small["i2t_r1"]
+    with torch.no_grad():
+        t = clip.encode_texts(["go to the sofa", "could you walk over to the couch, please?", "find the toilet"])
+    assert float(t[0] @ t[1]) > float(t[0] @ t[2])  # a paraphrase lands nearer than another object
