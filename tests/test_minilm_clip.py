@@ -129,3 +129,12 @@ def test_shipped_minilm_clip_loads_and_stays_small():
     with torch.no_grad():
         t = clip.encode_texts(["go to the sofa", "could you walk over to the couch, please?", "find the toilet"])
     assert float(t[0] @ t[1]) > float(t[0] @ t[2])  # a paraphrase lands nearer than another object
+
+
+def test_text_match_of_the_free_wording_set():
+    from world_model.ssg.train_minilm_clip import text_match
+
+    res = text_match(load_clip(None))
+    assert res["n"] >= 100
+    for k in ("free", "paraphrase"):
+        assert 0 <= res[k]["r1"] <= 1 and -1 <= res[k]["cos_others"] < res[k]["cos_own"] <= 1

@@ -4,6 +4,7 @@ paraphrased captions and relation hard negatives.
     OMP_NUM_THREADS=1 python -m world_model.ssg.train_minilm_clip --out runs/clip/minilm --minutes 45
     python -m world_model.ssg.train_minilm_clip --eval-only shipped       # clip-small on the same val views
     python -m world_model.ssg.train_minilm_clip --compare runs/clip/minilm/clip-minilm shipped   # paired bootstrap
+    python -m world_model.ssg.train_minilm_clip --text-match small minilm   # free wording vs templates, text side
 
 1. **Data**: ``clip_data.build_split_chunked`` renders ``train_scenes`` x ``views_per_scene``
    train views (cached in chunks under ``<out>/data``; a killed render resumes) and the val views
@@ -188,6 +189,31 @@ def compare_recall(a, b, val: dict, seed: int = 0, n_boot: int = 10000) -> dict:
     return out
 
 
+@torch.no_grad()
+def text_match(clip, path=None, seed: int = 9) -> dict:
+    """Text side only: how near each hand-written instruction (``envs/free_wording_val.json``) and one
+    generated paraphrase of the same spec land to their own template among all the file's templates:
+    R@1 (own template nearest; identical templates count as hits), mean cosine to the own template and
+    to the others."""
+    from envs.instructions import InstructionSpec
+    from envs.paraphrase import FREE_WORDING_VAL, load_free_wording, paraphrase
+
+    table = load_free_wording(path or FREE_WORDING_VAL)
+    ids = list(table)
+    tmpl = [str(table[k]["template"]) for k in ids]
+    para = [paraphrase(InstructionSpec.from_dict(table[k]["spec"]), [0, seed, i]) for i, k in enumerate(ids)]
+    same = torch.as_tensor(np.asarray(tmpl)[:, None] == np.asarray(tmpl)[None, :])
+    t = clip.encode_texts(tmpl)
+    out = {"n": len(ids)}
+    for name, texts in (("free", [str(table[k]["free"]) for k in ids]), ("paraphrase", para)):
+        s = clip.encode_texts(texts) @ t.T
+        own = s.diag()
+        out[name] = {"r1": float(same[torch.arange(len(ids)), s.argmax(1)].float().mean()),
+                     "cos_own": float(own.mean()),
+                     "cos_others": float(((s * ~same).sum(1) / (~same).sum(1).clamp_min(1)).mean())}
+    return out
+
+
 def _groups(clip, cfg: MiniLMClipTrainConfig) -> list[dict]:
     vis_decay, vis_no, head_decay, head_no = [], [], [], []
     for name, p in clip.model.named_parameters():
@@ -333,7 +359,17 @@ def _cli(argv=None) -> None:
                    "evaluate on the val views (rendered and paraphrased captions) instead of training")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
                    help="paired bootstrap of i2t R@1/R@5, A - B, over the val views ('shipped' = clip-small)")
+    p.add_argument("--text-match", nargs="+", metavar="CLIP", default=None,
+                   help="text side only: hand-written and paraphrased val instructions vs their templates "
+                        "(names: small, minilm, or CLIP dirs)")
     a = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
+    p_text = a.pop("text_match", None)
+    if p_text:
+        from world_model.ssg.clip import load_clip, resolve_clip
+
+        torch.set_num_threads(int(a.get("threads", 1)))
+        print(json.dumps({c: text_match(load_clip(resolve_clip(c))) for c in p_text}, indent=1))
+        return
     p_compare = a.pop("compare", None)
     eval_only = a.pop("eval_only", "")
     if p_compare:
