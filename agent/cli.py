@@ -192,6 +192,8 @@ def _check_value_types(overrides: list[str], cfg, ref) -> None:
             ok = True
         if key == "video" and _kind(new) == "a boolean (true/false)":
             ok = True  # video=true: every episode
+        if old == "auto" and _kind(new) in ("an integer", "a number"):
+            ok = True  # "auto or a number" settings: agent.threads=1 where frontier_clip's default is "auto"
         if not ok:
             raise CLIError(f"{key} must be {want} (default {key}={OmegaConf.to_yaml(old).strip() if OmegaConf.is_config(old) else old}), "
                            f"got '{raw_value}' ({_kind(new)})")

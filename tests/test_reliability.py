@@ -411,3 +411,12 @@ def test_eval_killed_by_sigkill_resumes_without_loss_or_duplicates(tmp_path, nav
     rows = read_episode_log(log)
     assert len(rows) == 3 and len({r["episode_id"] for r in rows}) == 3 and s["n_episodes"] == 3
     assert rows[:len(done)] == done  # the finished episodes were kept as they were
+
+
+def test_auto_or_number_settings_take_a_number(capsys):
+    """frontier_clip's threads default to "auto": a plain number is a valid value, a word is not."""
+    assert cli.main(["eval", "agent=frontier_clip", "agent.threads=1", "--cfg"]) == 0
+    assert cli.main(["eval", "agent=world_model", "agent.threads=1", "--cfg"]) == 0
+    capsys.readouterr()
+    assert cli.main(["eval", "agent=world_model", "agent.threads=auto", "--cfg"]) == 2
+    assert "agent.threads must be an integer" in _err(capsys)
