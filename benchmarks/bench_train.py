@@ -180,7 +180,7 @@ def matmul_peak_gflops(device, n: int = 1536, repeats: int = 5) -> dict:
     return out
 
 
-def run(threads: int = 1, steps: int = 8, warmup: int = 2, batch_size: int | None = None,
+def run(threads: int = 1, steps: int = 16, warmup: int = 4, batch_size: int | None = None,
         device: str = "cpu", config: str | None = None, out: str | None = None,
         context_grad_every: int | None = None, compile: bool | None = None,
         mixed_precision: str | None = None) -> dict:
@@ -291,8 +291,8 @@ if __name__ == "__main__":
     sys.path.insert(0, str(REPO))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=8)
-    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=16)
+    ap.add_argument("--warmup", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--config", default=None)
