@@ -66,3 +66,22 @@ def wm_data_dir(tmp_path):
     _write_index(tmp_path, "val", 0, CollectConfig(frame_size=16),
                  [{"file": "shard_00000.npz", "num_samples": n, "num_scenes": 2}], done=True)
     return tmp_path
+
+
+# A tiny, randomly initialised but real world-model pipeline: imagine() runs the transformer.
+TINY_WM = dict(patch_size=[1, 4, 4], num_attention_heads=2, attention_head_dim=12, in_channels=3, out_channels=3,
+               text_dim=384, freq_dim=32, ffn_dim=48, num_layers=1, rope_max_seq_len=256)
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline():
+    import torch
+
+    from world_model.model import Video4SpatialModel
+    from world_model.pipeline import Video4SpatialPipeline, make_scheduler
+    from world_model.text_encoder import load_text_encoder
+
+    torch.manual_seed(0)
+    model = Video4SpatialModel(transformer_config=dict(TINY_WM), text_len=8, frame_size=(16, 16)).eval()
+    return Video4SpatialPipeline(model, make_scheduler(), text_encoder=load_text_encoder("minilm", max_length=8),
+                                 num_target_frames=2, num_bbox_frames=1)

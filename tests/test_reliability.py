@@ -38,22 +38,6 @@ def test_misspelt_optional_group_option_is_an_error(override, options, capsys):
 
 
 # 2, 3 ------------------------------------------------------------------ agent state, bounds
-TINY = dict(patch_size=[1, 4, 4], num_attention_heads=2, attention_head_dim=12, in_channels=3, out_channels=3,
-            text_dim=384, freq_dim=32, ffn_dim=48, num_layers=1, rope_max_seq_len=256)
-
-
-@pytest.fixture(scope="module")
-def tiny_pipeline():
-    import torch
-
-    from world_model.model import Video4SpatialModel
-    from world_model.pipeline import Video4SpatialPipeline, make_scheduler
-    from world_model.text_encoder import load_text_encoder
-
-    torch.manual_seed(0)
-    model = Video4SpatialModel(transformer_config=dict(TINY), text_len=8, frame_size=(16, 16)).eval()
-    return Video4SpatialPipeline(model, make_scheduler(), text_encoder=load_text_encoder("minilm", max_length=8),
-                                 num_target_frames=2, num_bbox_frames=1)
 
 
 @pytest.fixture(scope="module")

@@ -269,17 +269,21 @@ class SpatialClip(nn.Module):
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
-        # Written by hand: CLIPImageProcessor's writer wants torchvision, which this
-        # CPU torch cannot have (DESIGN.md); the file is the standard format.
-        s = self.image_size
-        pre = {
-            "image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": s},
-            "resample": 3, "do_center_crop": True, "crop_size": {"height": s, "width": s},
-            "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
-            "image_mean": self.mean.flatten().tolist(), "image_std": self.std.flatten().tolist(),
-            "do_convert_rgb": True,
-        }
-        (path / "preprocessor_config.json").write_text(json.dumps(pre, indent=2))
+        write_preprocessor_config(path, self.image_size, self.mean, self.std)
+
+
+def write_preprocessor_config(path: Path, image_size: int, mean: torch.Tensor, std: torch.Tensor) -> None:
+    """``preprocessor_config.json`` in the standard CLIPImageProcessor format, written by hand:
+    CLIPImageProcessor's own writer wants torchvision, which the CPU torch build cannot have."""
+    s = int(image_size)
+    pre = {
+        "image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": s},
+        "resample": 3, "do_center_crop": True, "crop_size": {"height": s, "width": s},
+        "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+        "image_mean": mean.flatten().tolist(), "image_std": std.flatten().tolist(),
+        "do_convert_rgb": True,
+    }
+    (Path(path) / "preprocessor_config.json").write_text(json.dumps(pre, indent=2))
 
 
 def default_clip_dir() -> Path:

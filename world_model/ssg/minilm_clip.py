@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from world_model.ssg.clip import CLIP_MEAN, CLIP_STD, SpatialClip
+from world_model.ssg.clip import CLIP_MEAN, CLIP_STD, SpatialClip, write_preprocessor_config
 
 TEXT_TOWER_FILE = "text_tower.json"
 HEAD_FILE = "text_head.safetensors"
@@ -181,15 +181,7 @@ class MiniLMClip(SpatialClip):
                 "hidden": int(self.text_head.fc1.out_features), "projection_dim": self.embed_dim,
                 "max_length": int(self.encoder.max_length) if self._encoder is not None else 64}
         (path / TEXT_TOWER_FILE).write_text(json.dumps(desc, indent=1) + "\n")
-        s = self.image_size
-        pre = {
-            "image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": s},
-            "resample": 3, "do_center_crop": True, "crop_size": {"height": s, "width": s},
-            "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
-            "image_mean": self.mean.flatten().tolist(), "image_std": self.std.flatten().tolist(),
-            "do_convert_rgb": True,
-        }
-        (path / "preprocessor_config.json").write_text(json.dumps(pre, indent=2))
+        write_preprocessor_config(path, self.image_size, self.mean, self.std)
 
 
 def is_minilm_clip_dir(path: str | os.PathLike) -> bool:
