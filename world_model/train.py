@@ -407,7 +407,6 @@ def train(cfg: TrainConfig, dataset=None, text_encoder=None) -> dict[str, Any]:
         torch.set_num_threads(int(cfg.num_threads))
     out = Path(cfg.out_dir)
     check_train_config(cfg)
-    resuming = latest_checkpoint(out)
     cfg = dataclasses.replace(cfg, init_from=resolve_init_from(cfg.init_from, cfg.wan))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     acc = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision, device), cpu=device == "cpu")
@@ -445,7 +444,7 @@ def train(cfg: TrainConfig, dataset=None, text_encoder=None) -> dict[str, Any]:
             f"{len(dataset)} samples, {how}, config {json.dumps(dataclasses.asdict(cfg))}")
         _say(acc, f"no checkpoint under {out / 'ckpt'}: training starts {how}")
     else:
-        _say(acc, f"resuming {resuming} at step {step} (its weights, optimiser and EMA; init_from is not used)")
+        _say(acc, f"resuming {out / 'ckpt'} at step {step} (its weights, optimiser and EMA; init_from is not used)")
     ema.to(acc.device)
 
     saved = {"step": step}
