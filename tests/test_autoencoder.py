@@ -200,3 +200,29 @@ def test_world_model_trains_in_the_autoencoder_latent_space(tmp_path):
     pipe._text_encoder = te
     r = pipe.imagine(Bank(3, seed=7).frames, [0, 4, 9], "go to box 1", num_steps=2, seed=0)
     assert r.frames.shape == (2, S, S, 3)
+
+
+def test_init_partial_moves_trained_blocks_into_the_latent_space(tmp_path, tiny_pipeline):
+    """init_partial: a pixel pipeline's blocks go into a latent-space model of the same width; the
+    patch embedding and output head (other channels and patch) start fresh; an unrelated width fails."""
+    from conftest import TINY_WM
+    from world_model.train import TrainConfig, build_model
+
+    tiny_pipeline.save_pretrained(tmp_path / "pixel")
+    src = tiny_pipeline.model.state_dict()
+    latent_tcfg = dict(TINY_WM, patch_size=[1, 2, 2], in_channels=4, out_channels=4)
+    cfg = TrainConfig(transformer=latent_tcfg, text_len=8, frame_size=S, autoencoder="unused",
+                      init_from=str(tmp_path / "pixel"), init_partial=True)
+    model = build_model(cfg)
+    assert model.config.latent_space == "autoencoder" and model.latent_channels == 4
+    dst = model.state_dict()
+    fresh = [k for k in dst if not (k in src and src[k].shape == dst[k].shape)]
+    assert fresh and all("patch_embedding" in k or "proj_out" in k for k in fresh), fresh
+    for k in dst:
+        if k not in fresh:
+            torch.testing.assert_close(dst[k], src[k], msg=k)
+
+    wide = dict(TINY_WM, attention_head_dim=16, ffn_dim=64)
+    with pytest.raises(ValueError, match="widths must agree"):
+        build_model(TrainConfig(transformer=wide, text_len=8, frame_size=S, init_from=str(tmp_path / "pixel"),
+                                init_partial=True))

@@ -55,6 +55,11 @@ class TrainConfig:
             ``"shipped"``: the released weights (``world_model/weights/v4s-small``). Ignored when
             ``out_dir`` holds a checkpoint: a run always resumes its own newest checkpoint.
         wan: ``init_from`` is a Wan diffusers checkpoint (loads its transformer + VAE).
+        init_partial: build the model this config describes and copy from ``init_from`` only the
+            tensors whose name and shape match; the rest keep their fresh initialisation. This
+            moves trained blocks into another latent space (pixel -> autoencoder: a new patch
+            embedding and output head, the same attention and MLP weights), the "distilled"
+            start of the latent-vs-pixel comparison (docs/experiments).
         autoencoder: optional path of a saved autoencoder (latent space); None = pixel space.
         frame_size: model frame size (pixels, square).
         num_context, num_target, num_bbox: frames per sample (K, T, B).
@@ -93,6 +98,7 @@ class TrainConfig:
     context_attention: str = "full"
     init_from: str | None = None
     wan: bool = False
+    init_partial: bool = False
     autoencoder: str | None = None
     frame_size: int = 32
     num_context: int = 8
@@ -209,16 +215,40 @@ def build_model(cfg: TrainConfig) -> Video4SpatialModel:
             cfg.init_from, text_encoder=cfg.text_encoder if cfg.text_encoder not in (None, "minilm") else None,
             text_len=cfg.text_len, frame_size=(cfg.frame_size, cfg.frame_size),
             target_index_offset=cfg.target_index_offset)
-    if cfg.init_from:
+    if cfg.init_from and not cfg.init_partial:
         from .pipeline import Video4SpatialPipeline
 
         return Video4SpatialPipeline.from_pretrained(cfg.init_from).model
-    return Video4SpatialModel(
+    model = Video4SpatialModel(
         transformer_config=dict(cfg.transformer), text_len=cfg.text_len, text_encoder=cfg.text_encoder,
         target_index_offset=cfg.target_index_offset, frame_size=(cfg.frame_size, cfg.frame_size),
         latent_space="pixel" if cfg.autoencoder is None else "autoencoder",
         context_attention=cfg.context_attention,
     )
+    if cfg.init_from:
+        copy_matching_weights(model, cfg.init_from)
+    return model
+
+
+def copy_matching_weights(model: torch.nn.Module, pipeline_dir: str | os.PathLike) -> dict[str, list[str]]:
+    """Copy into ``model`` every tensor of the saved pipeline's model with the same name and shape.
+
+    Returns ``{"copied": [...], "fresh": [...]}`` (parameter names). Raises when nothing but the
+    fresh parts would be copied, which means the two models share no architecture.
+    """
+    from .pipeline import Video4SpatialPipeline
+
+    src = Video4SpatialPipeline.from_pretrained(pipeline_dir).model.state_dict()
+    dst = model.state_dict()
+    copied = [k for k, v in dst.items() if k in src and src[k].shape == v.shape]
+    fresh = [k for k in dst if k not in copied]
+    if len(copied) < len(dst) / 2:
+        raise ValueError(f"init_partial: only {len(copied)} of {len(dst)} tensors of {pipeline_dir} match this "
+                         f"model's names and shapes (fresh: {fresh[:8]}...); the transformer widths must agree")
+    model.load_state_dict({k: src[k] for k in copied}, strict=False)
+    print(f"[world_model.train] init_partial: copied {len(copied)} tensors from {pipeline_dir}; "
+          f"fresh: {', '.join(fresh) or 'none'}", flush=True)
+    return {"copied": copied, "fresh": fresh}
 
 
 def load_autoencoder(cfg: TrainConfig):
