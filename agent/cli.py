@@ -463,7 +463,8 @@ def _demo_agents(cfg) -> tuple[list[str], str | None]:
     try:
         path = loading.resolve_pipeline_path(_agent_spec_kwargs(cfg, wm[0])[2].get("pipeline"))
     except FileNotFoundError as e:
-        rest = [a for a in specs if a not in wm] or ["oracle", "random"]
+        rest = [a for a in specs if a not in wm]
+        rest += [a for a in ("oracle", "random") if a not in rest]  # references stand in for the missing model
         return rest, f"note: no world-model checkpoint, so the demo runs {', '.join(rest)} only ({e})"
     which = ("shipped weights" if path.resolve() == loading.SHIPPED_PIPELINE.resolve()
              else "the training run's latest export (shipped weights not found)"
@@ -471,9 +472,23 @@ def _demo_agents(cfg) -> tuple[list[str], str | None]:
     return specs, f"world model: {path} ({which})"
 
 
+def _demo_ablation_line(full: str, ablated: str, out_full: Path, out_ablated: Path) -> str:
+    """What the ablated part adds on the demo's episodes: paired success and SPL differences."""
+    from agent.runner import EPISODES_FILE, paired_comparison, read_episode_log
+
+    res = paired_comparison(read_episode_log(out_full / EPISODES_FILE), read_episode_log(out_ablated / EPISODES_FILE),
+                            keys=("success", "spl"), n_boot=2000, seed=0)
+    n = res["n_episodes"]
+    s, p = res["success"], res["spl"]
+    return (f"{full} - {ablated} on the same {n} episodes: success {s['diff']:+.2f}, SPL {p['diff']:+.3f} "
+            f"(too few episodes to conclude; the paired table on test is in docs/results.md)")
+
+
 def cmd_demo(cfg, args: list[str] | None = None) -> int:
-    """The world-model agent (and oracle + random for reference) on a few val episodes: one table,
-    a video per agent (observation | imagined rollout with its box | map). Settings: the ``demo:``
+    """The world-model agent beside its noise ablation (the same agent acting on random frames
+    instead of imagined ones) and the oracle for reference, on the first few val episodes (not
+    picked for success): one table, what imagination adds on those episodes (paired), and a
+    video per agent (observation | imagined rollout with its box | map). Settings: the ``demo:``
     block of configs/config.yaml; agents take configs/agent/<name>.yaml (``name@ablation`` works).
     Each run starts fresh in ``<out_dir>/<agent>_<split>`` (no resume)."""
     from rich.console import Console
@@ -494,7 +509,7 @@ def cmd_demo(cfg, args: list[str] | None = None) -> int:
                         f"<= {ek['max_episode_steps']} steps")
     for col in ("agent", "success", "SPL", "SoftSPL", "dist. to goal (m)", "steps", "s / step"):
         table.add_column(col, justify="left" if col == "agent" else "right")
-    videos = []
+    videos, outs = [], {}
     for spec in specs:
         name, label, kw = _agent_spec_kwargs(cfg, spec)
         out = base / f"{spec.replace('@', '_')}_{split}"
@@ -511,7 +526,11 @@ def cmd_demo(cfg, args: list[str] | None = None) -> int:
                       f"{sm['steps']:.0f}", f"{sm['seconds_per_step']:.3f}")
         if (out / "videos").exists():
             videos += [(label, v) for v in sorted((out / "videos").glob("*.mp4"))]
+        outs[spec] = out
     console.print(table)
+    for spec in specs:
+        if "@" in spec and spec.split("@")[0] in outs:
+            console.print(_demo_ablation_line(spec.split("@")[0], spec, outs[spec.split("@")[0]], outs[spec]))
     for label, v in videos:
         console.print(f"video ({label}): {v}")
     return 0

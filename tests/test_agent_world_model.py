@@ -395,6 +395,9 @@ def test_demo_runs_the_world_model_agent_or_says_why_not(tmp_path, nav_episode_f
     out = capsys.readouterr().out
     assert f"world model: {tiny_pipeline_dir}" in out and "world_model" in out and "oracle" in out
     assert list((tmp_path / "demo" / "world_model_val" / "videos").glob("*.mp4"))
+    # beside its noise ablation, on the same episode, with the paired difference
+    assert (tmp_path / "demo" / "world_model_noise_val" / "episodes.jsonl").exists()
+    assert "world_model - world_model@noise on the same 1 episodes: success" in out
     # No checkpoint anywhere: oracle and random only, with a note.
     import world_model.loading as loading
 
