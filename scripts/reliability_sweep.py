@@ -258,8 +258,11 @@ def main() -> int:
     fresh.close()
     seconds = time.perf_counter() - t_start
 
-    def cell(text: str) -> str:
+    def cell(text: str, plain: bool = False) -> str:
         text = text.replace(str(tmp), "<tmp>").replace(str(REPO) + "/", "")
+        if plain:  # a message is plain text, not markdown: <tmp> is no HTML tag, [--cfg] no link
+            text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            text = text.replace("[", "\\[").replace("]", "\\]")
         text = text.replace("|", "\\|").replace("\n", "<br>")
         return text[:600]
 
@@ -288,7 +291,7 @@ def main() -> int:
         "|---|---|---|---|---|",
     ]
     for i, (area, call, outcome, msg) in enumerate(rows, 1):
-        out.append(f"| {i} | {area} | `{cell(call)}` | {outcome} | {cell(msg)} |")
+        out.append(f"| {i} | {area} | `{cell(call)}` | {outcome} | {cell(msg, plain=True)} |")
     Path(args.out).write_text("\n".join(out) + "\n")
     print(f"wrote {args.out}: {len(rows)} inputs, {len(bugs)} marked BUG, {seconds:.0f} s")
     for r in bugs:
