@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 SETUP := scripts/setup.sh
 
-.PHONY: setup demo test bench picture acceptance clean-runs
+.PHONY: setup demo test docs bench picture acceptance clean-runs
 
 setup:
 	@bash $(SETUP)
@@ -16,6 +16,11 @@ demo: setup
 test: setup
 	@bash $(SETUP) miniworld
 	$(PY) -m pytest -q -n 2
+
+# The docs site (mkdocs.yml) into site/; --strict: a broken link, anchor or docstring fails it.
+docs: setup
+	@bash $(SETUP) docs
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict -q
 
 bench: setup
 	.venv/bin/spatialnav bench sim

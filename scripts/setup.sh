@@ -2,6 +2,7 @@
 # Idempotent set-up for a fresh Linux machine: system packages, .venv, torch (CPU) first, then the project.
 #   scripts/setup.sh              the project with its dev extra
 #   scripts/setup.sh miniworld    ... plus the [miniworld] extra and the EGL/GL libraries it renders with
+#   scripts/setup.sh docs         ... plus the [docs] extra (mkdocs; `make docs`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv
@@ -9,7 +10,8 @@ EXTRAS="dev"
 case "${1:-}" in
   "") ;;
   miniworld) EXTRAS="dev,miniworld" ;;
-  *) echo "setup.sh: unknown argument '$1' (expected nothing or 'miniworld')" >&2; exit 2 ;;
+  docs) EXTRAS="dev,docs" ;;
+  *) echo "setup.sh: unknown argument '$1' (expected nothing, 'miniworld' or 'docs')" >&2; exit 2 ;;
 esac
 STAMP=$VENV/.spatialnav-installed${1:+-$1}
 PY=${PYTHON:-python3}
