@@ -35,6 +35,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("agent.cli:cmd_eval", "evaluate an agent on episodes (resumable; shard=i/n)"),
     "merge": ("agent.cli:cmd_merge", "summarise several shard out_dirs: merge.dirs=[a,b] out_dir=c"),
     "compare": ("agent.cli:cmd_compare", "paired bootstrap of two eval or eval-wm out_dirs: compare.dirs=[a,b]"),
+    "failures": ("agent.failure_modes:cmd_failures",
+                 "how the failed episodes of eval out_dirs ended: failures.dirs=[a,b] [failures.placement=true]"),
     "episodes": ("agent.cli:cmd_episodes", "generate an episode file: split=val n=100 out=path.json.gz"),
     "demo": ("agent.cli:cmd_demo", "run the demo agents on a few val episodes, write videos and a table"),
     "picture": ("agent.cli:cmd_picture", "save an episode strip + map PNG (README picture)"),

@@ -118,6 +118,10 @@ class WorldModelAgent:
         device, threads: torch device and CPU threads for the world model (default 1: at the small
             model's size a second thread slows imagine; None: leave as is; "auto": the cores other
             work leaves free, ``auto_threads``).
+        trace: record every imagination's boxed candidates (box, where its final view was placed, the
+            next-best retrieval matches, its goal, the belief after it) in ``episode_stats()["trace"]``,
+            for offline analysis of goal placement (``agent.failure_modes.goal_placement``). The
+            agent acts the same with or without it.
 
     The defaults are the CLI's (configs/agent/world_model.yaml, checked by tests/test_config_defaults.py):
     ``WorldModelAgent()`` and ``spatialnav eval agent=world_model`` run the same agent.
@@ -140,7 +144,8 @@ class WorldModelAgent:
                  stop: dict | None = None, box: dict | None = None, goal: dict | None = None,
                  frontier_min_size: int = 5, clip_guidance: bool = True, stop_confirm_z: float | None = 2.0,
                  reject_m: float = 0.75, clip=None, guide: dict | None = None, ssg: str | None = None,
-                 precision: str = "auto", device: str = "cpu", threads: int | str | None = 1) -> None:
+                 precision: str = "auto", device: str = "cpu", threads: int | str | None = 1,
+                 trace: bool = False) -> None:
         if ablation not in ABLATIONS:
             raise ValueError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
         if num_candidates < 1 or num_context < 1:
@@ -201,6 +206,7 @@ class WorldModelAgent:
                                               "frontier_min_size": frontier_min_size, **(guide or {})})
         self.buffer = ContextBuffer(frame_size=self.frame_size)
         self.rng = np.random.default_rng(seed)
+        self.trace = bool(trace)
         self._reset_state()
 
     # ------------------------------------------------------------------ episode
@@ -223,6 +229,7 @@ class WorldModelAgent:
                                          frontier_min_size=self.frontier_min_size)
         self.stats = {"imaginations": 0, "imagine_seconds": 0.0, "steps_with_goal": 0, "steps": 0,
                       "guide_steps": 0, "guide_stops": 0, "unconfirmed_goals": 0}
+        self.trace_records: list[dict] = []
 
     def reset(self, obs: dict, info: dict | None = None, context: dict | None = None) -> None:
         check_observation(obs, self.map.max_reach_m)  # before any state changes
@@ -304,11 +311,35 @@ class WorldModelAgent:
         self.rollout = {"frames": frames[shown], "bbox_frames": bbox[shown], "box": best.box if best else None,
                         "thumbs": view_thumbnails(frames[shown]), "pipeline_rollout": rollout}
         self._update_goal(goal, best.score if best else 0.0)
+        if self.trace:
+            self._trace(frames, cands, best, ref_thumbs)
         self.since_imagine = 0
         self.force_imagine = False
         self.stats["imaginations"] += 1
         self.stats["imagine_seconds"] += time.perf_counter() - t0
         return goal
+
+    def _trace(self, frames, cands: list[Candidate], best: Candidate | None, ref_thumbs, top_k: int = 3) -> None:
+        """One record per boxed candidate of this imagination (``trace``): only what the agent itself
+        knows; ground truth is joined offline (``agent.failure_modes.goal_placement``)."""
+        n_tour = int(self.buffer.is_tour.sum())
+        for c in cands:
+            if c.box is None or c.goal is None:
+                continue
+            sims = ref_thumbs @ view_thumbnails(frames[c.index][-1])
+            top = np.argsort(-sims)[:top_k]
+            self.trace_records.append({
+                "step": int(self.stats["steps"]), "candidate": int(c.index), "best": best is c,
+                "box": [float(c.box.x0), float(c.box.y0), float(c.box.x1), float(c.box.y1)],
+                "image_hw": [int(v) for v in c.box.image_hw], "box_confidence": float(c.box.confidence),
+                "localization": c.localization, "view_match": float(c.view_match),
+                "view_pose": [float(v) for v in c.view_pose], "pose": [float(v) for v in self.pose],
+                "matches": [int(i) for i in top], "match_sims": [float(sims[i]) for i in top],
+                "match_is_tour": [bool(i < n_tour) for i in top],
+                "match_poses": [[float(v) for v in self.buffer.poses[i]] for i in top],
+                "goal": [float(v) for v in c.goal.xy], "goal_source": c.goal.source, "score": float(c.score),
+                "belief": None if self.goal is None else [float(v) for v in self.goal.xy],
+            })
 
     def _update_goal(self, goal: GoalEstimate | None, score: float) -> None:
         """Belief update: agreeing evidence is fused, a stronger new goal replaces a weaker old one,
@@ -424,6 +455,8 @@ class WorldModelAgent:
         """Per-episode counters the runner adds to the episode's row."""
         s = dict(self.stats)
         s["goal_fraction"] = s["steps_with_goal"] / max(1, s["steps"])
+        if self.trace:
+            s["trace"] = list(self.trace_records)
         return s
 
     def debug_panels(self) -> dict[str, np.ndarray]:

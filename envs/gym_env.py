@@ -13,7 +13,9 @@ discrete action (``envs.actions``: 0 STOP, 1 MOVE_FORWARD 0.25 m, 2 TURN_LEFT
   ``max_episode_steps`` actions without STOP.
 * ``info``: success, spl, softspl, distance_to_goal, path_length, collisions,
   steps (``envs.metrics``), collided (the last action was blocked),
-  episode_id, scene_id.
+  episode_id, scene_id, and the ground-truth outcome fields of ``envs.outcome``
+  (when the target was first in view, the closest approach, where the agent
+  stands relative to the target and its look-alikes) for failure analysis.
 * reward: sparse, the episode's success (0 or 1) on STOP and 0 otherwise; this
   is an evaluation env, so shaping is left to wrappers.
 
@@ -195,7 +197,7 @@ class ObjectNavEnv(gym.Env):
         self._episodes: list | None = None  # resolved lazily: generation can take seconds
         self._assets: OrderedDict[str, _SceneAssets] = OrderedDict()
         self._metrics = None
-        self._tour_cache: tuple[str, dict] | None = None
+        self._tour_cache: tuple[str, dict, int | None] | None = None
         # Privileged state (see module docstring).
         self.episode = None
         self.scene = None
@@ -339,6 +341,11 @@ class ObjectNavEnv(gym.Env):
         self._metrics = EpisodeMetrics(self.success_distance)
         self._metrics.reset(self.pose[:2], d0)
         self._metrics.distance_to_goal = self._distance_to_goal()
+        from envs.outcome import EpisodeOutcome
+
+        target = self.scene.instance(int(ep.target_id))
+        others = [o for o in self.scene.instances if o.id != target.id and o.category == target.category]
+        self._outcome = EpisodeOutcome(target, others, self.success_distance)
         self._done = False
         self._collided = False
 
@@ -376,8 +383,11 @@ class ObjectNavEnv(gym.Env):
         return self.grid.field_distance(self._goal_field, self.pose[:2])
 
     def _observe(self) -> dict:
-        out = self.renderer.render(self.pose, outputs=("rgb", "depth"))
+        out = self.renderer.render(self.pose, outputs=("rgb", "depth", "instance"))
         rgb = np.asarray(out["rgb"]).reshape(self.height, self.width, 3)
+        # the same ray cast's instance ids: was the target in view (envs.outcome, ground truth)
+        self._outcome.observe(self._metrics.steps, np.asarray(out["instance"]).reshape(self.height, self.width),
+                              self._metrics.distance_to_goal, self.pose[:2])
         depth = np.asarray(out["depth"], np.float32).reshape(self.height, self.width, 1)
         # gps = R(-yaw0) (xy - xy0), scalar math: this runs every step.
         dx, dy = self.pose[0] - self.start_pose[0], self.pose[1] - self.start_pose[1]
@@ -394,6 +404,7 @@ class ObjectNavEnv(gym.Env):
         info["collided"] = self._collided
         info["episode_id"] = str(self.episode.episode_id)
         info["scene_id"] = str(self.episode.scene_id)
+        info.update(self._outcome.fields())
         return info
 
     # -- extras -----------------------------------------------------------------
@@ -411,6 +422,7 @@ class ObjectNavEnv(gym.Env):
             raise RuntimeError("context_tour() needs an episode: call reset() first")
         key = f"{self.episode.scene_id}:{self.episode.episode_id}:{n_frames}:{sorted(tour_kwargs.items())}"
         if self._tour_cache is not None and self._tour_cache[0] == key:
+            self._outcome.tour_frames = self._tour_cache[2]
             return {k: v.copy() for k, v in self._tour_cache[1].items()}
         import zlib
 
@@ -421,7 +433,8 @@ class ObjectNavEnv(gym.Env):
         poses = np.asarray(tour["poses"], np.float64).reshape(-1, 3)
         pitch = tour.get("pitch")
         pitch = np.zeros(len(poses)) if pitch is None else np.asarray(pitch, np.float64).reshape(-1)
-        out = self.renderer.render(poses, pitch=pitch, outputs=("rgb", "depth"))
+        out = self.renderer.render(poses, pitch=pitch, outputs=("rgb", "depth", "instance"))
+        self._outcome.observe_tour(np.asarray(out["instance"]).reshape(len(poses), -1))
         rel = np.empty_like(poses)
         rel[:, :2] = world_to_start_frame(poses[:, :2], self.start_pose)
         rel[:, 2] = [wrap_angle(y - self.start_pose[2]) for y in poses[:, 2]]
@@ -434,7 +447,7 @@ class ObjectNavEnv(gym.Env):
             "pitch": pitch.astype(np.float32),
             "indices": np.arange(t) if indices is None else np.asarray(indices, np.int64).reshape(-1),
         }
-        self._tour_cache = (key, result)
+        self._tour_cache = (key, result, self._outcome.tour_frames)
         return {k: v.copy() for k, v in result.items()}
 
     def topdown_map(self, height: int | None = None) -> np.ndarray:

@@ -1,0 +1,106 @@
+"""Per-episode ground-truth facts about how an episode went, for failure analysis.
+
+``EpisodeOutcome`` is kept by ``ObjectNavEnv`` beside the metrics (``envs.metrics``) and
+changes none of them. It adds to ``info`` (so to each ``episodes.jsonl`` row):
+
+* ``target_first_seen_step``: the first step whose observation showed the target (its
+  instance covers at least ``VISIBLE_MIN_FRACTION`` of the frame, occlusion included;
+  0 = the start view), -1 if it never did; ``target_seen_steps``: how many observations
+  did; ``target_max_view_fraction``: the largest share of a frame it covered;
+* ``tour_target_frames``: frames of the context tour that show the target (None until the
+  tour was rendered: agents without context never see it);
+* ``min_distance_to_goal``: the smallest geodesic distance to a view point over the
+  episode (the start included); ``approach_step``: the first step at which it was within
+  ``APPROACH_M`` of success (``success_distance + APPROACH_M``), -1 if never;
+* ``target_distance_m``: straight-line distance from the agent to the target's footprint
+  (its oriented box on the floor, 0 inside it); ``distractor_distance_m``: the same to the
+  nearest *other* instance of the target's category (None when the scene has none).
+
+These are ground truth: like the metrics they never reach a non-privileged agent
+(``agent.runner.public_info``). ``agent.failure_modes`` reads them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+VISIBLE_MIN_FRACTION = 0.005  # 82 px of a 128x128 frame: a 0.5 m object ~5 m away
+APPROACH_M = 1.0  # "approached": within success_distance + this (geodesic)
+OUTCOME_KEYS = ("target_first_seen_step", "target_seen_steps", "target_max_view_fraction", "tour_target_frames",
+                "min_distance_to_goal", "approach_step", "target_distance_m", "distractor_distance_m")
+
+
+def footprint_distance(xy, center, size, yaw: float) -> float:
+    """Distance (m) from a floor point to an oriented box's footprint (0 inside it)."""
+    d = np.asarray(xy, np.float64).reshape(2) - np.asarray(center, np.float64).reshape(-1)[:2]
+    c, s = math.cos(yaw), math.sin(yaw)
+    local = np.array([c * d[0] + s * d[1], -s * d[0] + c * d[1]])  # R(-yaw) d
+    out = np.maximum(np.abs(local) - np.asarray(size, np.float64).reshape(-1)[:2] / 2.0, 0.0)
+    return float(np.linalg.norm(out))
+
+
+class EpisodeOutcome:
+    """Accumulates the module's fields over one episode.
+
+    >>> o = EpisodeOutcome(target, distractors, success_distance=0.1)
+    >>> o.observe(step, instance_image, distance_to_goal, xy)   # at reset (step 0) and after each step
+    >>> o.observe_tour(instance_images)                          # when the context tour is rendered
+    >>> o.fields()
+    """
+
+    def __init__(self, target, distractors=(), success_distance: float = 0.1,
+                 visible_min_fraction: float = VISIBLE_MIN_FRACTION, approach_m: float = APPROACH_M) -> None:
+        self.target = target
+        self.distractors = list(distractors)
+        self.approach_within = float(success_distance) + float(approach_m)
+        self.visible_min_fraction = float(visible_min_fraction)
+        self.first_seen, self.seen_steps, self.max_fraction = -1, 0, 0.0
+        self.tour_frames: int | None = None
+        self.min_distance, self.approach_step = math.inf, -1
+        self.xy = None
+
+    def observe(self, step: int, instance, distance_to_goal: float, xy) -> None:
+        """One observation (``instance``: its (H, W) instance-id image, or None if not rendered)."""
+        if instance is not None:
+            inst = np.asarray(instance)
+            frac = float(np.count_nonzero(inst == int(self.target.id))) / max(1, inst.size)
+            self.max_fraction = max(self.max_fraction, frac)
+            if frac >= self.visible_min_fraction:
+                self.seen_steps += 1
+                if self.first_seen < 0:
+                    self.first_seen = int(step)
+        d = float(distance_to_goal)
+        if math.isfinite(d):
+            self.min_distance = min(self.min_distance, d)
+            if self.approach_step < 0 and d <= self.approach_within:
+                self.approach_step = int(step)
+        self.xy = np.asarray(xy, np.float64).reshape(-1)[:2].copy()
+
+    def observe_tour(self, instances) -> None:
+        """The context tour's (T, H, W) instance images."""
+        inst = np.asarray(instances)
+        inst = inst.reshape(len(inst), -1)
+        frac = np.count_nonzero(inst == int(self.target.id), axis=1) / max(1, inst.shape[1])
+        self.tour_frames = int((frac >= self.visible_min_fraction).sum())
+
+    def fields(self) -> dict:
+        t = self.target
+        dist_t = None if self.xy is None else footprint_distance(self.xy, t.center, t.size, t.yaw)
+        dist_d = None
+        if self.xy is not None and self.distractors:
+            dist_d = min(footprint_distance(self.xy, o.center, o.size, o.yaw) for o in self.distractors)
+        return {
+            "target_first_seen_step": self.first_seen,
+            "target_seen_steps": self.seen_steps,
+            "target_max_view_fraction": self.max_fraction,
+            "tour_target_frames": self.tour_frames,
+            "min_distance_to_goal": self.min_distance if math.isfinite(self.min_distance) else None,
+            "approach_step": self.approach_step,
+            "target_distance_m": dist_t,
+            "distractor_distance_m": dist_d,
+        }
+
+
+__all__ = ["EpisodeOutcome", "OUTCOME_KEYS", "VISIBLE_MIN_FRACTION", "APPROACH_M", "footprint_distance"]

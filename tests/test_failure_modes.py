@@ -1,0 +1,216 @@
+"""Failure modes of an eval (agent.failure_modes), the env's outcome fields (envs.outcome) and the
+world-model agent's candidate trace joined with ground truth (goal placement)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from agent.failure_modes import (FAILURE_MODES, box_coverage, classify_episode, count_modes, failure_table,
+                                 goal_placement)
+from envs.outcome import EpisodeOutcome, footprint_distance
+
+
+def _row(**kw):
+    base = {"episode_id": "e", "success": 0.0, "called_stop": False, "distance_to_goal": 5.0,
+            "target_first_seen_step": -1, "min_distance_to_goal": 5.0, "target_distance_m": 5.0,
+            "distractor_distance_m": None}
+    return {**base, **kw}
+
+
+@pytest.mark.parametrize("row, label", [
+    (_row(success=1.0, called_stop=True, distance_to_goal=0.05), "success"),
+    (_row(called_stop=True, distance_to_goal=0.6), "stopped_short"),
+    (_row(called_stop=True, distance_to_goal=4.0, target_distance_m=4.0, distractor_distance_m=0.9),
+     "stopped_wrong_instance"),
+    (_row(called_stop=True, distance_to_goal=4.0, target_distance_m=4.0, distractor_distance_m=3.0),
+     "stopped_wrong_place"),
+    (_row(called_stop=True, distance_to_goal=4.0, target_distance_m=1.0, distractor_distance_m=1.2),
+     "stopped_wrong_place"),  # nearer the target than the look-alike: not a wrong instance
+    (_row(min_distance_to_goal=0.8, target_first_seen_step=30), "approached_not_stopped"),
+    (_row(min_distance_to_goal=3.0, target_first_seen_step=30), "saw_not_approached"),
+    (_row(min_distance_to_goal=3.0, target_first_seen_step=-1), "never_saw"),
+    ({"episode_id": "x", "success": 0.0, "called_stop": False, "distance_to_goal": 3.0}, "unknown"),
+])
+def test_each_ending_gets_its_label(row, label):
+    assert classify_episode(row) == label
+
+
+def test_approach_radius_is_a_setting():
+    r = _row(min_distance_to_goal=1.6, target_first_seen_step=3)
+    assert classify_episode(r) == "saw_not_approached"
+    assert classify_episode(r, approach_m=2.0) == "approached_not_stopped"
+
+
+def test_table_counts_every_row_once(tmp_path):
+    rows = [_row(episode_id="a", success=1.0, called_stop=True, distance_to_goal=0.0),
+            _row(episode_id="b"), _row(episode_id="c", min_distance_to_goal=0.5, target_first_seen_step=2)]
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "episodes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows + rows[:1]))  # a duplicate row
+    c = count_modes(rows)
+    assert c["success"] == 1 and c["never_saw"] == 1 and c["approached_not_stopped"] == 1
+    assert sum(c.values()) == 3 and set(c) == {"success", *FAILURE_MODES}
+    table = failure_table([d, d])
+    assert "| never_saw | 1 (33%) | 1 (33%) |" in table and "| episodes | 3 | 3 |" in table
+    assert "unknown" not in table
+
+
+def test_footprint_distance_of_an_oriented_box():
+    c, size = np.array([1.0, 2.0, 0.4]), np.array([2.0, 1.0, 0.8])
+    assert footprint_distance([1.0, 2.0], c, size, 0.0) == 0.0
+    assert footprint_distance([3.0, 2.0], c, size, 0.0) == pytest.approx(1.0)
+    # turned 90 degrees the long side runs along y: the same point is 1.5 m from it
+    assert footprint_distance([3.0, 2.0], c, size, math.pi / 2) == pytest.approx(1.5)
+    assert footprint_distance([3.0, 4.0], c, size, 0.0) == pytest.approx(math.hypot(1.0, 1.5))
+
+
+def test_outcome_tracks_first_view_and_closest_approach():
+    from envs.scene import ObjectInstance
+
+    t = ObjectInstance(id=7, category="chair", center=np.array([0.0, 0.0, 0.4]), size=np.array([0.5, 0.5, 0.8]))
+    o = EpisodeOutcome(t, [], success_distance=0.1, visible_min_fraction=0.1)
+    img = np.zeros((10, 10), np.int32)
+    o.observe(0, img, 4.0, [3.0, 0.0])
+    img[:2] = 7  # 20% of the frame
+    o.observe(1, img, 2.5, [2.0, 0.0])
+    o.observe(2, np.zeros((10, 10)), 0.9, [1.0, 0.0])
+    o.observe(3, None, 1.5, [1.5, 0.0])
+    f = o.fields()
+    assert f["target_first_seen_step"] == 1 and f["target_seen_steps"] == 1
+    assert f["target_max_view_fraction"] == pytest.approx(0.2)
+    assert f["min_distance_to_goal"] == pytest.approx(0.9) and f["approach_step"] == 2
+    assert f["target_distance_m"] == pytest.approx(1.25) and f["distractor_distance_m"] is None
+    assert f["tour_target_frames"] is None
+
+
+def test_env_records_the_outcome_without_touching_the_metrics(nav_episodes):
+    from envs.gym_env import ObjectNavEnv
+    from envs.metrics import METRIC_KEYS
+
+    env = ObjectNavEnv(episodes=nav_episodes, width=32, height=32)
+    obs, info = env.reset(options={"episode_index": 0})
+    assert set(METRIC_KEYS) <= set(info) and info["min_distance_to_goal"] == pytest.approx(info["distance_to_goal"])
+    tour = env.context_tour(n_frames=12)
+    inst = env.renderer.render(_world_poses(env, tour["poses"]), pitch=tour["pitch"], outputs=("instance",))["instance"]
+    frac = (inst == env.episode.target_id).reshape(len(inst), -1).mean(1)
+    seen = []
+    for k in range(8):
+        view = env.renderer.render(env.pose, outputs=("instance",))["instance"]
+        seen.append(float((view == env.episode.target_id).mean()))
+        obs, _, _, _, info = env.step(2)  # turn on the spot: the distance stays the start's
+    assert info["tour_target_frames"] == int((frac >= 0.005).sum())
+    first = next((k for k, f in enumerate(seen) if f >= 0.005), -1)
+    assert info["target_first_seen_step"] == first
+    assert info["target_max_view_fraction"] >= max(seen)
+    assert info["path_length"] == 0.0 and info["distance_to_goal"] == pytest.approx(info["min_distance_to_goal"])
+    assert info["target_distance_m"] > 0.0
+    env.close()
+
+
+def _world_poses(env, poses_start):
+    s = env.start_pose
+    c, sn = math.cos(s[2]), math.sin(s[2])
+    p = np.asarray(poses_start, np.float64)
+    return np.stack([s[0] + c * p[:, 0] - sn * p[:, 1], s[1] + sn * p[:, 0] + c * p[:, 1], p[:, 2] + s[2]], 1)
+
+
+def test_box_coverage():
+    inst = np.zeros((8, 8), np.int32)
+    inst[2:6, 2:6] = 3
+    from planners.rollout_reader import BoxDetection
+
+    box = BoxDetection(x0=2, y0=2, x1=5, y1=5, cx=3.5, cy=3.5, confidence=1.0, image_hw=(8, 8))
+    assert box_coverage(inst, box, 3) == 1.0 and box_coverage(inst, box, 4) == 0.0
+    half = BoxDetection(x0=2, y0=0, x1=5, y1=3, cx=3.5, cy=1.5, confidence=1.0, image_hw=(8, 8))
+    assert box_coverage(inst, half, 3) == pytest.approx(0.5)
+
+
+def test_goal_placement_joins_a_trace_with_ground_truth(tmp_path, nav_episode_file):
+    """A run's rows with a hand-made trace: a box drawn on the target in a tour frame that shows it,
+    with a goal on the target, is on target and correct; a box on empty space with a far goal is neither."""
+    from agent.runner import evaluate
+    from envs.gym_env import ObjectNavEnv
+
+    evaluate("random", n_episodes=1, out_dir=tmp_path, episodes=nav_episode_file, width=32, height=32,
+             max_episode_steps=3, progress=False, print_summary=False)
+    env = ObjectNavEnv(episodes=nav_episode_file, width=32, height=32)
+    env.reset(options={"episode_index": 0})
+    tour = env.context_tour()
+    tid = env.episode.target_id
+    inst = env.renderer.render(_world_poses(env, tour["poses"]), pitch=tour["pitch"], outputs=("instance",))["instance"]
+    k = int(np.argmax((inst == tid).reshape(len(inst), -1).sum(1)))
+    assert (inst[k] == tid).sum() > 0, "the tour should show the target"
+    rows_, cols = np.nonzero(inst[k] == tid)
+    box = [float(cols.min()), float(rows_.min()), float(cols.max()), float(rows_.max())]
+    t = env.scene.instance(tid)
+    s = env.start_pose
+    d = t.center[:2] - s[:2]
+    goal_s = [d[0] * math.cos(s[2]) + d[1] * math.sin(s[2]), -d[0] * math.sin(s[2]) + d[1] * math.cos(s[2])]
+    pose_k = [float(v) for v in tour["poses"][k]]
+    env.close()
+    rec = {"step": 1, "candidate": 0, "best": True, "box": box, "image_hw": [32, 32], "box_confidence": 0.8,
+           "localization": "retrieval", "view_match": 0.9, "view_pose": pose_k, "pose": [0.0, 0.0, 0.0],
+           "matches": [k], "match_sims": [0.9], "match_is_tour": [True], "match_poses": [pose_k],
+           "goal": goal_s, "goal_source": "depth", "score": 0.5, "belief": goal_s}
+    bad = {**rec, "best": False, "box": [0.0, 0.0, 1.0, 1.0] if inst[k][:2, :2].max() != tid else [30.0, 0, 31.0, 1.0],
+           "goal": [goal_s[0] + 30.0, goal_s[1]]}
+    path = tmp_path / "episodes.jsonl"
+    row = json.loads(path.read_text().splitlines()[0])
+    row["agent_trace"] = [rec, bad]
+    path.write_text(json.dumps(row) + "\n")
+    summary, recs = goal_placement(tmp_path)
+    assert [r["on_target"] for r in recs] == [True, False]
+    assert recs[0]["as_run"] == 0.0 and recs[1]["as_run"] > 20.0
+    assert recs[0]["depth"] < 1.0 and recs[0]["oracle_view"] is not None  # the real depth ranges the box onto it
+    assert summary["on target"]["as_run"] == {"n": 1, "within": 1, "share": 1.0, "median_m": 0.0}
+    assert summary["all boxed"]["as_run"]["within"] == 1 and summary["n_candidates"] == 2
+
+
+def test_world_model_agent_trace_records_candidates_and_acts_the_same():
+    from test_agent_world_model import BoxOracleImagination, ToyWorld, _tour
+
+    from agent.world_model_agent import WorldModelAgent
+
+    def run(trace):
+        world = ToyWorld(target=(2.6, -1.2))
+        agent = WorldModelAgent(pipeline=BoxOracleImagination(world), reimagine_every=4, seed=0, clip_guidance=False,
+                                context_mode="noncontiguous", trace=trace)
+        obs = world.obs()
+        agent.reset(obs, {"episode_id": "toy"}, _tour(world))
+        actions = []
+        for _ in range(12):
+            actions.append(agent.act(obs))
+            if actions[-1] == 0:
+                break
+            obs = world.step(actions[-1])
+        return agent, actions
+
+    traced, a1 = run(True)
+    plain, a2 = run(False)
+    assert a1 == a2 and "trace" not in plain.episode_stats()
+    recs = traced.episode_stats()["trace"]
+    assert recs and all(r["best"] for r in recs)  # one candidate per imagination: it is the best
+    r = recs[0]
+    assert r["step"] == 1 and r["localization"] == "retrieval" and r["match_sims"][0] == max(r["match_sims"])
+    assert len(r["matches"]) == len(r["match_sims"]) == len(r["match_poses"]) == 3
+    assert np.allclose(r["goal"], traced.trace_records[0]["goal"]) and r["belief"] is not None
+    json.dumps(recs)  # a row field: plain JSON
+
+
+def test_failures_command(tmp_path, capsys):
+    from agent import cli
+
+    d = tmp_path / "run"
+    d.mkdir()
+    rows = [_row(episode_id="a", called_stop=True, distance_to_goal=0.5), _row(episode_id="b")]
+    (d / "episodes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert cli.main(["failures", f"failures.dirs=[{d}]"]) == 0
+    out = capsys.readouterr().out
+    assert "| stopped_short | 1 (50%) |" in out and "| never_saw | 1 (50%) |" in out
+    assert cli.main(["failures"]) == 2  # no dirs: a one-line error
+    assert cli.main(["failures", f"failures.dirs=[{tmp_path / 'none'}]"]) == 2
+    assert "no episodes.jsonl" in capsys.readouterr().err
