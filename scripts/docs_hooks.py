@@ -13,8 +13,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from mkdocs.structure.files import File
-
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("envs", "world_model", "planners", "agent")  # the layering order, lowest first
 API_TITLE = "API reference"
@@ -59,6 +57,8 @@ def on_config(config, **kwargs):
 
 
 def on_files(files, config, **kwargs):
+    from mkdocs.structure.files import File  # imported here: the tests read this module without mkdocs
+
     files.append(File.generated(config, "index.md", content=readme_as_index((ROOT / "README.md").read_text())))
     for pkg in PACKAGES:
         for m in public_modules(pkg):
