@@ -35,7 +35,8 @@ import numpy as np
 from agent.base import set_threads
 from agent.baselines import episode_rng
 from envs.actions import Action
-from planners.camera import HFOV_DEG, backproject, check_observation, wrap_angle
+from envs.geometry import wrap_angle
+from planners.camera import HFOV_DEG, backproject, check_observation
 from planners.mapping import ObstacleMap, far_free_point, frontier_points  # re-exported (moved to planners)
 from planners.path import FrontierExplorer, Navigator, PathPlanner
 

@@ -51,7 +51,8 @@ from agent.base import set_threads
 from agent.baselines import episode_rng
 from agent.context import ContextBuffer
 from envs.actions import Action
-from planners.camera import HFOV_DEG, check_observation, wrap_angle
+from envs.geometry import wrap_angle
+from planners.camera import HFOV_DEG, check_observation
 from planners.mapping import ObstacleMap
 from planners.path import FrontierExplorer, Navigator, PathPlanner, StopPolicy, goal_in_view
 from planners.ranking import Candidate, rank_candidates, read_candidate

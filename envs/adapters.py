@@ -54,7 +54,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.actions import FORWARD_STEP_M, NUM_ACTIONS, TURN_ANGLE_DEG, Action, check_action
-from envs.gym_env import wrap_angle
+from envs.geometry import wrap_angle
 from envs.metrics import METRIC_KEYS, softspl, spl
 from envs.spaces import InstructionText
 

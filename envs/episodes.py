@@ -50,6 +50,7 @@ from envs.scene import ObjectInstance, Scene
 VIEW_RADIUS = 1.0  # m from the target's box footprint (habitat ObjectNav view points: 1.0 m)
 VIEW_SPACING = 0.1  # m lattice of view points: any point of the region is <= 0.071 m from one
 MIN_GEODESIC = 1.5  # m
+from envs.geometry import wrap_angle
 MAX_GEODESIC = 15.0  # m
 SENSOR_HEIGHT = 0.88  # m
 HFOV_DEG = 79.0
@@ -57,14 +58,6 @@ TURN_DEG = 30.0
 
 
 # -- coordinate conversion ------------------------------------------------------------
-
-def wrap_angle(a: float) -> float:
-    """Wrap to (-pi, pi]."""
-    a = math.fmod(float(a) + math.pi, 2 * math.pi)
-    if a <= 0:
-        a += 2 * math.pi
-    return a - math.pi
-
 
 def to_habitat_position(xyz) -> list[float]:
     """Our z-up (x, y, z) -> habitat y-up [x, z, -y]."""
@@ -291,7 +284,7 @@ def compute_view_points(scene: Scene, grid, renderer, target: ObjectInstance,
     # field of view when facing the target centre
     yaw = np.arctan2(target.center[1] - cand[:, 1], target.center[0] - cand[:, 0])
     horiz = np.arctan2(d[..., 1], d[..., 0]) - yaw[:, None]
-    horiz = np.abs((horiz + np.pi) % (2 * np.pi) - np.pi)
+    horiz = np.abs(wrap_angle(horiz))
     vert = np.abs(np.arctan2(d[..., 2], np.hypot(d[..., 0], d[..., 1])))
     w, h = getattr(renderer, "width", 1), getattr(renderer, "height", 1)
     half_h = math.radians(hfov_deg) / 2

@@ -1,10 +1,28 @@
-"""Build scene meshes from primitives, with per-triangle colour, instance and class."""
+"""Build scene meshes from primitives, with per-triangle colour, instance and class; the angle
+convention every layer shares (``wrap_angle``)."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from envs.scene import ObjectInstance, Room, Scene
+
+
+def wrap_angle(a):
+    """Wrap radians to (-pi, pi]: ``fmod(a + pi, 2 pi)`` moved into (0, 2 pi], minus pi.
+
+    A number gives a float (the env's per-step path stays in ``math``), an array an array of
+    the same shape; both take the same C ``fmod``, so they agree to the bit.
+    """
+    if isinstance(a, (int, float)):
+        w = math.fmod(float(a) + math.pi, 2 * math.pi)
+        return (w + 2 * math.pi if w <= 0 else w) - math.pi
+    w = np.fmod(np.asarray(a, np.float64) + np.pi, 2 * np.pi)
+    w = np.where(w <= 0, w + 2 * np.pi, w) - np.pi
+    return float(w) if w.ndim == 0 else w
+
 
 # A fixed key light: flat shading bakes max(ambient, n . l) into each triangle's colour.
 _LIGHT = np.array([0.35, 0.25, 0.9])

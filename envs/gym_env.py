@@ -42,6 +42,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.actions import FORWARD_STEP_M, NUM_ACTIONS, TURN_ANGLE_DEG, Action, check_action
+from envs.geometry import wrap_angle
 from envs.spaces import InstructionText
 
 ENV_ID = "SpatialNav-ObjectNav-v0"
@@ -56,14 +57,6 @@ _MAX_CACHED_SCENES = 8  # renderer + grid per scene; a few hundred MB at most
 # Generated episode lists per (split, n, seed): several envs in one process (the
 # demo's agents, a SyncVectorEnv) share one generation. Episodes are read-only here.
 _GENERATED: OrderedDict[tuple, list] = OrderedDict()
-
-
-def wrap_angle(a: float) -> float:
-    """Wrap an angle to (-pi, pi]."""
-    a = math.fmod(a + math.pi, 2 * math.pi)
-    if a <= 0:
-        a += 2 * math.pi
-    return a - math.pi
 
 
 def world_to_start_frame(xy: np.ndarray, start_pose: np.ndarray) -> np.ndarray:

@@ -36,7 +36,7 @@ import numpy as np
 
 from envs.actions import Action
 from envs.adapters import GymAdapter
-from envs.gym_env import wrap_angle
+from envs.geometry import wrap_angle
 
 MINIWORLD_TASKS = ("MiniWorld-OneRoom-v0", "MiniWorld-FourRooms-v0")
 INSTRUCTION = "go to the red box"

@@ -20,13 +20,10 @@ import math
 import numpy as np
 
 from envs.actions import FORWARD_STEP_M, TURN_ANGLE_DEG, Action
+from envs.geometry import wrap_angle
 from envs.scene import Scene
 
 _TURN = math.radians(TURN_ANGLE_DEG)
-
-
-def _wrap(a: float) -> float:
-    return (a + math.pi) % (2 * math.pi) - math.pi
 
 
 def room_anchors(scene: Scene, grid) -> list[tuple[int, np.ndarray]]:
@@ -75,7 +72,7 @@ def _walk(grid, pose: np.ndarray, goal_xy: np.ndarray, max_steps: int) -> list[n
                 break  # stuck: never loop in place
             pose[:2] = new_xy
         else:
-            pose[2] = _wrap(pose[2] + (_TURN if a == Action.TURN_LEFT else -_TURN))
+            pose[2] = wrap_angle(pose[2] + (_TURN if a == Action.TURN_LEFT else -_TURN))
         out.append(pose.copy())
     return out
 
@@ -152,7 +149,7 @@ def context_tour(scene: Scene, grid, n_frames: int = 96, seed: int = 0,
                 pose = leg[-1].copy()
         if look_around:
             for _ in range(round(2 * math.pi / _TURN)):
-                pose[2] = _wrap(pose[2] + _TURN)
+                pose[2] = wrap_angle(pose[2] + _TURN)
                 poses.append(pose.copy())
                 rooms.append(room_k)
     raw = np.stack(poses)

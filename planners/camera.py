@@ -19,6 +19,8 @@ from typing import Mapping
 
 import numpy as np
 
+from envs.geometry import wrap_angle
+
 SENSOR_HEIGHT = 0.88  # camera height above the floor (m), habitat's default
 HFOV_DEG = 79.0
 
@@ -30,13 +32,6 @@ def focal_length(width: int, hfov_deg: float) -> float:
     if int(width) <= 0:
         raise ValueError(f"image width must be positive, got {width!r}")
     return (width / 2.0) / math.tan(math.radians(hfov_deg) / 2.0)
-
-
-def wrap_angle(a):
-    """Wrap radians to (-pi, pi]."""
-    w = np.mod(np.asarray(a, dtype=np.float64) + np.pi, 2.0 * np.pi) - np.pi
-    w = np.where(w <= -np.pi, w + 2.0 * np.pi, w)
-    return float(w) if np.ndim(w) == 0 else w
 
 
 def column_bearing(u, width: int, hfov_deg: float):

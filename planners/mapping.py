@@ -32,7 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from planners.camera import HFOV_DEG, SENSOR_HEIGHT, backproject, check_depth, check_pose, wrap_angle
+from envs.geometry import wrap_angle
+from planners.camera import HFOV_DEG, SENSOR_HEIGHT, backproject, check_depth, check_pose
 
 UNKNOWN, FREE, OCCUPIED = 0, 1, 2
 

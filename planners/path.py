@@ -31,7 +31,8 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 
 from envs.actions import TURN_ANGLE_DEG, Action
-from planners.camera import HFOV_DEG, check_pose, pose_from_obs, wrap_angle
+from envs.geometry import wrap_angle
+from planners.camera import HFOV_DEG, check_pose, pose_from_obs
 from planners.mapping import ObstacleMap, far_free_point, frontier_points
 
 _NEIGHBOURS = ((-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1))

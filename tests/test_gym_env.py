@@ -11,7 +11,8 @@ import pytest
 
 import envs  # noqa: F401  (registers SpatialNav-ObjectNav-v0)
 from envs.actions import FORWARD_STEP_M, Action
-from envs.gym_env import ObjectNavEnv, wrap_angle
+from envs.geometry import wrap_angle
+from envs.gym_env import ObjectNavEnv
 
 SMALL = dict(width=32, height=32)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from envs.actions import Action
-from envs.geometry import MeshBuilder
+from envs.geometry import MeshBuilder, wrap_angle
 from envs.navigation import GRID_METRIC_MAX_RATIO, NavGrid, ShortestPathFollower
 from envs.scene import ObjectInstance, Room, semantic_id
 
@@ -200,3 +200,12 @@ def test_grid_helpers(grid):
         grid.geodesic_field(np.zeros((0, 2)))
     with pytest.raises(ValueError, match="dist"):
         grid.try_move([1.0, 1.0], 0.0, dist=-1.0)
+
+
+def test_wrap_angle_numbers_and_arrays_agree_on_minus_pi_to_pi():
+    a = np.array([0.0, math.pi, -math.pi, 3 * math.pi, -3 * math.pi, 7.0, -7.0, 2 * math.pi])
+    w = wrap_angle(a)
+    assert w.shape == a.shape and ((w > -math.pi) & (w <= math.pi)).all()
+    assert w[1] == w[2] == w[3] == w[4] == math.pi  # the half-open end: -pi wraps to +pi
+    assert [wrap_angle(float(v)) for v in a] == w.tolist()  # the math path and the numpy path, bit for bit
+    assert isinstance(wrap_angle(np.float32(4.0)), float) and wrap_angle(7.0) == pytest.approx(7.0 - 2 * math.pi)

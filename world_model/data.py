@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from envs.geometry import wrap_angle
+
 from .rollout import BOX_COLOR
 
 INDEX_FILE = "index.json"
@@ -79,14 +81,10 @@ def box_colour_clash(frames: np.ndarray, color=BOX_COLOR, tol: int = 40) -> floa
 
 
 # ----------------------------------------------------------------------------- trajectories
-def _wrap(a: float) -> float:
-    return (a + math.pi) % (2 * math.pi) - math.pi
-
-
 def agent_prelude(start_pose: np.ndarray, n: int) -> np.ndarray:
     """Poses (n, 3) of an agent turning right into its start heading; the last is the start pose."""
     p = np.asarray(start_pose, np.float64)
-    return np.array([[p[0], p[1], _wrap(p[2] + (n - 1 - i) * _TURN)] for i in range(n)])
+    return np.array([[p[0], p[1], wrap_angle(p[2] + (n - 1 - i) * _TURN)] for i in range(n)])
 
 
 def path_to_target(grid, start_pose: np.ndarray, view_points: np.ndarray, target_center: np.ndarray,
@@ -115,18 +113,18 @@ def path_to_target(grid, start_pose: np.ndarray, view_points: np.ndarray, target
                 return None
             pose[:2] = new_xy
         else:
-            pose[2] = _wrap(pose[2] + (_TURN if a == Action.TURN_LEFT else -_TURN))
+            pose[2] = wrap_angle(pose[2] + (_TURN if a == Action.TURN_LEFT else -_TURN))
         poses.append(pose.copy())
     if not stopped:
         return None
     want = math.atan2(target_center[1] - pose[1], target_center[0] - pose[0])
     for _ in range(12):
-        err = _wrap(want - pose[2])
+        err = wrap_angle(want - pose[2])
         if abs(err) <= math.radians(centre_tol_deg):
             break
-        pose[2] = _wrap(pose[2] + math.copysign(_TURN, err))
+        pose[2] = wrap_angle(pose[2] + math.copysign(_TURN, err))
         poses.append(pose.copy())
-    if abs(_wrap(want - pose[2])) > 1e-6:
+    if abs(wrap_angle(want - pose[2])) > 1e-6:
         pose[2] = want
         poses.append(pose.copy())
     return np.stack(poses)

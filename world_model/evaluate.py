@@ -61,6 +61,7 @@ from typing import Any
 
 import numpy as np
 
+from envs.geometry import wrap_angle
 from envs.logs import append_jsonl, read_jsonl
 
 # the pipeline loader is shared with the agent (world_model.loading); re-exported for callers of this module
@@ -374,7 +375,7 @@ class SceneState:
             order = np.argsort(-sc, kind="stable")[: int(self.cfg.refine_top)]
             best, best_s = cand[order], sc[order]
         p = best[0].copy()
-        p[2] = (p[2] + math.pi) % (2 * math.pi) - math.pi
+        p[2] = wrap_angle(p[2])
         return p, float(best_s[0])
 
     # ------------------------------------------------------------------ ground truth
@@ -468,7 +469,7 @@ def grounding_metrics(frames: np.ndarray, bbox_frames: np.ndarray, sample: Groun
                 and match >= float(cfg.min_match))
     if_main = if_box if len(bbox_frames) else if_final
     n = min(len(frames), len(sample.target))
-    dyaw = (pose[2] - sample.final_pose[2] + math.pi) % (2 * math.pi) - math.pi
+    dyaw = wrap_angle(pose[2] - sample.final_pose[2])
     return {
         "sd": sd, "if": bool(if_main), "if_sd02": bool(if_main and sd < 0.2),
         "if_box": bool(if_box) if len(bbox_frames) else None, "if_final": bool(if_final),
