@@ -23,41 +23,18 @@ from collections import OrderedDict
 import numpy as np
 import open3d as o3d
 from scipy import ndimage
-from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import dijkstra
 
 from envs.actions import FORWARD_STEP_M, TURN_ANGLE_DEG, Action
+from envs.grid_graph import MOVES_16, grid_graph
 from envs.scene import Scene
 
-# 16-connectivity: 4 straight, 4 diagonal and 8 knight moves (each listed once; edges are
-# undirected). Each entry: (d_row, d_col, cells the segment passes through besides its ends).
-_MOVES = (
-    (0, 1, ()),
-    (1, 0, ()),
-    (1, 1, ((0, 1), (1, 0))),
-    (1, -1, ((0, -1), (1, 0))),
-    (1, 2, ((0, 1), (1, 1))),
-    (2, 1, ((1, 0), (1, 1))),
-    (1, -2, ((0, -1), (1, -1))),
-    (2, -1, ((1, 0), (1, -1))),
-)
 # Worst-case ratio of the 16-connected grid path length to the Euclidean distance in
 # open space: between neighbouring move directions a and b the best two-move path to a
 # direction theta has length ratio (sin(b - theta) + sin(theta - a)) / sin(b - a),
 # largest at theta = (a + b) / 2 for the widest gap, a = 0, b = atan(1/2):
 # 2 sin(atan(1/2) / 2) / sin(atan(1/2)) = 1.0274.
 GRID_METRIC_MAX_RATIO = 2 * math.sin(math.atan(0.5) / 2) / math.sin(math.atan(0.5))
-
-
-def _shift(mask: np.ndarray, dr: int, dc: int) -> np.ndarray:
-    """out[r, c] = mask[r + dr, c + dc], False outside the grid."""
-    out = np.zeros_like(mask)
-    rows, cols = mask.shape
-    r0, r1 = max(0, -dr), min(rows, rows - dr)
-    c0, c1 = max(0, -dc), min(cols, cols - dc)
-    if r1 > r0 and c1 > c0:
-        out[r0:r1, c0:c1] = mask[r0 + dr:r1 + dr, c0 + dc:c1 + dc]
-    return out
 
 
 class NavGrid:
@@ -363,21 +340,7 @@ class NavGrid:
 
     # -- geodesic distance ---------------------------------------------------
     def _build_graph(self):
-        nav = self.navigable
-        node = -np.ones(nav.shape, np.int64)
-        node[nav] = np.arange(int(nav.sum()))
-        src, dst, w = [], [], []
-        for dr, dc, via in _MOVES:
-            ok = nav & _shift(nav, dr, dc)
-            for vr, vc in via:  # the segment must not cut a corner of a non-navigable cell
-                ok &= _shift(nav, vr, vc)
-            r, c = np.nonzero(ok)
-            src.append(node[r, c])
-            dst.append(node[r + dr, c + dc])
-            w.append(np.full(len(r), math.hypot(dr, dc) * self.cell_size))
-        n = int(nav.sum())
-        g = coo_matrix((np.concatenate(w), (np.concatenate(src), np.concatenate(dst))), shape=(n, n)).tocsr()
-        self._graph = (g, node)
+        self._graph = grid_graph(self.navigable, MOVES_16, self.cell_size)
 
     def _goal_nodes(self, goals_xy) -> np.ndarray:
         g = np.asarray(goals_xy, np.float64)
@@ -423,7 +386,7 @@ class NavGrid:
             self._cache.move_to_end(key)
             return hit
         graph, node = self._graph
-        dist = dijkstra(graph, directed=False, indices=nodes, min_only=True)
+        dist = dijkstra(graph, directed=True, indices=nodes, min_only=True)
         field = np.full(self.shape, np.inf)
         field[self.navigable] = dist
         field.setflags(write=False)

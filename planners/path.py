@@ -1,7 +1,7 @@
 """Path planning on an ObstacleMap, discrete action generation, and a stop policy.
 
 Planning is Dijkstra (scipy.sparse.csgraph, C speed) from the agent's cell over
-the 8-connected grid of the map cropped to the explored area plus a margin:
+the 8-connected grid (``envs.grid_graph``) of the map cropped to the explored area plus a margin:
 
 * cells inside the obstacles inflated by the agent radius are impassable, and a
   diagonal move may not cut the corner of an impassable cell;
@@ -27,15 +27,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
-from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 
 from envs.actions import TURN_ANGLE_DEG, Action
 from envs.geometry import wrap_angle
+from envs.grid_graph import MOVES_8, grid_graph
 from planners.camera import HFOV_DEG, check_pose, pose_from_obs
 from planners.mapping import ObstacleMap, far_free_point, frontier_points
-
-_NEIGHBOURS = ((-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1))
 
 
 @dataclass
@@ -140,31 +138,19 @@ class PathPlanner:
         s_loc = (s_rc[0] - rs.start, s_rc[1] - cs.start)
         g_loc = (g_rc[0] - rs.start, g_rc[1] - cs.start)
 
-        ids = np.arange(h * w).reshape(h, w)
-        src, dst, wts = [], [], []
-        for dr, dc in _NEIGHBOURS:
-            a = (slice(max(0, -dr), h - max(0, dr)), slice(max(0, -dc), w - max(0, dc)))
-            b = (slice(max(0, dr), h - max(0, -dr)), slice(max(0, dc), w - max(0, -dc)))
-            ok = ~blocked[a] & ~blocked[b]
-            if dr and dc:  # no corner cutting past an impassable cell
-                a_r = (b[0], a[1])
-                a_c = (a[0], b[1])
-                ok &= ~blocked[a_r] & ~blocked[a_c]
-            step = math.hypot(dr, dc) * m.cell_size
-            src.append(ids[a][ok])
-            dst.append(ids[b][ok])
-            wts.append(step * 0.5 * (cost[a][ok] + cost[b][ok]))
-        graph = csr_matrix((np.concatenate(wts), (np.concatenate(src), np.concatenate(dst))), shape=(h * w, h * w))
-        s_id = ids[s_loc]
+        graph, node = grid_graph(~blocked, MOVES_8, m.cell_size, cost)
+        cell_of = np.flatnonzero(~blocked)  # node -> flat cell index in the window
+        s_id = int(node[s_loc])
+        if s_id < 0:  # cost_and_blocked opens the start cell; an unplannable start all the same
+            return None
         dist, pred = dijkstra(graph, directed=True, indices=s_id, return_predecessors=True)
         g_in = 0 <= g_loc[0] < h and 0 <= g_loc[1] < w
-        g_id = ids[g_loc] if g_in else -1
-        if g_in and np.isfinite(dist[g_id]):
+        g_id = int(node[g_loc]) if g_in else -1
+        if g_id >= 0 and np.isfinite(dist[g_id]):
             end, reaches = g_id, True
         else:
-            reach = np.isfinite(dist)
-            reach_ids = np.nonzero(reach)[0]
-            rr, cc = np.divmod(reach_ids, w)
+            reach_ids = np.nonzero(np.isfinite(dist))[0]
+            rr, cc = np.divmod(cell_of[reach_ids], w)
             xy = m.cell_to_world(rr + rs.start, cc + cs.start)
             d_goal = np.linalg.norm(xy - goal, axis=1)
             # Nearest reachable cell to the goal; among near-ties the cheaper one.
@@ -180,7 +166,7 @@ class PathPlanner:
                 return None
             chain.append(int(p))
         chain = np.array(chain[::-1])
-        rr, cc = np.divmod(chain, w)
+        rr, cc = np.divmod(cell_of[chain], w)
         wp = m.cell_to_world(rr + rs.start, cc + cs.start)
         return Path(waypoints=wp, cost=float(dist[end]), reaches_goal=reaches, goal_xy=goal)
 

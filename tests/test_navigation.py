@@ -9,6 +9,7 @@ import pytest
 
 from envs.actions import Action
 from envs.geometry import MeshBuilder, wrap_angle
+from envs.grid_graph import MOVES_8, MOVES_16, grid_graph
 from envs.navigation import GRID_METRIC_MAX_RATIO, NavGrid, ShortestPathFollower
 from envs.scene import ObjectInstance, Room, semantic_id
 
@@ -209,3 +210,19 @@ def test_wrap_angle_numbers_and_arrays_agree_on_minus_pi_to_pi():
     assert w[1] == w[2] == w[3] == w[4] == math.pi  # the half-open end: -pi wraps to +pi
     assert [wrap_angle(float(v)) for v in a] == w.tolist()  # the math path and the numpy path, bit for bit
     assert isinstance(wrap_angle(np.float32(4.0)), float) and wrap_angle(7.0) == pytest.approx(7.0 - 2 * math.pi)
+
+
+def test_grid_graph_joins_passable_cells_without_cutting_corners():
+    passable = np.ones((3, 3), bool)
+    passable[1, 1] = False
+    graph, node = grid_graph(passable, MOVES_8, cell_size=0.5)
+    assert node[1, 1] == -1 and node[2, 2] == 7 and graph.shape == (8, 8)
+    assert graph[node[0, 0], node[0, 1]] == graph[node[0, 1], node[0, 0]] == 0.5  # both directions
+    assert graph[node[0, 1], node[1, 0]] == 0  # the diagonal would cut the blocked centre
+    assert graph.nnz == 2 * 8  # the ring of 8 cells, each edge twice
+    cost = np.full((3, 3), 2.0)
+    cost[0, 0] = 4.0
+    weighted, _ = grid_graph(passable, MOVES_8, cell_size=0.5, cost=cost)
+    assert weighted[node[0, 0], node[0, 1]] == pytest.approx(0.5 * (4.0 + 2.0) / 2)
+    open_graph, _ = grid_graph(np.ones((3, 3), bool), MOVES_16)
+    assert open_graph[0, 5] == pytest.approx(math.sqrt(5))  # a knight move (0, 0) -> (1, 2)
