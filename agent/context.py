@@ -18,6 +18,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from world_model.frames import area_resize
+
 SAMPLE_MODES = ("noncontiguous", "contiguous", "recent", "relevant")
 
 
@@ -29,32 +31,6 @@ class ContextSample(NamedTuple):
     indices: np.ndarray
     poses: np.ndarray
     positions: np.ndarray
-
-
-def resize_area(frames: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
-    """Resize (N, H, W, C) to ``size`` by area averaging (integer factors) or bilinear (otherwise).
-
-    Area averaging is what ``world_model/data.py`` uses to make the model's training
-    frames, so agent frames match the training distribution when the factor is an integer.
-    """
-    x = np.asarray(frames)
-    th, tw = (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
-    n, h, w, c = x.shape
-    if (h, w) == (th, tw):
-        return x.copy()
-    if h % th == 0 and w % tw == 0:
-        fh, fw = h // th, w // tw
-        y = x.reshape(n, th, fh, tw, fw, c).astype(np.float32).mean(axis=(2, 4))
-    else:
-        import torch
-        import torch.nn.functional as F
-
-        t = torch.as_tensor(x.astype(np.float32)).permute(0, 3, 1, 2)
-        y = F.interpolate(t, size=(th, tw), mode="bilinear", antialias=True, align_corners=False)
-        y = y.permute(0, 2, 3, 1).numpy()
-    if x.dtype == np.uint8:
-        return np.clip(np.round(y), 0, 255).astype(np.uint8)
-    return y.astype(x.dtype)
 
 
 def resize_depth(depth: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
@@ -97,7 +73,7 @@ class ContextBuffer:
         rgb = np.asarray(rgb)
         if rgb.ndim != 4 or rgb.shape[-1] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"frames must be uint8 (N, H, W, 3), got {rgb.dtype} {rgb.shape}")
-        return rgb if self.frame_size is None else resize_area(rgb, self.frame_size)
+        return rgb if self.frame_size is None else area_resize(rgb, self.frame_size)
 
     def _fit_depth(self, depth, n: int, hw: tuple[int, int]):
         if depth is None:
@@ -248,4 +224,4 @@ class ContextBuffer:
                              poses=self.poses[pos], positions=pos)
 
 
-__all__ = ["ContextBuffer", "ContextSample", "SAMPLE_MODES", "resize_area", "resize_depth"]
+__all__ = ["ContextBuffer", "ContextSample", "SAMPLE_MODES", "resize_depth"]

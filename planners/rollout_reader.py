@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from planners.camera import HFOV_DEG, SENSOR_HEIGHT, check_depth, check_pose, column_bearing, focal_length
-from world_model.boxes import (BoxDetection, box_iou, default_line_width, find_box, find_box_in_frames,  # noqa: F401
-                               redness)
+from world_model.boxes import (BoxDetection, box_iou, check_frame, default_line_width, find_box,  # noqa: F401
+                               find_box_in_frames, redness)
+from world_model.frames import area_resize
 
 
 def view_thumbnails(frames, size: int = 16) -> np.ndarray:
@@ -35,13 +36,10 @@ def view_thumbnails(frames, size: int = 16) -> np.ndarray:
     if f.dtype == np.uint8:
         g = f.astype(np.float32).mean(-1)
     else:
-        g = np.stack([_check_frame(x) for x in f]).mean(-1) if len(f) else np.zeros(f.shape[:3], np.float32)
+        g = np.stack([check_frame(x) for x in f]).mean(-1) if len(f) else np.zeros(f.shape[:3], np.float32)
     n, h, w = g.shape
     size = max(1, min(int(size), h, w))  # frames smaller than size x size keep their own resolution
-    ys = (np.arange(size + 1) * h) // size
-    xs = (np.arange(size + 1) * w) // size
-    t = np.add.reduceat(np.add.reduceat(g, ys[:-1], 1), xs[:-1], 2) / np.outer(np.diff(ys), np.diff(xs))
-    t = t.reshape(n, -1).astype(np.float64)
+    t = area_resize(g[..., None], size).reshape(n, -1).astype(np.float64)
     t -= t.mean(1, keepdims=True)
     norm = np.linalg.norm(t, axis=1, keepdims=True)
     t = np.divide(t, norm, out=np.zeros_like(t), where=norm > 0)

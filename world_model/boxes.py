@@ -94,7 +94,8 @@ def box_iou(a, b) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
-def _check_frame(frame) -> np.ndarray:
+def check_frame(frame) -> np.ndarray:
+    """One RGB frame (H, W, 3) as float32 in [0, 255]: uint8 as is, floats in [0, 1] scaled, others clipped."""
     f = np.asarray(frame)
     if f.ndim != 3 or f.shape[-1] != 3:
         raise ValueError(f"frame must be (H, W, 3) RGB, got shape {f.shape}")
@@ -107,7 +108,7 @@ def _check_frame(frame) -> np.ndarray:
 
 def redness(frame) -> np.ndarray:
     """r - max(g, b), in 0..255 (H, W) float32: how red a pixel is, whatever its brightness."""
-    f = _check_frame(frame)
+    f = check_frame(frame)
     return np.clip(f[..., 0] - np.maximum(f[..., 1], f[..., 2]), 0.0, 255.0)
 
 
@@ -123,7 +124,7 @@ def find_box(frame, min_redness: float = 70.0, min_red: float = 110.0, line_widt
 
     ``line_width`` None = ``default_line_width(W)``; ``max_line_width`` None = line_width + 2.
     """
-    f = _check_frame(frame)
+    f = check_frame(frame)
     h_img, w_img = f.shape[:2]
     line_width = default_line_width(w_img) if line_width is None else int(line_width)
     max_line_width = line_width + 2 if max_line_width is None else int(max_line_width)

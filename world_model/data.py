@@ -38,6 +38,7 @@ from torch.utils.data import Dataset
 
 from envs.geometry import wrap_angle
 
+from .frames import area_resize
 from .rollout import BOX_COLOR
 
 INDEX_FILE = "index.json"
@@ -369,18 +370,6 @@ def _write_index(out: Path, split, seed, cfg, shards, done: bool) -> Path:
 
 
 # ----------------------------------------------------------------------------- loading
-def _pool(frames: np.ndarray, factor: int) -> np.ndarray:
-    """Average-pool (N, H, W, 3) uint8 by an integer factor (area downsampling)."""
-    if factor == 1:
-        return frames
-    n, h, w, c = frames.shape
-    out = np.empty((n, h // factor, w // factor, c), np.uint8)
-    for i in range(0, n, 1024):  # chunks: a float copy of a whole shard would take ~GBs
-        x = frames[i:i + 1024].reshape(-1, h // factor, factor, w // factor, factor, c)
-        out[i:i + 1024] = np.round(x.astype(np.float32).mean(axis=(2, 4)))
-    return out
-
-
 def sample_context_indices(num_frames: int, k: int, rng: np.random.Generator, contiguous: bool = False) -> np.ndarray:
     """Positions (k,) into a context video of ``num_frames`` frames, sorted, ending at the last frame.
 
@@ -455,8 +444,9 @@ class ContextVideoDataset(Dataset):
             with np.load(self.dir / self.index["shards"][i]["file"]) as z:
                 # bbox_rgb (collection-size box frames) is for inspection; the loader redraws boxes
                 d = {k: z[k] for k in z.files if k != "bbox_rgb"}
-            for k in ("tour_rgb", "agent_rgb", "path_rgb"):
-                d[k] = _pool(d[k], self.factor)
+            if self.factor > 1:
+                for k in ("tour_rgb", "agent_rgb", "path_rgb"):
+                    d[k] = area_resize(d[k], self.frame_size)
             self._shards[i] = d
         return self._shards[i]
 

@@ -64,6 +64,7 @@ import numpy as np
 from envs.geometry import wrap_angle
 from envs.logs import append_jsonl, read_jsonl
 
+from .frames import area_resize
 # the pipeline loader is shared with the agent (world_model.loading); re-exported for callers of this module
 from .loading import load_pipeline, resolve_pipeline_path  # noqa: F401
 from .metrics import psnr, ssim
@@ -101,32 +102,11 @@ def centre_in_box(cx: float, cy: float, box, margin: float) -> bool:
     return (x0 - margin <= cx <= x1 + margin) and (y0 - margin <= cy <= y1 + margin)
 
 
-def area_resize(frames: np.ndarray, size: int) -> np.ndarray:
-    """(N, H, W, C) -> (N, size, size, C) float32 block means (any H, W >= size)."""
-    f = np.asarray(frames, np.float32)
-    n, h, w, c = f.shape
-    if (h, w) == (size, size):
-        return f
-    if h % size == 0 and w % size == 0:
-        return f.reshape(n, size, h // size, size, w // size, c).mean(axis=(2, 4))
-    ys, xs = (np.arange(size) * h) // size, (np.arange(size) * w) // size
-    s = np.add.reduceat(np.add.reduceat(f, ys, axis=1), xs, axis=2)
-    cnt = np.outer(np.diff(np.append(ys, h)), np.diff(np.append(xs, w)))
-    return s / cnt[None, :, :, None]
-
-
 def view_features(frames: np.ndarray, size: int) -> np.ndarray:
     """(N, size*size*3) zero-mean unit-norm colour vectors: ``ncc(a, b) = feat(a) . feat(b)``."""
-    f = area_resize(frames, size).reshape(len(frames), -1)
+    f = area_resize(np.asarray(frames, np.float32), size).reshape(len(frames), -1)
     f = f - f.mean(1, keepdims=True)
     return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-6)
-
-
-def pool(frames: np.ndarray, factor: int) -> np.ndarray:
-    """Area-pool uint8 frames by an integer factor, rounding like the training loader."""
-    from .data import _pool
-
-    return _pool(np.asarray(frames, np.uint8), int(factor))
 
 
 # ============================================================================ config
@@ -301,7 +281,7 @@ class SceneState:
         rng = np.random.default_rng([int(cfg.seed), zlib.crc32(str(scene_id).encode()), 7])
         tour = context_tour(self.scene, self.grid, n_frames=int(cfg.tour_frames), rng=rng, renderer=self.hi,
                             outputs=("rgb",))
-        self.tour_rgb = pool(tour["rgb"], self.factor)
+        self.tour_rgb = area_resize(tour["rgb"], self.S)
         self.tour_indices = np.asarray(tour["indices"], np.int64)
         self.tour_poses = np.asarray(tour["poses"], np.float64)
         self.tour_num_raw = int(tour["num_raw_frames"])
@@ -313,7 +293,7 @@ class SceneState:
         """Render at ``render_scale`` x model size; rgb pooled to the model size, others at render size."""
         out = dict(self.hi.render(np.asarray(poses, np.float64).reshape(-1, 3), outputs=outputs))
         if "rgb" in out:
-            out["rgb"] = pool(out["rgb"], self.factor)
+            out["rgb"] = area_resize(out["rgb"], self.S)
         return out
 
     def _features_hi(self, poses: np.ndarray, chunk: int = 512) -> np.ndarray:
@@ -414,7 +394,7 @@ def build_sample(ep, state: SceneState, num_context: int, num_target: int, cfg: 
     prelude = agent_prelude(start, int(cfg.agent_frames))
     rgb = state.render_model(np.concatenate([prelude, path[:-1]]))["rgb"]
     agent_rgb = rgb[: len(prelude)]
-    path_rgb = np.concatenate([rgb[len(prelude):], pool(final["rgb"], state.factor)])
+    path_rgb = np.concatenate([rgb[len(prelude):], area_resize(final["rgb"], state.S)])
     frames = np.concatenate([state.tour_rgb, agent_rgb])
     poses = np.concatenate([state.tour_poses, prelude])
     indices = np.concatenate([state.tour_indices, state.tour_num_raw + np.arange(len(agent_rgb))])

@@ -16,7 +16,8 @@ import numpy as np
 
 def slim_split(src, dst, size: int = 32, num_target: int = 4, n_shards: int | None = None) -> list[str]:
     """Write the copy of ``src``'s first ``n_shards`` shards (all: None) to ``dst``; returns their instructions."""
-    from world_model.data import _pool, subsample_path
+    from world_model.data import subsample_path
+    from world_model.frames import area_resize
 
     src, dst = Path(src), Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
@@ -35,7 +36,7 @@ def slim_split(src, dst, size: int = 32, num_target: int = 4, n_shards: int | No
         d["path_rgb"], d["path_poses"] = d["path_rgb"][keep], d["path_poses"][keep]
         d["path_offsets"] = np.arange(len(po)) * int(num_target)
         for k in ("tour_rgb", "agent_rgb", "path_rgb"):
-            d[k] = _pool(d[k], f)
+            d[k] = area_resize(d[k], int(size))
         d["box"] = (d["box"] // f).astype(d["box"].dtype)
         np.savez_compressed(dst / sh["file"], **d)
         instr += list(map(str, d["instruction"]))
