@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 
 from agent.runner import build_agent, run_episode
-from agent.video import add_caption, episode_strip
+from agent.video import episode_strip
+from world_model.frames import caption
 
 
 def record_episode(env, agent, episode_index: int = 0, seed: int | None = 0) -> dict:
@@ -44,9 +45,9 @@ def save_episode_picture(path: str | os.PathLike, agent: str = "oracle", split: 
         env.close()
     strip = episode_strip(rec["rgb"], rec["map"], n=n_frames, height=height)
     info = rec["info"]
-    caption = (f'"{rec["instruction"]}"   {agent}: success {info["success"]:.0f}, SPL {info["spl"]:.2f}, '
-               f'{info["steps"]:.0f} steps')
-    strip = add_caption(strip, caption)
+    title = (f'"{rec["instruction"]}"   {agent}: success {info["success"]:.0f}, SPL {info["spl"]:.2f}, '
+             f'{info["steps"]:.0f} steps')
+    strip = caption(strip, title, band=22, font_size=14)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(strip).save(path, optimize=True)

@@ -771,11 +771,12 @@ def _video_frame(env, agent, obs) -> np.ndarray:
     agent's ``debug_caption()`` when it has one; else ``env.render()`` (observation | the
     simulator's top-down map)."""
     if hasattr(agent, "debug_panels"):
-        from agent.video import add_caption, panel_frame
+        from agent.video import panel_frame
+        from world_model.frames import caption
 
         frame = panel_frame(obs["rgb"], agent.debug_panels())
         if hasattr(agent, "debug_caption"):
-            frame = add_caption(frame, agent.debug_caption())
+            frame = caption(frame, agent.debug_caption(), band=22, font_size=14)
         return frame
     return env.render()
 

@@ -6,8 +6,9 @@ path so far, the target's box and its view points), or, for an agent with
 the detected box | the agent's own map with its goal estimate and path
 (``world_model.video_io.write_video`` writes them to mp4 or gif); ``episode_strip`` lays a
 few frames of one episode side by side with the final map, the picture in the
-README (``spatialnav picture``, which runs the episode: ``agent.picture``). Drawing only: this
-module runs nothing and imports no other module of the project.
+README (``spatialnav picture``, which runs the episode: ``agent.picture``); the caption band over
+a frame is ``world_model.frames.caption``. Drawing only: this module runs nothing and imports no
+other module of the project.
 """
 
 from __future__ import annotations
@@ -71,17 +72,3 @@ def episode_strip(obs_frames: Sequence[np.ndarray], final_map: np.ndarray, n: in
         row.append(np.asarray(Image.fromarray(t).resize((w, height), Image.NEAREST)))
         row.append(np.full((height, gap, 3), 255, np.uint8))
     return np.concatenate(row[:-1], axis=1)
-
-
-def add_caption(img: np.ndarray, text: str, band: int = 22) -> np.ndarray:
-    """A white band with ``text`` above ``img``."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    out = Image.new("RGB", (img.shape[1], img.shape[0] + band), (255, 255, 255))
-    out.paste(Image.fromarray(img), (0, band))
-    try:
-        font = ImageFont.load_default(size=14)
-    except TypeError:  # Pillow < 10.1 has no sized default font
-        font = ImageFont.load_default()
-    ImageDraw.Draw(out).text((6, 3), text, fill=(20, 20, 20), font=font)
-    return np.asarray(out)

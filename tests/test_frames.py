@@ -1,11 +1,12 @@
-"""world_model.frames: the one area resize (training loader, eval-wm, the agents' context buffer)."""
+"""world_model.frames: the one area resize (training loader, eval-wm, the agents' context buffer)
+and the one caption band (imagine pictures, episode videos and pictures)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from world_model.frames import area_resize
+from world_model.frames import area_resize, caption
 
 
 def test_integer_factors_are_rounded_block_means():
@@ -39,3 +40,11 @@ def test_same_size_is_a_copy_and_bad_shapes_are_refused():
     with pytest.raises(ValueError, match=r"\(N, H, W, C\)"):
         area_resize(x[0], 2)
 
+
+def test_caption_adds_a_band_with_text_above():
+    img = np.zeros((20, 60, 3), np.uint8)
+    out = caption(img, "hello", band=18)
+    assert out.shape == (38, 60, 3)
+    np.testing.assert_array_equal(out[18:], img)
+    band = out[:18]
+    assert (band == 255).any() and (band < 128).any()  # white band, dark letters

@@ -1,4 +1,5 @@
-"""Pixels of RGB frames: the area resize every frame takes on its way to the model."""
+"""Pixels of RGB frames: the area resize every frame takes on its way to the model, and the
+caption band of the pictures and videos (``spatialnav imagine``, episode videos)."""
 
 from __future__ import annotations
 
@@ -47,4 +48,19 @@ def area_resize(frames: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     return out
 
 
-__all__ = ["area_resize"]
+def caption(img: np.ndarray, text: str, band: int = 18, font_size: int = 12) -> np.ndarray:
+    """``img`` (H, W, 3) with a white band of ``text`` above it."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    h, w = img.shape[:2]
+    canvas = Image.new("RGB", (w, h + band), (255, 255, 255))
+    canvas.paste(Image.fromarray(np.asarray(img, np.uint8)), (0, band))
+    try:
+        font = ImageFont.load_default(size=font_size)
+    except TypeError:  # Pillow < 10.1 has no sized default font
+        font = ImageFont.load_default()
+    ImageDraw.Draw(canvas).text((3, 2), text, fill=(0, 0, 0), font=font)
+    return np.asarray(canvas)
+
+
+__all__ = ["area_resize", "caption"]

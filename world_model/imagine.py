@@ -24,6 +24,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .frames import caption
+
 # The options of ``spatialnav imagine`` and their defaults: the ``imagine:`` block of configs/config.yaml
 # repeats them for the CLI (tests/test_config_defaults.py checks that the two agree).
 DEFAULTS: dict[str, Any] = {
@@ -40,21 +42,6 @@ def upscale(frame: np.ndarray, size: int) -> np.ndarray:
     f = np.asarray(frame, np.uint8)
     k = max(1, int(round(size / f.shape[0])))
     return np.repeat(np.repeat(f, k, axis=0), k, axis=1)
-
-
-def caption(img: np.ndarray, text: str, band: int = 18, font_size: int = 12) -> np.ndarray:
-    """``img`` with a white band of ``text`` above it."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    h, w = img.shape[:2]
-    canvas = Image.new("RGB", (w, h + band), (255, 255, 255))
-    canvas.paste(Image.fromarray(np.asarray(img, np.uint8)), (0, band))
-    try:
-        font = ImageFont.load_default(size=font_size)
-    except TypeError:  # Pillow < 10.1
-        font = ImageFont.load_default()
-    ImageDraw.Draw(canvas).text((3, 2), text, fill=(0, 0, 0), font=font)
-    return np.asarray(canvas)
 
 
 def hstack(tiles: Sequence[np.ndarray], gap: int = 4) -> np.ndarray:
