@@ -32,6 +32,7 @@ import numpy as np
 from agent.base import AgentFactory, make_agent, resolve_agent
 from envs.logs import append_jsonl, read_jsonl
 from envs.metrics import METRIC_KEYS, summarize
+from world_model.metrics import bootstrap_mean
 
 EPISODES_FILE = "episodes.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -343,10 +344,9 @@ def paired_comparison(rows_a: Iterable[dict], rows_b: Iterable[dict], keys: Sequ
         va = np.array([float(a[i][k]) for i in both])
         vb = np.array([float(b[i][k]) for i in both])
         d = va - vb
-        boot = d[rng.integers(0, len(both), (int(n_boot), len(both)))].mean(1)
+        ci, boot = bootstrap_mean(d, int(n_boot), rng)
         out[k] = {"n": len(both), "a": float(va.mean()), "b": float(vb.mean()), "diff": float(d.mean()),
-                  "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
-                  "p_diff_le_0": float((boot <= 0).mean())}
+                  "ci95": ci, "p_diff_le_0": float((boot <= 0).mean())}
         if k == "success" or all(isinstance(a[i][k], bool) and isinstance(b[i][k], bool) for i in both):
             sa, sb = va > 0.5, vb > 0.5
             out[k].update(only_a=int((sa & ~sb).sum()), only_b=int((~sa & sb).sum()), both=int((sa & sb).sum()))

@@ -12,7 +12,7 @@ import torch
 
 from world_model.evaluate import (EvalConfig, SceneState, build_sample, centre_in_box, grounding_metrics,
                                   resolve_pipeline_path, select_episodes, spatial_distance)
-from world_model.metrics import psnr, ssim
+from world_model.metrics import bootstrap_ci, bootstrap_mean, psnr, ssim
 from world_model.pipeline import resolve_precision
 
 TINY = dict(patch_size=[1, 4, 4], num_attention_heads=2, attention_head_dim=12, in_channels=3, out_channels=3,
@@ -38,6 +38,20 @@ def test_ssim_and_psnr_on_hand_made_images():
     assert ssim(np.full((8, 8), 50), np.full((8, 8), 50)) == pytest.approx(1.0)  # window shrinks to the image
     with pytest.raises(ValueError, match="same shape"):
         ssim(a, a[:, :16])
+
+
+def test_bootstrap_mean_resamples_like_by_hand():
+    x = np.random.default_rng(3).normal(1.0, 2.0, 40)
+    ci, boot = bootstrap_mean(x, n_boot=2000, seed=5)
+    rng = np.random.default_rng(5)
+    by_hand = x[rng.integers(0, len(x), (2000, len(x)))].mean(1)
+    np.testing.assert_allclose(boot, by_hand)
+    np.testing.assert_allclose(ci, np.percentile(by_hand, [2.5, 97.5]), rtol=1e-12)
+    assert ci[0] < x.mean() < ci[1]
+    gen = np.random.default_rng(5)  # a generator goes on with its stream: a second draw differs
+    assert bootstrap_mean(x, 2000, gen)[0] == ci and bootstrap_mean(x, 2000, gen)[0] != ci
+    assert bootstrap_mean([2.0], 10)[0] == [2.0, 2.0] and all(math.isnan(v) for v in bootstrap_ci([2.0]))
+    assert bootstrap_ci(np.zeros(5)) == [0.0, 0.0]
 
 
 def test_spatial_distance_and_box_centre():

@@ -1,6 +1,7 @@
 """Metrics shared by the world-model evaluations: image similarity (PSNR, SSIM) of generated vs true
-frames, and a bootstrap interval of a mean. A leaf module (numpy only): the evaluations, the
-autoencoder and the held-out diagnostics import it, and it imports none of them.
+frames, and the bootstrap interval of a mean (``scipy.stats.bootstrap``) every paired comparison
+uses. A leaf module (numpy, scipy): the evaluations, the autoencoder, the held-out diagnostics and
+``agent.runner.paired_comparison`` import it, and it imports none of them.
 """
 
 from __future__ import annotations
@@ -62,11 +63,31 @@ def _pair(a, b) -> tuple[np.ndarray, np.ndarray]:
     return a.reshape(-1, *a.shape[-3:]), b.reshape(-1, *b.shape[-3:])
 
 
-def bootstrap_ci(x: np.ndarray, n_boot: int = 10_000, seed: int = 0) -> list[float]:
-    """95% percentile interval of the mean of ``x`` (nan for fewer than 2 values)."""
-    x = np.asarray(x, np.float64)
-    if len(x) < 2:
+def bootstrap_mean(x, n_boot: int = 10_000, seed: int | np.random.Generator = 0) -> tuple[list[float], np.ndarray]:
+    """The 95% percentile bootstrap interval of the mean of ``x`` and the ``n_boot`` bootstrap means.
+
+    ``scipy.stats.bootstrap`` (method "percentile"): ``x`` resampled with replacement ``n_boot``
+    times, the interval is the 2.5% and 97.5% quantiles of the resampled means. ``seed``: an int,
+    or a generator whose stream the draws continue (several metrics from one seed). One value:
+    every resample is that value, so the interval is [x, x]; none: nan.
+    """
+    from scipy.stats import bootstrap
+
+    x = np.asarray(x, np.float64).reshape(-1)
+    if len(x) == 0:
+        return [float("nan"), float("nan")], np.zeros(0)
+    if len(x) == 1:
+        return [float(x[0]), float(x[0])], np.full(int(n_boot), float(x[0]))
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    res = bootstrap((x,), np.mean, n_resamples=int(n_boot), method="percentile", vectorized=True,
+                    random_state=rng)
+    ci = res.confidence_interval
+    return [float(ci.low), float(ci.high)], res.bootstrap_distribution
+
+
+def bootstrap_ci(x, n_boot: int = 10_000, seed: int | np.random.Generator = 0) -> list[float]:
+    """95% percentile bootstrap interval of the mean of ``x`` (``bootstrap_mean``); nan for fewer
+    than 2 values."""
+    if len(np.asarray(x).reshape(-1)) < 2:
         return [float("nan"), float("nan")]
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), (n_boot, len(x)))].mean(axis=1)
-    return [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
+    return bootstrap_mean(x, n_boot, seed)[0]

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from world_model.metrics import bootstrap_mean
 from world_model.ssg.clip import clip_loss
 
 
@@ -183,9 +184,8 @@ def compare_recall(a, b, val: dict, seed: int = 0, n_boot: int = 10000) -> dict:
         ha, hb = image_hits(a, val["images"], caps), image_hits(b, val["images"], caps)
         for k in ha:
             d = ha[k] - hb[k]
-            boots = d[rng.integers(0, len(d), (n_boot, len(d)))].mean(1)
             out[prefix + k] = {"a": float(ha[k].mean()), "b": float(hb[k].mean()), "diff": float(d.mean()),
-                               "ci95": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]}
+                               "ci95": bootstrap_mean(d, n_boot, rng)[0]}
     return out
 
 
