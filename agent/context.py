@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from world_model.data import sample_context_indices
 from world_model.frames import area_resize
 
 SAMPLE_MODES = ("noncontiguous", "contiguous", "recent", "relevant")
@@ -203,23 +204,17 @@ class ContextBuffer:
         if n == 0:
             raise RuntimeError("cannot sample from an empty context buffer")
         k = max(1, min(int(k), n))
-        if mode == "contiguous" or k == n:
-            pos = np.arange(n - k, n)
-        else:
-            if mode == "noncontiguous":
-                rest = rng.choice(n - 1, size=k - 1, replace=False)
-            elif mode == "relevant":
-                if relevance is None or len(relevance) < n - 1:
-                    raise ValueError(f"mode='relevant' needs a relevance score per buffered frame ({n}), got "
-                                     f"{None if relevance is None else len(relevance)}")
-                r = np.asarray(relevance, np.float64)[:n - 1]
-                z = (r - r.mean()) / max(float(r.std()), 1e-9)
-                w = np.maximum(np.exp((z - z.max()) / max(float(temperature), 1e-6)), 1e-12)
-                rest = rng.choice(n - 1, size=k - 1, replace=False, p=w / w.sum())
-            else:
-                w = np.arange(1, n, dtype=np.float64)
-                rest = rng.choice(n - 1, size=k - 1, replace=False, p=w / w.sum())
-            pos = np.sort(np.concatenate([rest, [n - 1]])).astype(np.int64)
+        weights = None
+        if mode == "relevant" and k < n:
+            if relevance is None or len(relevance) < n - 1:
+                raise ValueError(f"mode='relevant' needs a relevance score per buffered frame ({n}), got "
+                                 f"{None if relevance is None else len(relevance)}")
+            r = np.asarray(relevance, np.float64)[:n - 1]
+            z = (r - r.mean()) / max(float(r.std()), 1e-9)
+            weights = np.maximum(np.exp((z - z.max()) / max(float(temperature), 1e-6)), 1e-12)
+        elif mode == "recent" and k < n:
+            weights = np.arange(1, n, dtype=np.float64)
+        pos = sample_context_indices(n, k, rng, contiguous=mode == "contiguous", weights=weights)
         return ContextSample(frames=np.stack([self._frames[i] for i in pos]), indices=self.indices[pos],
                              poses=self.poses[pos], positions=pos)
 

@@ -370,18 +370,22 @@ def _write_index(out: Path, split, seed, cfg, shards, done: bool) -> Path:
 
 
 # ----------------------------------------------------------------------------- loading
-def sample_context_indices(num_frames: int, k: int, rng: np.random.Generator, contiguous: bool = False) -> np.ndarray:
+def sample_context_indices(num_frames: int, k: int, rng: np.random.Generator, contiguous: bool = False,
+                           weights: np.ndarray | None = None) -> np.ndarray:
     """Positions (k,) into a context video of ``num_frames`` frames, sorted, ending at the last frame.
 
-    Non-contiguous (Video4Spatial): the current (last) frame plus a uniformly random
-    subset of k - 1 earlier frames. Contiguous (ablation): the k most recent frames.
+    Non-contiguous (Video4Spatial): the current (last) frame plus k - 1 earlier frames drawn
+    without replacement, uniformly or with probability proportional to ``weights`` (one per
+    earlier frame, e.g. ``agent.context.ContextBuffer.sample``'s recency or relevance).
+    Contiguous (ablation): the k most recent frames. Fewer than k frames: all of them.
     """
     if num_frames < 1:
         raise ValueError("the context video is empty")
-    k = min(int(k), num_frames)
-    if contiguous:
+    k = max(1, min(int(k), num_frames))
+    if contiguous or k == num_frames:
         return np.arange(num_frames - k, num_frames)
-    rest = rng.choice(num_frames - 1, size=k - 1, replace=False) if k > 1 else np.zeros(0, np.int64)
+    p = None if weights is None else weights / weights.sum()
+    rest = rng.choice(num_frames - 1, size=k - 1, replace=False, p=p)
     return np.sort(np.concatenate([rest, [num_frames - 1]])).astype(np.int64)
 
 
