@@ -57,6 +57,7 @@ from planners.mapping import ObstacleMap
 from planners.path import FrontierExplorer, Navigator, PathPlanner, StopPolicy, goal_in_view
 from planners.ranking import Candidate, rank_candidates, read_candidate
 from planners.rollout_reader import GoalEstimate, view_thumbnails
+from world_model.data import draw_box
 from world_model.loading import load_pipeline
 
 ABLATIONS = ("none", "noise", "no_ssg")
@@ -474,17 +475,10 @@ class WorldModelAgent:
         if self.rollout is None:
             imagined = np.zeros((h, w * (self.num_target + 2), 3), np.uint8)
         else:
-            bbox = self.rollout["bbox_frames"][-1].copy()
+            bbox = self.rollout["bbox_frames"][-1]
             det = self.rollout["box"]
             if det is not None:
-                x0, y0, x1, y1 = (int(round(v)) for v in (det.x0, det.y0, det.x1, det.y1))
-                x0, x1 = np.clip([x0, x1], 0, w - 1)
-                y0, y1 = np.clip([y0, y1], 0, h - 1)
-                green = np.array([0, 255, 0], np.uint8)
-                bbox[y0, x0:x1 + 1] = green
-                bbox[y1, x0:x1 + 1] = green
-                bbox[y0:y1 + 1, x0] = green
-                bbox[y0:y1 + 1, x1] = green
+                bbox = draw_box(bbox, (det.x0, det.y0, det.x1, det.y1), thickness=1, color=(0, 255, 0))
             matched = black
             if self.best is not None and "match_index" in self.best.extras:
                 matched = self.buffer.frame(int(self.best.extras["match_index"]))

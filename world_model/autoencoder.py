@@ -182,11 +182,12 @@ class FrameBank:
 def with_random_boxes(frames: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
     """A copy of ``frames`` (N, S, S, 3) with the data's red box outline (``world_model.data.draw_box``,
     2 px at 64 px) drawn at a random place and size into about ``fraction`` of them."""
+    from .boxes import default_line_width
     from .data import draw_box
 
     out = frames.copy()
     s = frames.shape[1]
-    thick = max(1, round(2 * s / 64))
+    thick = default_line_width(s)
     for i in np.flatnonzero(rng.random(len(frames)) < fraction):
         w, h = rng.integers(max(4, s // 10), s // 2 + 1, 2)
         x0, y0 = rng.integers(0, s - w + 1), rng.integers(0, s - h + 1)

@@ -38,6 +38,7 @@ from torch.utils.data import Dataset
 
 from envs.geometry import wrap_angle
 
+from .boxes import default_line_width
 from .frames import area_resize
 from .rollout import BOX_COLOR
 
@@ -431,7 +432,7 @@ class ContextVideoDataset(Dataset):
         self.frame_size = int(frame_size)
         self.num_context, self.num_target, self.num_bbox = int(num_context), int(num_target), int(num_bbox)
         self.contiguous = bool(contiguous)
-        self.box_thickness = box_thickness if box_thickness is not None else max(1, round(2 * frame_size / 64))
+        self.box_thickness = box_thickness if box_thickness is not None else default_line_width(frame_size)
         self.seed = int(seed)
         self._draws = 0
         self._shards: dict[int, dict[str, np.ndarray]] = {}

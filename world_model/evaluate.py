@@ -64,6 +64,7 @@ import numpy as np
 from envs.geometry import wrap_angle
 from envs.logs import append_jsonl, read_jsonl
 
+from .boxes import default_line_width
 from .frames import area_resize
 # the pipeline loader is shared with the agent (world_model.loading); re-exported for callers of this module
 from .loading import load_pipeline, resolve_pipeline_path  # noqa: F401
@@ -405,7 +406,7 @@ def build_sample(ep, state: SceneState, num_context: int, num_target: int, cfg: 
     tp = subsample_path(len(path_rgb), num_target)
     f = state.factor
     box_m = np.array([box[0] // f, box[1] // f, box[2] // f, box[3] // f], np.int64)
-    thick = cfg.box_thickness if cfg.box_thickness is not None else max(1, round(2 * state.S / 64))
+    thick = cfg.box_thickness if cfg.box_thickness is not None else default_line_width(state.S)
     d_gt = float(state.grid.geodesic_distance(start[:2], path[-1][None, :2]))
     if not math.isfinite(d_gt):
         d_gt = float(ep.geodesic_distance)
