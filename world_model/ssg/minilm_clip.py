@@ -34,9 +34,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+from transformers import CLIPModel, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from world_model.ssg.clip import CLIP_MEAN, CLIP_STD, SpatialClip, write_preprocessor_config
+from world_model.ssg.spatial_clip import (CLIP_MEAN, CLIP_STD, SpatialClip, default_clip_dir, read_preprocessor_config,
+                                          write_preprocessor_config)
 
 TEXT_TOWER_FILE = "text_tower.json"
 HEAD_FILE = "text_head.safetensors"
@@ -193,8 +194,6 @@ def build_minilm_clip(init_from: str | os.PathLike | None = None, hidden: int = 
     """A MiniLMClip with a fresh text head. ``init_from``: a small-CLIP directory whose vision tower
     and visual projection are copied (warm start; None = the shipped clip-small, "" = random init with
     ``vision`` as ``CLIPVisionConfig`` keyword overrides of the small CLIP's size)."""
-    from world_model.ssg.clip import default_clip_dir, load_clip
-
     torch.manual_seed(seed)
     if init_from == "":
         kw = dict(image_size=64, patch_size=8, hidden_size=128, intermediate_size=512, num_hidden_layers=4,
@@ -205,18 +204,20 @@ def build_minilm_clip(init_from: str | os.PathLike | None = None, hidden: int = 
         model = CLIPVisionModelWithProjection(config)
         image_size, mean, std = int(config.image_size), CLIP_MEAN, CLIP_STD
     else:
-        src = load_clip(init_from if init_from is not None else default_clip_dir())
-        vc = src.model.config.vision_config.to_dict()
-        vc["projection_dim"] = int(src.model.config.projection_dim)
+        src_dir = Path(init_from if init_from is not None else default_clip_dir())
+        if not (src_dir / "config.json").is_file():
+            raise FileNotFoundError(f"vision tower warm start: {src_dir} is not a saved CLIP directory (no config.json)")
+        src = CLIPModel.from_pretrained(str(src_dir), attn_implementation="eager")
+        vc = src.config.vision_config.to_dict()
+        vc["projection_dim"] = int(src.config.projection_dim)
         config = CLIPVisionConfig(**{k: v for k, v in vc.items() if k not in ("model_type", "transformers_version")})
         config._attn_implementation = "eager"
         model = CLIPVisionModelWithProjection(config)
-        sd = {k: v for k, v in src.model.state_dict().items() if k.startswith(("vision_model.", "visual_projection."))}
+        sd = {k: v for k, v in src.state_dict().items() if k.startswith(("vision_model.", "visual_projection."))}
         missing, unexpected = model.load_state_dict(sd, strict=False)
         if missing or unexpected:
             raise RuntimeError(f"vision tower warm start from {init_from}: missing {missing}, unexpected {unexpected}")
-        image_size = src.image_size
-        mean, std = tuple(src.mean.flatten().tolist()), tuple(src.std.flatten().tolist())
+        image_size, mean, std = read_preprocessor_config(src_dir, int(config.image_size))
     model.config._attn_implementation = "eager"
     head = TextHead(MINILM_DIM, hidden, int(model.config.projection_dim))
     return MiniLMClip(model, head, image_size=image_size, mean=mean, std=std)
@@ -236,13 +237,7 @@ def load_minilm_clip(path: str | os.PathLike, device: str | torch.device = "cpu"
     head = TextHead(int(desc.get("in_dim", MINILM_DIM)), int(desc["hidden"]), int(desc["projection_dim"]))
     state = load_file(str(path / HEAD_FILE))
     head.load_state_dict({k[len("text_head."):]: v for k, v in state.items() if k.startswith("text_head.")})
-    image_size, mean, std = int(model.config.image_size), CLIP_MEAN, CLIP_STD
-    pre = path / "preprocessor_config.json"
-    if pre.is_file():
-        cfg = json.loads(pre.read_text())
-        crop = cfg.get("crop_size")
-        image_size = int(crop.get("height", image_size)) if isinstance(crop, dict) else int(crop or image_size)
-        mean, std = tuple(cfg.get("image_mean", mean)), tuple(cfg.get("image_std", std))
+    image_size, mean, std = read_preprocessor_config(path, int(model.config.image_size))
     clip = MiniLMClip(model, head, image_size=image_size, logit_scale=float(state["logit_scale"].reshape(-1)[0]),
                       mean=mean, std=std)
     model.eval()
