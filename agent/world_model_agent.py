@@ -111,6 +111,9 @@ class WorldModelAgent:
         stop_confirm_z: with a guide, STOP at an imagined goal only when the current view's CLIP
             z-score (``FrontierClipAgent``) is at least this (None: the box alone decides).
         reject_m: imagined goals within this of an unconfirmed one are ignored (m).
+        trust_support: None (default) or k: an imagined goal that k imaginations agree on needs no CLIP
+            confirmation to STOP, and a location the guide did not confirm comes back as a goal when
+            imagination puts a goal there again (the k-th time counting the vetoed one).
         clip, guide: the guide's CLIP (None: the shipped small CLIP) and its other keyword
             arguments (configs/agent/frontier_clip.yaml).
         ssg: load an SSG adapter into the pipeline: a checkpoint directory, or "shipped" for
@@ -147,7 +150,7 @@ class WorldModelAgent:
                  frontier_min_size: int = 5, clip_guidance: bool = True, stop_confirm_z: float | None = 2.0,
                  reject_m: float = 0.75, clip=None, guide: dict | None = None, ssg: str | None = None,
                  precision: str = "auto", device: str = "cpu", threads: int | str | None = 1,
-                 trace: bool = False) -> None:
+                 trace: bool = False, trust_support: int | None = None) -> None:
         if ablation not in ABLATIONS:
             raise ValueError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
         if num_candidates < 1 or num_context < 1:
@@ -198,6 +201,9 @@ class WorldModelAgent:
         self._warned_ssg = False
         self.stop_confirm_z = None if stop_confirm_z is None else float(stop_confirm_z)
         self.reject_m = float(reject_m)
+        if trust_support is not None and int(trust_support) < 1:
+            raise ValueError(f"trust_support must be None or >= 1, got {trust_support!r}")
+        self.trust_support = None if trust_support is None else int(trust_support)
         self.guide = None
         if clip_guidance:
             from agent.frontier_clip import FrontierClipAgent
@@ -227,10 +233,12 @@ class WorldModelAgent:
         self.since_imagine = 0
         self.force_imagine = True
         self.rejected: list[np.ndarray] = []  # imagined goals the guide did not confirm at STOP
+        self.rejected_support: list[int] = []  # imaginations that put a goal at each rejected location
+        self.goal_support = 0  # imaginations fused into the held goal
         self.explorer = FrontierExplorer(self.navigator, give_up_steps=self.give_up_steps,
                                          frontier_min_size=self.frontier_min_size)
         self.stats = {"imaginations": 0, "imagine_seconds": 0.0, "steps_with_goal": 0, "steps": 0,
-                      "guide_steps": 0, "guide_stops": 0, "unconfirmed_goals": 0}
+                      "guide_steps": 0, "guide_stops": 0, "unconfirmed_goals": 0, "trusted_stops": 0}
         self.trace_records: list[dict] = []
 
     def reset(self, obs: dict, info: dict | None = None, context: dict | None = None) -> None:
@@ -347,22 +355,30 @@ class WorldModelAgent:
         """Belief update: agreeing evidence is fused, a stronger new goal replaces a weaker old one,
         and an unconfirmed old goal loses weight each time imagination does not support it."""
         self.goal_score *= 0.7
-        if goal is not None and any(np.linalg.norm(goal.xy - q) <= self.reject_m for q in self.rejected):
-            goal = None  # the guide saw no target there when the agent stood at it
+        support = 1
+        near = [k for k, q in enumerate(self.rejected) if goal is not None and np.linalg.norm(goal.xy - q) <= self.reject_m]
+        if near:  # the guide saw no target there when the agent stood at it
+            if score >= self.min_confidence:  # imagination puts a goal there again (trust_support)
+                for k in near:
+                    self.rejected_support[k] += 1
+                support = max(self.rejected_support[k] for k in near)
+            if self.trust_support is None or support < self.trust_support:
+                goal = None
         if goal is not None and not self.map.can_hold(np.minimum(goal.xy, self.pose[:2]) - 1.0,
                                                       np.maximum(goal.xy, self.pose[:2]) + 1.0):
             goal = None  # a reading far outside any indoor scene (and the map's bound): not a goal
         if goal is None or score < self.min_confidence:
             if self.goal is not None and self.goal_score < self.min_confidence:
-                self.goal = None
+                self.goal, self.goal_support = None, 0
             return
         if self.goal is not None and np.linalg.norm(goal.xy - self.goal.xy) <= self.agree_m:
             from planners.rollout_reader import fuse_goals
 
             self.goal = fuse_goals(self.goal, goal)
             self.goal_score = max(self.goal_score, score) + 0.5 * min(self.goal_score, score)
+            self.goal_support += support
         elif self.goal is None or score >= self.goal_score:
-            self.goal, self.goal_score = goal, score
+            self.goal, self.goal_score, self.goal_support = goal, score, support
 
     def _diverged(self, rgb_small: np.ndarray) -> bool:
         if self.rollout is None or self.since_imagine < 2:
@@ -416,8 +432,12 @@ class WorldModelAgent:
         if self.stop_policy.should_stop(self.pose, g.xy, g.confidence, g.radius_m):
             if self._confirmed():
                 return int(Action.STOP)
+            if self.trust_support is not None and self.goal_support >= self.trust_support:
+                self.stats["trusted_stops"] += 1  # imagination agreed with itself: STOP without CLIP
+                return int(Action.STOP)
             self.stats["unconfirmed_goals"] += 1
             self.rejected.append(np.asarray(g.xy, np.float64).copy())
+            self.rejected_support.append(self.goal_support)
             self._drop_goal()
             return None
         a = self.navigator.act(g.xy)
@@ -433,7 +453,7 @@ class WorldModelAgent:
         return None
 
     def _drop_goal(self) -> None:
-        self.goal, self.goal_score = None, 0.0
+        self.goal, self.goal_score, self.goal_support = None, 0.0, 0
         self.force_imagine = True
 
     def _confirmed(self) -> bool:

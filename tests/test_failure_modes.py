@@ -214,3 +214,43 @@ def test_failures_command(tmp_path, capsys):
     assert cli.main(["failures"]) == 2  # no dirs: a one-line error
     assert cli.main(["failures", f"failures.dirs=[{tmp_path / 'none'}]"]) == 2
     assert "no episodes.jsonl" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("trust", [None, 2])
+def test_trust_support_brings_back_a_vetoed_goal_imagined_again(trust):
+    from types import SimpleNamespace
+
+    from test_agent_world_model import BoxOracleImagination, ToyWorld
+
+    from agent.world_model_agent import WorldModelAgent
+    from envs.actions import Action
+    from planners.rollout_reader import GoalEstimate
+
+    agent = WorldModelAgent(pipeline=BoxOracleImagination(ToyWorld()), seed=0, clip_guidance=False,
+                            context_mode="noncontiguous", trust_support=trust)
+    agent.guide = SimpleNamespace(last_view={"z": 0.0})  # a guide that never recognises the target
+
+    def goal(x):
+        return GoalEstimate(xy=np.array([x, 0.0]), cov=np.eye(2) * 0.01, range_m=x, bearing=0.0, source="depth",
+                            confidence=0.8)
+
+    agent._update_goal(goal(0.5), 0.5)
+    assert agent.goal is not None and agent.goal_support == 1
+    assert agent._act_on_goal(agent.goal) is None  # at the goal, not confirmed: dropped and remembered
+    assert agent.goal is None and agent.stats["unconfirmed_goals"] == 1 and agent.rejected_support == [1]
+    agent._update_goal(goal(0.6), 0.5)  # imagination puts the goal there again
+    if trust is None:  # the default: a vetoed place stays vetoed
+        assert agent.goal is None
+        return
+    assert agent.goal is not None and agent.goal_support == 2
+    assert agent._act_on_goal(agent.goal) == Action.STOP and agent.stats["trusted_stops"] == 1
+
+
+def test_trust_support_must_be_positive():
+    from test_agent_world_model import BoxOracleImagination, ToyWorld
+
+    from agent.world_model_agent import WorldModelAgent
+
+    with pytest.raises(ValueError, match="trust_support"):
+        WorldModelAgent(pipeline=BoxOracleImagination(ToyWorld()), clip_guidance=False,
+                        context_mode="noncontiguous", trust_support=0)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -40,6 +41,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
+
+from envs.atomic import atomic_write, replace_dir, write_text_atomic
 
 from .latents import frames_to_tensor, tensor_to_frames
 
@@ -253,10 +256,9 @@ class AutoencoderTrainConfig:
 
 
 def _save_state(path: Path, model, opt, step: int, rng: np.random.Generator, elapsed: float) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                "rng": rng.bit_generator.state, "elapsed": elapsed}, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path, "wb") as f:  # a kill mid-save keeps the previous state.pt
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                    "rng": rng.bit_generator.state, "elapsed": elapsed}, f)
 
 
 def train_autoencoder(cfg: AutoencoderTrainConfig, bank: FrameBank | None = None) -> dict[str, Any]:
@@ -291,7 +293,7 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, bank: FrameBank | None = None
     else:
         log(f"autoencoder training: {len(bank)} frames at {bank.frame_size}x{bank.frame_size}, "
             f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, config {json.dumps(asdict(cfg))}")
-    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    write_text_atomic(out / "train_config.json", json.dumps(asdict(cfg), indent=1))
     def lr_at(s: int) -> float:  # cosine decay to 10% over max_steps (a function of the step: resuming keeps it)
         return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(s, cfg.max_steps) / cfg.max_steps)))
 
@@ -325,10 +327,13 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, bank: FrameBank | None = None
     _save_state(state_path, model, opt, step, rng, elapsed)
     model.eval()
     model.calibrate(to_tensor(bank.spread(cfg.calib_frames)))
-    model.save_pretrained(out / "autoencoder")
+    tmp = out / "autoencoder.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
     info = {"steps": step, "wall_hours": round(elapsed / 3600, 3), "frames_seen": step * cfg.batch_size,
             "data_dir": cfg.data_dir}
-    (out / "autoencoder" / "TRAINING.json").write_text(json.dumps(info, indent=1))
+    (tmp / "TRAINING.json").write_text(json.dumps(info, indent=1))
+    replace_dir(tmp, out / "autoencoder")  # a reader never loads a half-written autoencoder
     log(f"finished: {json.dumps(info)}; saved {out / 'autoencoder'}")
     logf.close()
     return {**info, "model": model}

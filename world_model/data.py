@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from envs.atomic import atomic_write, write_text_atomic
 from envs.geometry import wrap_angle
 
 from .boxes import default_line_width
@@ -259,20 +260,21 @@ def write_shard(path: Path, scenes: list[dict[str, Any]]) -> int:
             for k in ("box", "bbox_rgb", "target_id", "target_center", "instruction", "episode_id"):
                 per[k].append(smp[k])
     n = len(per["sample_scene"])
-    np.savez_compressed(
-        path,
-        scene_ids=np.array(scene_ids), tour_rgb=np.concatenate(tours),
-        tour_poses=np.concatenate(tour_poses), tour_indices=np.concatenate(tour_idx),
-        tour_offsets=np.array(tour_off, np.int64), tour_num_raw=np.array(tour_raw, np.int64),
-        agent_rgb=np.concatenate(flat["agent_rgb"]), agent_poses=np.concatenate(flat["agent_poses"]).astype(np.float32),
-        agent_offsets=np.array(off["agent"], np.int64),
-        path_rgb=np.concatenate(flat["path_rgb"]), path_poses=np.concatenate(flat["path_poses"]).astype(np.float32),
-        path_offsets=np.array(off["path"], np.int64),
-        sample_scene=np.array(per["sample_scene"], np.int64), box=np.stack(per["box"]).astype(np.int32),
-        bbox_rgb=np.stack(per["bbox_rgb"]), target_id=np.array(per["target_id"], np.int64),
-        target_center=np.stack(per["target_center"]).astype(np.float32),
-        instruction=np.array(per["instruction"]), episode_id=np.array(per["episode_id"]),
-    )
+    with atomic_write(path, "wb") as f:  # a kill mid-write leaves no truncated shard
+        np.savez_compressed(
+            f,
+            scene_ids=np.array(scene_ids), tour_rgb=np.concatenate(tours),
+            tour_poses=np.concatenate(tour_poses), tour_indices=np.concatenate(tour_idx),
+            tour_offsets=np.array(tour_off, np.int64), tour_num_raw=np.array(tour_raw, np.int64),
+            agent_rgb=np.concatenate(flat["agent_rgb"]), agent_poses=np.concatenate(flat["agent_poses"]).astype(np.float32),
+            agent_offsets=np.array(off["agent"], np.int64),
+            path_rgb=np.concatenate(flat["path_rgb"]), path_poses=np.concatenate(flat["path_poses"]).astype(np.float32),
+            path_offsets=np.array(off["path"], np.int64),
+            sample_scene=np.array(per["sample_scene"], np.int64), box=np.stack(per["box"]).astype(np.int32),
+            bbox_rgb=np.stack(per["bbox_rgb"]), target_id=np.array(per["target_id"], np.int64),
+            target_center=np.stack(per["target_center"]).astype(np.float32),
+            instruction=np.array(per["instruction"]), episode_id=np.array(per["episode_id"]),
+        )
     return n
 
 
@@ -281,9 +283,12 @@ def collect(split: str, n: int, out_dir: str | os.PathLike, shard_size: int = 20
     """Collect ``n`` samples of ``split`` into ``out_dir`` (shards + ``index.json``); returns the index path.
 
     Scenes are taken from the split's seed range in a seeded order and processed
-    by ``workers`` processes; a shard is written as soon as ``shard_size``
-    samples are buffered. ``kwargs`` are :class:`CollectConfig` fields. Re-running
-    into a directory that already holds an index is refused (pick a new dir).
+    by ``workers`` processes, their results kept in that order (the data do not
+    depend on ``workers``); a shard is written as soon as ``shard_size`` samples
+    are buffered, atomically, then the index. ``kwargs`` are :class:`CollectConfig`
+    fields. Re-running an interrupted collection with the same settings resumes
+    after its last shard: the result equals an uninterrupted run's. A finished
+    directory is refused (pick a new dir).
     """
     from envs.scenes import SPLITS
 
@@ -293,20 +298,24 @@ def collect(split: str, n: int, out_dir: str | os.PathLike, shard_size: int = 20
     if int(n) < 1:
         raise ValueError(f"n must be >= 1 samples, got {n}")
     out = Path(out_dir)
-    if (out / INDEX_FILE).exists():
-        raise FileExistsError(f"{out / INDEX_FILE} exists: collect into a new directory")
+    shards, consumed = _resume_point(out, split, seed, cfg, int(n))
     out.mkdir(parents=True, exist_ok=True)
+    for p in out.glob("*.tmp"):  # a write that a kill interrupted
+        p.unlink()
     seeds = list(SPLITS[split])
     order = [int(seeds[i]) for i in np.random.default_rng([int(seed), 11]).permutation(len(seeds))]
-    tasks = [(split, s, int(seed), cfg) for s in order]
+    tasks = [(split, s, int(seed), cfg) for s in order[consumed:]]
     say = log or (lambda m: None)
-    shards, buffer, total, failed = [], [], 0, 0
+    buffer, failed = [], 0
+    total = sum(int(s["num_samples"]) for s in shards)
+    if shards:
+        say(f"resuming: {total} samples in {len(shards)} shards from the first {consumed} scenes")
     t0 = time.time()
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=int(n), desc=f"collect {split}", unit="sample")
+        bar = tqdm(total=int(n), initial=total, desc=f"collect {split}", unit="sample")
 
     def flush():
         nonlocal buffer
@@ -315,7 +324,7 @@ def collect(split: str, n: int, out_dir: str | os.PathLike, shard_size: int = 20
         name = f"shard_{len(shards):05d}.npz"
         k = write_shard(out / name, buffer)
         shards.append({"file": name, "num_samples": k, "num_scenes": len(buffer)})
-        _write_index(out, split, seed, cfg, shards, done=False)
+        _write_index(out, split, seed, cfg, shards, done=False, n=n, tasks_done=consumed)
         say(f"wrote {name}: {k} samples ({total} total, {time.time() - t0:.0f}s)")
         buffer = []
 
@@ -323,12 +332,13 @@ def collect(split: str, n: int, out_dir: str | os.PathLike, shard_size: int = 20
         import multiprocessing as mp
 
         pool = mp.get_context("spawn").Pool(cfg.workers)
-        results = pool.imap_unordered(_collect_task, tasks)
+        results = pool.imap(_collect_task, tasks)  # in task order: the shards do not depend on timing
     else:
         pool = None
         results = map(_collect_task, tasks)
     try:
-        for scene_seed, res, err in results:
+        for scene_seed, res, err in (results if total < n else ()):
+            consumed += 1
             if err is not None:
                 failed += 1
                 say(f"scene {split}/{scene_seed} failed: {err}")
@@ -353,21 +363,55 @@ def collect(split: str, n: int, out_dir: str | os.PathLike, shard_size: int = 20
     flush()
     if total == 0:
         raise RuntimeError(f"collect({split!r}): no scene yielded a sample ({failed} scenes failed)")
-    idx = _write_index(out, split, seed, cfg, shards, done=True)
+    idx = _write_index(out, split, seed, cfg, shards, done=True, n=n, tasks_done=consumed)
     say(f"done: {total} samples in {len(shards)} shards, {time.time() - t0:.0f}s, {failed} scenes failed")
     return idx
 
 
-def _write_index(out: Path, split, seed, cfg, shards, done: bool) -> Path:
+def _write_index(out: Path, split, seed, cfg, shards, done: bool, n: int | None = None,
+                 tasks_done: int | None = None) -> Path:
+    """``index.json``; ``n`` (samples asked for) and ``tasks_done`` (scenes, in collection order,
+    that the listed shards cover) let an interrupted collection resume."""
     index = {
         "format_version": FORMAT_VERSION, "split": split, "seed": int(seed), "complete": bool(done),
         "frame_size": int(cfg.frame_size), "collect_config": asdict(cfg),
         "num_samples": int(sum(s["num_samples"] for s in shards)), "shards": shards,
     }
-    tmp = out / (INDEX_FILE + ".tmp")
-    tmp.write_text(json.dumps(index, indent=1))
-    tmp.replace(out / INDEX_FILE)  # atomic: a reader never sees a half-written index
+    if n is not None:
+        index.update(n_requested=int(n), tasks_done=int(tasks_done))
+    write_text_atomic(out / INDEX_FILE, json.dumps(index, indent=1))  # never half-written
     return out / INDEX_FILE
+
+
+def _resume_point(out: Path, split: str, seed: int, cfg: CollectConfig, n: int) -> tuple[list[dict], int]:
+    """The shards an interrupted ``collect`` into ``out`` finished, and how many scenes (in
+    collection order) they cover; ``([], 0)`` for a new directory. A finished collection, one of
+    other settings or one whose shards are missing is an error that says what to do."""
+    path = out / INDEX_FILE
+    if not path.exists():
+        return [], 0
+    try:
+        index = json.loads(path.read_text())
+    except ValueError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); delete {out} and collect again") from None
+    if index.get("complete"):
+        raise FileExistsError(f"{path} exists: collect into a new directory")
+    if "tasks_done" not in index:
+        raise FileExistsError(f"{path} is an interrupted collection from before collect could resume; "
+                              f"delete {out} and collect again")
+    content = {k: v for k, v in asdict(cfg).items() if k != "workers"}  # workers do not change the data
+    want = {"format_version": FORMAT_VERSION, "split": split, "seed": int(seed), "n_requested": int(n),
+            "collect_config": content}
+    have = {k: index.get(k) for k in want}
+    have["collect_config"] = {k: v for k, v in (index.get("collect_config") or {}).items() if k != "workers"}
+    diff = [f"{k}: {have[k]!r} -> {want[k]!r}" for k in want if have[k] != want[k]]
+    if diff:
+        raise ValueError(f"{out} holds an interrupted collection with other settings ({'; '.join(diff)}): "
+                         "rerun with its settings to finish it, or collect into a new directory")
+    missing = [s["file"] for s in index["shards"] if not (out / s["file"]).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{path} lists shards that are missing ({missing}); delete {out} and collect again")
+    return list(index["shards"]), int(index["tasks_done"])
 
 
 # ----------------------------------------------------------------------------- loading

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from envs.atomic import replace_dir
+
 _LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (.*)$")
 
 
@@ -88,8 +90,7 @@ def release(src: str | Path, dst: str | Path, log: str | Path | None = None, dty
     if command:
         info["command"] = command
     (tmp / "TRAINING.json").write_text(json.dumps(info, indent=1) + "\n")
-    shutil.rmtree(dst, ignore_errors=True)
-    tmp.replace(dst)
+    replace_dir(tmp, dst)  # atomic: a reader never sees it half-written
     return dst
 
 

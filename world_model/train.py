@@ -35,6 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from envs.atomic import fsync_tree, recover_dir, replace_dir, write_text_atomic
+
 from .latents import encode_frames
 from .model import SMALL_TRANSFORMER_CONFIG, Video4SpatialModel
 
@@ -277,8 +279,7 @@ def export_pipeline(model, ema, cfg: TrainConfig, autoencoder, path: Path) -> No
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp)
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.replace(path)
+    replace_dir(tmp, path)  # a reader (eval, the agent) never loads a half-written pipeline
 
 
 def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
@@ -374,6 +375,8 @@ def resume_checkpoint(acc, out: Path, seed: int, log) -> int | None:
     of replaying the first batches); returns its step, or None when there is none."""
     from accelerate.utils import set_seed
 
+    for old in sorted((Path(out) / "ckpt").glob(".tmp_old_step_*")):  # a same-step save killed mid-swap
+        recover_dir(old.parent / old.name.removeprefix(".tmp_old_"), old)
     ckpt = latest_checkpoint(out)
     if ckpt is None:
         return None
@@ -388,9 +391,11 @@ def save_checkpoint(acc, out: Path, step: int, keep: int) -> Path:
     """``acc.save_state`` to ``out/ckpt/step_<step>`` with its ``train_state.json``; keeps the newest
     ``keep`` checkpoints. Call on the main process only.
 
-    Atomic: the state is written into ``ckpt/.tmp_step_<step>`` (``train_state.json`` last, fsynced)
-    and the directory is renamed into place, so a run killed mid-save leaves no ``step_*`` directory
-    and resumes from the previous checkpoint; leftovers of such a save are removed by the next one."""
+    Atomic: the state is written into ``ckpt/.tmp_step_<step>``, its files fsynced, then
+    ``train_state.json`` (fsynced), and the directory is renamed into place, so a run killed
+    mid-save leaves no ``step_*`` directory and resumes from the previous checkpoint. Old
+    checkpoints are renamed to ``.tmp_del_*`` before they are deleted, so a kill mid-prune never
+    leaves a half-deleted ``step_*``. Leftovers of a killed save are removed by the next one."""
     ckpt = Path(out) / "ckpt"
     ckpt.mkdir(parents=True, exist_ok=True)
     d = ckpt / f"step_{step:08d}"
@@ -398,25 +403,18 @@ def save_checkpoint(acc, out: Path, step: int, keep: int) -> Path:
         shutil.rmtree(p, ignore_errors=True)
     tmp = ckpt / f".tmp_step_{step:08d}"
     acc.save_state(str(tmp))
+    fsync_tree(tmp)  # the state is on disk before train_state.json marks it complete
     with open(tmp / TRAIN_STATE, "w") as f:
         json.dump({"step": step, "time": time.time()}, f)
         f.flush()
         os.fsync(f.fileno())
-    if d.exists():  # the same step saved again (e.g. the final save right after a periodic one)
-        old = ckpt / f".tmp_old_step_{step:08d}"
-        d.rename(old)
-        tmp.rename(d)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(d)
-    fd = os.open(ckpt, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    # the same step saved again swaps with the old copy; a kill mid-swap is undone on resume
+    replace_dir(tmp, d, old=ckpt / f".tmp_old_step_{step:08d}")
     complete = sorted(p for p in ckpt.glob("step_*") if checkpoint_step(p) is not None)
     for p in complete[: -max(1, keep)] + [p for p in ckpt.glob("step_*") if p not in complete]:
-        shutil.rmtree(p, ignore_errors=True)
+        gone = ckpt / f".tmp_del_{p.name}"
+        p.rename(gone)
+        shutil.rmtree(gone, ignore_errors=True)
     return d
 
 
@@ -443,7 +441,7 @@ def train(cfg: TrainConfig, dataset=None, text_encoder=None) -> dict[str, Any]:
     set_seed(cfg.seed + acc.process_index)
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+        write_text_atomic(out / "train_config.json", json.dumps(dataclasses.asdict(cfg), indent=1))
     log = train_logger(acc, out / "train.log")
 
     if dataset is None:

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from envs.atomic import replace_dir
 from world_model.ssg.adapter import install_ssg_adapter, load_ssg_state_dict, remove_ssg_adapter, ssg_state_dict
 from world_model.ssg.clip import SpatialClip, default_clip_dir, load_clip
 from world_model.ssg.prompting import PERCEIVER_ONLY, SpatialSignalPrompter
@@ -115,8 +116,7 @@ def save_ssg_checkpoint(path, prompter: SpatialSignalPrompter, transformer: nn.M
                out_dim=prompter.out_dim, lam=float(cfg.get("lam", 1.0)),
                clip_fingerprint=fingerprint(prompter.clip.model))
     (tmp / SSG_CONFIG_FILE).write_text(json.dumps(cfg, indent=1) + "\n")
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.replace(path)
+    replace_dir(tmp, path)  # atomic: a reader never sees it half-written
     return path
 
 
@@ -196,6 +196,5 @@ def release_ssg_checkpoint(src, dst, half: bool = True, unused: bool = False) ->
         state = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in state.items()
                  if not (drop and name == PROMPTER_FILE and k.startswith(drop))}
         save_file(state, str(tmp / name))
-    shutil.rmtree(dst, ignore_errors=True)
-    tmp.replace(dst)
+    replace_dir(tmp, dst)  # atomic: a reader never sees it half-written
     return dst

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from envs.atomic import replace_dir
 from world_model.ssg.checkpoint import DEFAULT_PROMPTER
 
 PRESETS = ("default", "no_attention_mask", "no_mlp_mask", "weak_clip")
@@ -309,8 +310,7 @@ def _snapshot_backbone(src: str, dst: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp)
     (tmp / "SOURCE.json").write_text(json.dumps({"path": str(src), "copied": time.strftime("%Y-%m-%d %H:%M:%S")}))
-    shutil.rmtree(dst, ignore_errors=True)
-    tmp.replace(dst)
+    replace_dir(tmp, dst)  # atomic: a reader never sees it half-written
 
 
 # ----------------------------------------------------------------------------- training

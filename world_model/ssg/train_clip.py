@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from envs.atomic import atomic_write, write_dir
 from world_model.ssg.clip import (SmallClipSpec, SpatialClip, build_small_clip, build_word_tokenizer, clip_loss,
                                   grammar_vocabulary, load_clip, recall_at_k)
 
@@ -219,17 +220,16 @@ def main(cfg: ClipTrainConfig | dict | None = None) -> dict:
             log.write(json.dumps(rec) + "\n")
             log.flush()
             print(json.dumps(rec), flush=True)
-            tmp = ckpt.with_suffix(".tmp")
-            torch.save({"model": clip.model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                        "torch_rng": gen.get_state(), "np_rng": rng.bit_generator.state}, tmp)
-            tmp.replace(ckpt)  # atomic: a kill mid-save keeps the previous checkpoint
-            clip.save_pretrained(out / "clip-small")
+            with atomic_write(ckpt, "wb") as f:  # a kill mid-save keeps the previous checkpoint
+                torch.save({"model": clip.model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                            "torch_rng": gen.get_state(), "np_rng": rng.bit_generator.state}, f)
+            write_dir(out / "clip-small", clip.save_pretrained)
     if not metrics:
         metrics = evaluate_recall(clip, val["images"], val["captions"])
         metrics.update(evaluate_relations(clip, val["images"], val["captions"]))
-    clip.save_pretrained(out / "clip-small")
+    write_dir(out / "clip-small", clip.save_pretrained)
     if cfg.export:
-        clip.save_pretrained(cfg.export)
+        write_dir(cfg.export, clip.save_pretrained)
     (out / "final_metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 

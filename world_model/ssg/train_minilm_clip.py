@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from envs.atomic import atomic_write, write_dir
 from world_model.metrics import bootstrap_mean
 from world_model.ssg.clip import clip_loss
 
@@ -287,11 +288,10 @@ def main(cfg: MiniLMClipTrainConfig | dict | None = None, log=None) -> dict:
         log(f"resumed from {ckpt} at step {step}")
 
     def save() -> None:
-        tmp = ckpt.with_suffix(".tmp")
-        torch.save({"model": clip.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                    "trained_s": trained_s, "torch_rng": gen.get_state(), "np_rng": rng.bit_generator.state}, tmp)
-        tmp.replace(ckpt)  # atomic
-        clip.save_pretrained(out / "clip-minilm")
+        with atomic_write(ckpt, "wb") as f:  # a kill mid-save keeps the previous checkpoint
+            torch.save({"model": clip.state_dict(), "optimizer": opt.state_dict(), "step": step, "trained_s": trained_s,
+                        "torch_rng": gen.get_state(), "np_rng": rng.bit_generator.state}, f)
+        write_dir(out / "clip-minilm", clip.save_pretrained)
 
     images = torch.from_numpy(train["images"])
     logf = (out / "log.jsonl").open("a")
@@ -345,7 +345,7 @@ def main(cfg: MiniLMClipTrainConfig | dict | None = None, log=None) -> dict:
     logf.write(json.dumps(rec) + "\n")
     save()
     if cfg.export:
-        clip.save_pretrained(cfg.export)
+        write_dir(cfg.export, clip.save_pretrained)
     (out / "final_metrics.json").write_text(json.dumps(rec, indent=2) + "\n")
     return rec
 
