@@ -234,11 +234,6 @@ class InstructionSpec:
                 raise ValueError(f"InstructionSpec: relation {self.relation!r} needs {need} reference(s), "
                                  f"got {len(self.references)}")
 
-    @property
-    def complexity(self) -> int:
-        """Number of attributes used: a rough difficulty for curriculum/analysis."""
-        return 1 + (self.color is not None) + (self.room is not None) + len(self.references)
-
     def to_text(self, template: int | None = None) -> str:
         """Render a natural sentence; ``template`` (default: the spec's) picks the wording."""
         k = self.template if template is None else int(template)

@@ -23,7 +23,6 @@ an optional pitch (radians, positive looks up).
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -254,10 +253,3 @@ class Renderer:
             clear |= (prim != _INVALID) & (self._instance[idx] == tgt) & (tgt > 0)
         return clear | (length <= tol)
 
-
-def default_threads() -> int:
-    """Number of CPU cores available to this process (what threads=None uses)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1

@@ -194,12 +194,6 @@ class Scene:
                 return o
         raise KeyError(f"scene {self.scene_id} has no instance {instance_id}")
 
-    def room_at(self, xy: np.ndarray) -> Room | None:
-        for r in self.rooms:
-            if r.contains(xy):
-                return r
-        return None
-
     @property
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """(min xyz, max xyz) of the mesh."""

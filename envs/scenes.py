@@ -46,16 +46,6 @@ def procgen_scene_id(split: str, seed: int) -> str:
     return f"procgen/{split}/{int(seed)}"
 
 
-def split_scene_ids(split: str, n: int, offset: int = 0) -> list[str]:
-    """The first ``n`` procedural scene ids of a split (from ``offset`` within it)."""
-    r = SPLITS[split] if split in SPLITS else None
-    if r is None:
-        raise ValueError(f"unknown split {split!r}; known splits: {', '.join(SPLITS)}")
-    if offset < 0 or offset + n > len(r):
-        raise ValueError(f"{split} split holds {len(r)} seeds; asked for {n} from offset {offset}")
-    return [f"procgen/{split}/{r.start + offset + k}" for k in range(n)]
-
-
 def parse_procgen_id(scene_id: str) -> tuple[str, int]:
     """(split, seed) of a ``procgen/<split>/<seed>`` id, validated."""
     parts = scene_id.split("/")
@@ -104,7 +94,3 @@ def load_scene(scene_id: str) -> Scene:
     while len(_cache) > CACHE_SIZE:
         _cache.popitem(last=False)
     return scene
-
-
-def clear_cache() -> None:
-    _cache.clear()

@@ -20,7 +20,7 @@ import numpy as np
 
 from planners.camera import HFOV_DEG, SENSOR_HEIGHT, check_depth, check_pose, column_bearing, focal_length
 from world_model.boxes import (BoxDetection, box_iou, check_frame, default_line_width, find_box,  # noqa: F401
-                               find_box_in_frames, redness)
+                               find_box_in_frames)
 from world_model.frames import area_resize
 
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from world_model.evaluate import (EvalConfig, SceneState, build_sample, centre_in_box, grounding_metrics,
-                                  resolve_pipeline_path, select_episodes, spatial_distance)
+                                  select_episodes, spatial_distance)
+from world_model.loading import resolve_pipeline_path
 from world_model.metrics import bootstrap_ci, bootstrap_mean, psnr, ssim
 from world_model.pipeline import resolve_precision
 

@@ -106,12 +106,6 @@ def check_frame(frame) -> np.ndarray:
     return f.astype(np.float32)
 
 
-def redness(frame) -> np.ndarray:
-    """r - max(g, b), in 0..255 (H, W) float32: how red a pixel is, whatever its brightness."""
-    f = check_frame(frame)
-    return np.clip(f[..., 0] - np.maximum(f[..., 1], f[..., 2]), 0.0, 255.0)
-
-
 def default_line_width(width: int) -> int:
     """The outline width world_model/data.py draws at a frame width: 2 px at 64 px, scaled, >= 1."""
     return max(1, int(round(2 * width / 64)))

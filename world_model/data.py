@@ -77,12 +77,6 @@ def draw_box(frame: np.ndarray, box, thickness: int = 2, color=BOX_COLOR) -> np.
     return out
 
 
-def box_colour_clash(frames: np.ndarray, color=BOX_COLOR, tol: int = 40) -> float:
-    """Fraction of pixels within ``tol`` (max-abs per channel) of the box colour: should be ~0 in scenes."""
-    f = np.asarray(frames).reshape(-1, 3).astype(np.int16)
-    return float((np.abs(f - np.asarray(color, np.int16)).max(axis=1) <= tol).mean())
-
-
 # ----------------------------------------------------------------------------- trajectories
 def agent_prelude(start_pose: np.ndarray, n: int) -> np.ndarray:
     """Poses (n, 3) of an agent turning right into its start heading; the last is the start pose."""
@@ -230,10 +224,6 @@ def _collect_task(args):
         return scene_seed, collect_scene(split, scene_seed, seed, cfg), None
     except Exception as e:  # a broken scene must not kill a long collection run
         return scene_seed, None, f"{type(e).__name__}: {e}"
-
-
-def _cat(arrs, shape_tail, dtype):
-    return np.concatenate(arrs) if arrs else np.zeros((0, *shape_tail), dtype)
 
 
 def write_shard(path: Path, scenes: list[dict[str, Any]]) -> int:

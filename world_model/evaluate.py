@@ -66,8 +66,8 @@ from envs.logs import append_jsonl, read_jsonl
 
 from .boxes import default_line_width
 from .frames import area_resize
-# the pipeline loader is shared with the agent (world_model.loading); re-exported for callers of this module
-from .loading import load_pipeline, resolve_pipeline_path  # noqa: F401
+# the pipeline loader is shared with the agent (world_model.loading)
+from .loading import load_pipeline
 from .metrics import psnr, ssim
 
 SAMPLES_FILE = "samples.jsonl"

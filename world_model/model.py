@@ -39,7 +39,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed, WanTransformer3DModel
 
-# A CPU-sized backbone (DESIGN.md "Compute budget"): 4 layers, 4 heads x 48,
+# A CPU-sized backbone (docs/world_model.md): 4 layers, 4 heads x 48,
 # 32x32 RGB frames in pixel space with (1, 4, 4) patches = 64 tokens per frame.
 SMALL_TRANSFORMER_CONFIG: dict[str, Any] = {
     "patch_size": [1, 4, 4],

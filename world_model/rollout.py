@@ -51,10 +51,6 @@ class Rollout:
     def num_frames(self) -> int:
         return int(self.frames.shape[0])
 
-    @property
-    def final_frame(self) -> np.ndarray:
-        return self.frames[-1]
-
 
 def red_box_score(bbox_frames: np.ndarray, min_red: int = 180, max_other: int = 90) -> float:
     """Evidence that a red box was drawn: the fraction of pixels near ``BOX_COLOR``.

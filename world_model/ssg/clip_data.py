@@ -25,7 +25,6 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -234,17 +233,6 @@ def load_shard(path: str | Path) -> dict[str, np.ndarray]:
         if missing:
             raise ValueError(f"{path} lacks arrays {sorted(missing)}: not a CLIP data shard")
         return {k: z[k] for k in z.files}
-
-
-def iter_batches(data: dict[str, np.ndarray], batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
-    """Endless shuffled index batches over a shard."""
-    n = len(data["images"])
-    if n < batch_size:
-        raise ValueError(f"{n} pairs is fewer than batch_size {batch_size}")
-    while True:
-        perm = rng.permutation(n)
-        for i in range(0, n - batch_size + 1, batch_size):
-            yield perm[i:i + batch_size]
 
 
 # ----------------------------------------------------------------------------- relation hard negatives

@@ -296,7 +296,7 @@ class SpatialSignalPrompter(nn.Module):
         vm, proj = self.clip.model.vision_model, self.clip.model.visual_projection
         ln = vm.post_layernorm
         cls = states[-1][:, 0]  # final CLS before LN_post
-        mu, sigma = cls.mean(-1, keepdim=True), cls.var(-1, unbiased=False, keepdim=True).add(ln.eps).sqrt()
+        sigma = cls.var(-1, unbiased=False, keepdim=True).add(ln.eps).sqrt()
         norm_e = proj(ln(cls)).norm(dim=-1, keepdim=True)  # |e|
         rel = 0
         for l in self.layers:
