@@ -82,12 +82,19 @@ def _rows(out_dir) -> list[dict]:
     return sorted(unique.values(), key=lambda r: (r.get("episode_index", 0), str(r["episode_id"])))
 
 
-def failure_table(out_dirs: Sequence[str | Path], **kwargs) -> str:
-    """Markdown: one column per out_dir, one row per label (episodes and share of all), then the
-    mean step the target was first seen and the share of episodes whose context tour showed it."""
+def failure_table(out_dirs: Sequence[str | Path], common: bool = False, **kwargs) -> str:
+    """Markdown: one column per out_dir, one row per label (episodes and share of all), then how many
+    episodes showed the target in the agent's own view (and the median first step) and in the context
+    tour. ``common``: only the episodes every out_dir holds (paired; e.g. runs still in progress)."""
     cols = [(str(d), _rows(d)) for d in out_dirs]
+    if common:
+        ids = set.intersection(*({str(r["episode_id"]) for r in rows} for _, rows in cols))
+        cols = [(d, [r for r in rows if str(r["episode_id"]) in ids]) for d, rows in cols]
     counts = [count_modes(rows, **kwargs) for _, rows in cols]
-    head = "| how it ended | " + " | ".join(Path(d).name or d for d, _ in cols) + " |"
+    names = [Path(d).name or d for d, _ in cols]
+    if len(set(names)) < len(names):  # e.g. a/world_model and b/world_model: name them by their parent too
+        names = ["/".join(Path(d).parts[-2:]) for d, _ in cols]
+    head = "| how it ended | " + " | ".join(names) + " |"
     lines = [head, "|---" * (len(cols) + 1) + "|"]
     for m in ("success",) + FAILURE_MODES:
         if m == "unknown" and not any(c[m] for c in counts):
@@ -280,7 +287,7 @@ def cmd_failures(cfg, args: list[str] | None = None) -> int:
     if not dirs:
         raise CLIError("failures needs eval directories: spatialnav failures failures.dirs=[runs/a/world_model]")
     kw = {"approach_m": float(cfg.failures.approach_m)}
-    print(failure_table(dirs, **kw))
+    print(failure_table(dirs, common=bool(cfg.failures.common), **kw))
     if cfg.failures.placement:
         for d in dirs:
             if not any(r.get("agent_trace") for r in _rows(d)):

@@ -254,3 +254,22 @@ def test_trust_support_must_be_positive():
     with pytest.raises(ValueError, match="trust_support"):
         WorldModelAgent(pipeline=BoxOracleImagination(ToyWorld()), clip_guidance=False,
                         context_mode="noncontiguous", trust_support=0)
+
+
+def test_table_of_the_episodes_all_runs_hold(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d, ids in ((a, "xyz"), (b, "xy")):
+        d.mkdir()
+        (d / "episodes.jsonl").write_text("".join(json.dumps(_row(episode_id=i)) + "\n" for i in ids))
+    assert "| never_saw | 3 (100%) | 2 (100%) |" in failure_table([a, b])
+    assert "| never_saw | 2 (100%) | 2 (100%) |" in failure_table([a, b], common=True)
+
+
+def test_table_names_runs_of_one_agent_by_their_parent(tmp_path):
+    dirs = []
+    for parent in ("base", "fix"):
+        d = tmp_path / parent / "world_model"
+        d.mkdir(parents=True)
+        (d / "episodes.jsonl").write_text(json.dumps(_row()) + "\n")
+        dirs.append(d)
+    assert failure_table(dirs).splitlines()[0] == "| how it ended | base/world_model | fix/world_model |"
