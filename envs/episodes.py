@@ -22,6 +22,12 @@ point (a permutation and a negation); yaw survives the quaternion round trip to
 values (as in the file); ``NavEpisode.start_pose`` gives ours (x, y, yaw), and
 ``view_points`` (K, 3) and ``target_center`` are in our frame.
 
+File layout: habitat-lab's ObjectNav v1 dataset (``episodes_to_habitat``), which its own
+``ObjectNavDatasetV1.from_json`` reads: the two category tables, ``goals_by_category`` and
+episodes with habitat's fields; what habitat has no field for (the instruction and its spec,
+needs_relation, the target's colour and instance id) is in each episode's ``info``
+(``SPATIALNAV_INFO_KEYS``). ``load_episodes`` also reads our older files and habitat-lab's own.
+
 Generation (``generate_episodes``): for each scene of the split, targets in
 random order get the simplest sound instruction (``envs.instructions.describe``);
 view points are navigable cells within ``VIEW_RADIUS`` m of the target's box
@@ -44,13 +50,13 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from envs.geometry import wrap_angle
 from envs.instructions import InstructionSpec, describe, point_box_distance_xy, resolve
 from envs.scene import ObjectInstance, Scene
 
 VIEW_RADIUS = 1.0  # m from the target's box footprint (habitat ObjectNav view points: 1.0 m)
 VIEW_SPACING = 0.1  # m lattice of view points: any point of the region is <= 0.071 m from one
 MIN_GEODESIC = 1.5  # m
-from envs.geometry import wrap_angle
 MAX_GEODESIC = 15.0  # m
 SENSOR_HEIGHT = 0.88  # m
 HFOV_DEG = 79.0
@@ -127,66 +133,186 @@ class NavEpisode:
         return InstructionSpec.from_dict(self.instruction_spec)
 
     # habitat layout
-    def to_habitat(self) -> dict[str, Any]:
+    def habitat_goal(self) -> dict[str, Any]:
+        """The target as habitat-lab's ``ObjectGoal`` (object_id, object_category, room_name,
+        position, view_points of ``ObjectViewLocation``: agent_state and iou). We do not measure
+        habitat's view iou, so it is null."""
         fz = self.floor_z
+        return {
+            "object_id": int(self.target_id),
+            "object_category": self.object_category,
+            "room_name": self.target_room,
+            "position": to_habitat_position(self.target_center),
+            "view_points": [
+                {"agent_state": {"position": to_habitat_position((x, y, fz)),
+                                 "rotation": yaw_to_habitat_rotation(yaw)},
+                 "iou": None}
+                for x, y, yaw in self.view_points
+            ],
+        }
+
+    def to_habitat(self) -> dict[str, Any]:
+        """One episode as habitat-lab's ``ObjectGoalNavEpisode`` fields, its goal inline; our own
+        fields (``SPATIALNAV_INFO_KEYS``) go into its ``info`` dict. ``save_episodes`` moves the
+        goals to the file's ``goals_by_category``, as habitat-lab writes ObjectNav v1 files."""
         return {
             "episode_id": str(self.episode_id),
             "scene_id": self.scene_id,
             "start_position": list(self.start_position),
             "start_rotation": list(self.start_rotation),
-            "info": {**self.info, "geodesic_distance": float(self.geodesic_distance)},
-            "goals": [{
-                "object_id": int(self.target_id),
-                "object_category": self.object_category,
-                "object_color": self.target_color,
-                "object_room": self.target_room,
-                "position": to_habitat_position(self.target_center),
-                "view_points": [
-                    {"agent_state": {"position": to_habitat_position((x, y, fz)),
-                                     "rotation": yaw_to_habitat_rotation(yaw)}}
-                    for x, y, yaw in self.view_points
-                ],
-            }],
+            "info": {**self.info, "geodesic_distance": float(self.geodesic_distance),
+                     "target_object_id": int(self.target_id),
+                     "instruction": {"instruction_text": self.instruction, "spec": self.instruction_spec},
+                     "needs_relation": bool(self.needs_relation),
+                     "object_color": self.target_color},
+            "goals": [self.habitat_goal()],
             "object_category": self.object_category,
-            "instruction": {"instruction_text": self.instruction, "spec": self.instruction_spec},
-            "needs_relation": bool(self.needs_relation),
         }
 
     @classmethod
-    def from_habitat(cls, d: dict[str, Any]) -> "NavEpisode":
-        goal = d["goals"][0]
+    def from_habitat(cls, d: dict[str, Any], goals_by_category: dict | None = None) -> "NavEpisode":
+        """An episode in any of three forms: ours (``to_habitat``; goals inline or in the file's
+        ``goals_by_category``), our pre-2026-12 form (instruction and needs_relation at the top,
+        object_color/object_room in the goal) and habitat-lab's own ObjectNav v1 episodes.
+
+        A habitat-lab episode names a category, not an instance: its goals are every instance of
+        the category in the scene, so all their view points count for success (habitat-lab's
+        ObjectNav rule); ``target_id`` is ``info["closest_goal_object_id"]`` when the file has it,
+        else the first goal; the instruction is the category ("find the chair"); needs_relation
+        is False."""
+        info = dict(d.get("info") or {})
+        goals = list(d.get("goals") or [])
+        if not goals and goals_by_category:
+            key = habitat_goals_key(d["scene_id"], d["object_category"])
+            if key not in goals_by_category:
+                raise KeyError(f"goals_by_category has no {key!r} (scene basename _ object_category)")
+            goals = list(goals_by_category[key])
+        if not goals:
+            raise ValueError("the episode has no goals (neither inline nor in the file's goals_by_category)")
+        legacy = "instruction" in d
+        ours = "target_object_id" in info
+        gi = info.pop("goal_index", None)
+        if ours:
+            tid = info.pop("target_object_id")
+        elif legacy:
+            tid = goals[0]["object_id"]
+        else:  # habitat-lab's own episode
+            tid = info.get("closest_goal_object_id", goals[0]["object_id"])
+        matching = [g for g in goals if str(g["object_id"]) == str(tid)]
+        if gi is not None:  # our file: the episode's own goal (one target may have several view-point sets)
+            if not (isinstance(gi, int) and 0 <= gi < len(goals) and str(goals[gi]["object_id"]) == str(tid)):
+                raise ValueError(f"info goal_index {gi!r} is not a goal of object {tid!r} (of {len(goals)} goals)")
+            matching = [goals[gi]]
+        if not matching:
+            raise ValueError(f"target object {tid!r} is not among the episode's goals "
+                             f"{[g['object_id'] for g in goals]}")
+        goal = matching[0]
+        # habitat-lab's own episodes: every goal of the category is a goal (its ObjectNav success rule)
+        vp_goals = goals if not (ours or legacy) else [goal]
         vps = []
-        floor_z = float(d["start_position"][1])
-        for v in goal["view_points"]:
-            st = v["agent_state"]
-            xyz = from_habitat_position(st["position"])
-            vps.append([xyz[0], xyz[1], habitat_rotation_to_yaw(st["rotation"])])
-        info = dict(d.get("info", {}))
+        for g in vp_goals:
+            for v in g["view_points"]:
+                st = v["agent_state"]
+                xyz = from_habitat_position(st["position"])
+                vps.append([xyz[0], xyz[1], habitat_rotation_to_yaw(st["rotation"])])
+        category = str(d.get("object_category") or goal["object_category"])
+        if ours:
+            instr = info.pop("instruction")
+            needs_relation = bool(info.pop("needs_relation", False))
+            color = str(info.pop("object_color", "") or "")
+        elif legacy:
+            instr = d["instruction"]
+            needs_relation = bool(d.get("needs_relation", False))
+            color = str(goal.get("object_color", "") or "")
+        else:
+            spec = InstructionSpec(category=category)
+            instr = {"instruction_text": spec.to_text(), "spec": spec.to_dict()}
+            needs_relation, color = False, ""
+        try:
+            target_id = int(tid)
+        except (TypeError, ValueError):  # habitat ids that are not numbers: kept in info
+            target_id = -1
+            info["habitat_object_id"] = tid
         gd = float(info.pop("geodesic_distance"))
         return cls(
             episode_id=str(d["episode_id"]),
             scene_id=str(d["scene_id"]),
             start_position=d["start_position"],
             start_rotation=d["start_rotation"],
-            target_id=int(goal["object_id"]),
-            object_category=str(d.get("object_category", goal["object_category"])),
-            instruction=str(d["instruction"]["instruction_text"]),
-            instruction_spec=dict(d["instruction"]["spec"]),
+            target_id=target_id,
+            object_category=category,
+            instruction=str(instr["instruction_text"]),
+            instruction_spec=dict(instr["spec"]),
             view_points=np.array(vps, np.float64).reshape(-1, 3),
             geodesic_distance=gd,
-            needs_relation=bool(d.get("needs_relation", False)),
+            needs_relation=needs_relation,
             target_center=from_habitat_position(goal["position"]),
-            target_color=str(goal.get("object_color", "")),
-            target_room=str(goal.get("object_room", "")),
-            floor_z=floor_z,
+            target_color=color,
+            target_room=str(goal.get("room_name", goal.get("object_room", "")) or ""),
+            floor_z=float(d["start_position"][1]),
             info=info,
         )
 
 
+# Our fields that habitat-lab's episode has no place for: they live in each episode's ``info``.
+SPATIALNAV_INFO_KEYS = ("target_object_id", "goal_index", "instruction", "needs_relation", "object_color")
+
+
+def habitat_goals_key(scene_id: str, object_category: str) -> str:
+    """habitat-lab's ``ObjectGoalNavEpisode.goals_key``: the scene file's base name and the category."""
+    return f"{os.path.basename(str(scene_id))}_{object_category}"
+
+
+def habitat_category_maps(episodes: Iterable[NavEpisode]) -> tuple[dict[str, int], dict[str, int]]:
+    """The two category tables habitat-lab's ObjectNav v1 reader requires: category -> task
+    category id (0..K-1, the ``ObjectGoalSensor`` value) and category -> the semantic id our
+    renderer's semantic output gives the category (``envs.scene.semantic_id``)."""
+    from envs.scene import FURNITURE_CATEGORIES, SEMANTIC_CLASSES
+
+    cats = list(FURNITURE_CATEGORIES)
+    cats += sorted({e.object_category for e in episodes} - set(cats))
+    task = {c: i for i, c in enumerate(cats)}
+    scene = {c: (SEMANTIC_CLASSES.index(c) if c in SEMANTIC_CLASSES else -1) for c in cats}
+    return task, scene
+
+
+def episodes_to_habitat(episodes: Iterable[NavEpisode]) -> dict[str, Any]:
+    """The dataset habitat-lab's ``ObjectNavDatasetV1.from_json`` reads: the category tables,
+    ``goals_by_category`` and the episodes (goals empty, as habitat-lab writes them).
+
+    habitat-lab gives every episode of one scene and category the same goals
+    (``goals_by_category[goals_key]``), so each key holds the targets of all the file's episodes
+    with that scene and category (one entry per distinct goal: an instance whose view points
+    differ between episodes, being cut to those reachable from each start, has one per set), and
+    ``info["goal_index"]`` says which is the episode's own. Two scenes whose file names share a base name would share keys,
+    so that is an error."""
+    episodes = list(episodes)
+    task, scene = habitat_category_maps(episodes)
+    goals_by_category: dict[str, list] = {}
+    key_scene: dict[str, str] = {}
+    rows = []
+    for e in episodes:
+        row = e.to_habitat()
+        key = habitat_goals_key(e.scene_id, e.object_category)
+        if key_scene.setdefault(key, e.scene_id) != e.scene_id:
+            raise ValueError(f"scenes {key_scene[key]!r} and {e.scene_id!r} share habitat's goals key {key!r} "
+                             "(the scene's base name): habitat-lab could not tell their goals apart; "
+                             "write them to separate episode files")
+        goals = goals_by_category.setdefault(key, [])
+        (g,) = row.pop("goals")
+        if g not in goals:
+            goals.append(g)
+        row["info"]["goal_index"] = goals.index(g)
+        row["goals"] = []
+        rows.append(row)
+    return {"category_to_task_category_id": task, "category_to_scene_annotation_category_id": scene,
+            "goals_by_category": goals_by_category, "episodes": rows}
+
+
 def save_episodes(path: str | os.PathLike, episodes: Iterable[NavEpisode]) -> str:
-    """Write episodes as habitat's ``{"episodes": [...]}`` json.gz; returns the path."""
+    """Write episodes as habitat-lab's ObjectNav v1 json(.gz) (``episodes_to_habitat``); returns the path."""
     path = os.fspath(path)
-    data = {"episodes": [e.to_habitat() for e in episodes]}
+    data = episodes_to_habitat(episodes)
     parent = os.path.dirname(path)
     if parent:
         os.makedirs(parent, exist_ok=True)
@@ -199,7 +325,8 @@ def save_episodes(path: str | os.PathLike, episodes: Iterable[NavEpisode]) -> st
 
 
 def load_episodes(path: str | os.PathLike) -> list[NavEpisode]:
-    """Read a habitat-layout episode file (.json.gz or .json)."""
+    """Read an episode file (.json.gz or .json): ours, our older form or habitat-lab's ObjectNav v1
+    (``NavEpisode.from_habitat``; goals inline or in ``goals_by_category``)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(
@@ -213,11 +340,14 @@ def load_episodes(path: str | os.PathLike) -> list[NavEpisode]:
         raise ValueError(f"episode file {path!r} is corrupt or not json(.gz): {e}; regenerate it") from e
     if not isinstance(data, dict) or not isinstance(data.get("episodes"), list):
         raise ValueError(f"episode file {path!r}: expected an object with an 'episodes' list (habitat layout)")
+    gbc = data.get("goals_by_category") or {}
+    if not isinstance(gbc, dict):
+        raise ValueError(f"episode file {path!r}: goals_by_category must be an object, got {type(gbc).__name__}")
     out = []
     for i, d in enumerate(data["episodes"]):
         try:
-            out.append(NavEpisode.from_habitat(d))
-        except (KeyError, IndexError, TypeError, ValueError) as e:
+            out.append(NavEpisode.from_habitat(d, gbc))
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
             raise ValueError(f"episode file {path!r}: episode #{i} is malformed ({type(e).__name__}: {e})") from e
     return out
 

@@ -7,6 +7,7 @@ import pytest
 
 from envs.episodes import (
     NavEpisode,
+    episodes_to_habitat,
     from_habitat_position,
     habitat_rotation_to_yaw,
     load_episodes,
@@ -14,6 +15,7 @@ from envs.episodes import (
     to_habitat_position,
     yaw_to_habitat_rotation,
 )
+from envs.instructions import InstructionSpec
 
 
 def _rotate(q, v):
@@ -39,7 +41,7 @@ def test_coordinate_conversion():
         habitat_rotation_to_yaw([1.0, 0.0, 0.0, 0.0])
 
 
-def _episode(i, rng):
+def _episode(i, rng, target_id=3):
     yaw = float(rng.uniform(-math.pi, math.pi))
     xy = rng.uniform(-5, 5, 2)
     vps = np.column_stack([rng.uniform(-5, 5, (4, 2)), rng.uniform(-math.pi, math.pi, 4)])
@@ -47,7 +49,7 @@ def _episode(i, rng):
         episode_id=f"val_1_{i}", scene_id="procgen/val/100001",
         start_position=to_habitat_position((xy[0], xy[1], 0.0)),
         start_rotation=yaw_to_habitat_rotation(yaw),
-        target_id=3, object_category="chair", instruction="go to the blue chair left of the bed",
+        target_id=target_id, object_category="chair", instruction="go to the blue chair left of the bed",
         instruction_spec={"category": "chair", "color": "blue", "room": None, "relation": "left_of",
                           "references": [{"category": "bed", "color": None}], "template": 0},
         view_points=vps, geodesic_distance=float(rng.uniform(1.5, 10)), needs_relation=bool(i % 2),
@@ -62,10 +64,17 @@ def test_json_gz_round_trip_exact(tmp_path):
     path = save_episodes(tmp_path / "sub" / "val.json.gz", eps)
     raw = json.load(gzip.open(path, "rt"))
     e0 = raw["episodes"][0]
-    assert {"episode_id", "scene_id", "start_position", "start_rotation", "info", "goals",
-            "object_category", "instruction", "needs_relation"} <= set(e0)
-    assert e0["goals"][0]["view_points"][0]["agent_state"]["position"][1] == 0.0  # y-up: floor height
-    assert e0["info"]["geodesic_distance"] == eps[0].geodesic_distance
+    # habitat-lab's ObjectNav v1 fields only; ours live in info (tests/test_habitat_lab_episodes.py
+    # reads such a file with habitat-lab itself)
+    assert set(e0) == {"episode_id", "scene_id", "start_position", "start_rotation", "info", "goals",
+                       "object_category"}
+    assert {"category_to_task_category_id", "category_to_scene_annotation_category_id", "goals_by_category",
+            "episodes"} == set(raw)
+    goal = raw["goals_by_category"]["100001_chair"][0]
+    assert set(goal) == {"object_id", "object_category", "room_name", "position", "view_points"}
+    assert goal["view_points"][0]["agent_state"]["position"][1] == 0.0  # y-up: floor height
+    assert e0["goals"] == [] and e0["info"]["geodesic_distance"] == eps[0].geodesic_distance
+    assert e0["info"]["instruction"]["instruction_text"] == eps[0].instruction
     back = load_episodes(path)
     for a, b in zip(eps, back):
         assert b.start_position == a.start_position and b.start_rotation == a.start_rotation
@@ -80,6 +89,92 @@ def test_json_gz_round_trip_exact(tmp_path):
     # save(load(save(x))) is byte-identical: nothing drifts across round trips
     path2 = save_episodes(tmp_path / "again.json.gz", back)
     assert json.load(gzip.open(path2, "rt")) == raw
+
+
+def test_same_scene_and_category_keep_their_own_targets(tmp_path):
+    """habitat-lab shares goals between the episodes of one scene and category; each of ours keeps its
+    own target (info["target_object_id"]) and view points through a file."""
+    rng = np.random.default_rng(1)
+    eps = [_episode(0, rng, target_id=3), _episode(1, rng, target_id=5), _episode(2, rng, target_id=3)]
+    raw = episodes_to_habitat(eps)
+    # one goal per distinct (instance, view points): episodes 0 and 2 share instance 3 with other view points
+    assert [g["object_id"] for g in raw["goals_by_category"]["100001_chair"]] == [3, 5, 3]
+    eps[2].view_points, eps[2].target_center = eps[0].view_points.copy(), eps[0].target_center.copy()
+    raw = episodes_to_habitat(eps)
+    assert [g["object_id"] for g in raw["goals_by_category"]["100001_chair"]] == [3, 5]
+    assert [e["info"]["goal_index"] for e in raw["episodes"]] == [0, 1, 0]
+    back = load_episodes(save_episodes(tmp_path / "e.json.gz", eps))
+    assert [b.target_id for b in back] == [3, 5, 3]
+    assert np.array_equal(back[1].view_points[:, :2], eps[1].view_points[:, :2])
+    assert np.array_equal(back[1].target_center, eps[1].target_center)
+    other = _episode(3, rng)
+    other.scene_id = "procgen/test/100001"  # same base name, another scene: habitat could not tell them apart
+    with pytest.raises(ValueError, match="share habitat's goals key '100001_chair'"):
+        episodes_to_habitat([eps[0], other])
+
+
+def test_reads_the_older_layout(tmp_path):
+    """Files written before the habitat-lab layout (instruction and needs_relation at the top, colour and
+    room in the goal) still load to the same episode."""
+    rng = np.random.default_rng(2)
+    ep = _episode(1, rng)
+    d = ep.to_habitat()
+    info = d["info"]
+    instr, needs, color = info.pop("instruction"), info.pop("needs_relation"), info.pop("object_color")
+    info.pop("target_object_id")
+    goal = d["goals"][0]
+    goal["object_room"] = goal.pop("room_name")
+    goal["object_color"] = color
+    for v in goal["view_points"]:
+        del v["iou"]
+    d.update(instruction=instr, needs_relation=needs)
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"episodes": [d]}))
+    (back,) = load_episodes(path)
+    assert back.to_habitat() == ep.to_habitat()
+
+
+def test_reads_habitat_lab_objectnav_v1(tmp_path):
+    """habitat-lab's own ObjectNav v1 layout: goals_by_category, no instruction; every goal of the
+    category counts (its success rule), the target is closest_goal_object_id, the instruction the category."""
+    vp = lambda x, z: {"agent_state": {"position": [x, 0.1, z], "rotation": [0, 0.7071068, 0, 0.7071068]},
+                       "iou": 0.4}
+    data = {
+        "category_to_task_category_id": {"chair": 0, "tv_monitor": 1},
+        "category_to_mp3d_category_id": {"chair": 3, "tv_monitor": 22},
+        "goals_by_category": {
+            "scene.basis.glb_chair": [
+                {"object_id": 12, "object_name": "chair_12", "object_category": "chair", "room_id": None,
+                 "room_name": None, "position": [1.0, 0.5, -2.0], "view_points": [vp(1.0, -1.0)]},
+                {"object_id": 40, "object_name": "chair_40", "object_category": "chair", "room_id": None,
+                 "room_name": None, "position": [4.0, 0.5, 3.0], "view_points": [vp(4.0, 2.0), vp(3.0, 3.0)]}],
+            "scene.basis.glb_tv_monitor": [
+                {"object_id": 7, "object_category": "tv_monitor", "position": [0.0, 1.0, 0.0],
+                 "view_points": [vp(0.0, 1.0)]}]},
+        "episodes": [
+            {"episode_id": "0", "scene_id": "hm3d/val/00800-TEEsavR23oF/scene.basis.glb",
+             "start_position": [0.0, 0.1, 0.0], "start_rotation": [0, 0, 0, 1], "goals": [],
+             "object_category": "chair", "start_room": None, "shortest_paths": None,
+             "info": {"geodesic_distance": 3.5, "euclidean_distance": 2.2, "closest_goal_object_id": 40}},
+            {"episode_id": "1", "scene_id": "hm3d/val/00800-TEEsavR23oF/scene.basis.glb",
+             "start_position": [0.0, 0.1, 0.0], "start_rotation": [0, 0, 0, 1], "goals": [],
+             "object_category": "tv_monitor", "info": {"geodesic_distance": 1.0}}]}
+    path = tmp_path / "hm3d.json.gz"
+    with gzip.open(path, "wt") as f:
+        json.dump(data, f)
+    chair, tv = load_episodes(path)
+    assert chair.target_id == 40 and chair.object_category == "chair" and chair.geodesic_distance == 3.5
+    assert len(chair.view_points) == 3  # both chairs' view points
+    assert chair.view_points[0, :2] == pytest.approx([1.0, 1.0])  # habitat [1, _, -1] -> ours (1, 1)
+    assert chair.instruction == InstructionSpec(category="chair").to_text() and not chair.needs_relation
+    assert chair.info == {"euclidean_distance": 2.2, "closest_goal_object_id": 40}
+    assert tv.target_id == 7 and tv.instruction.endswith("tv monitor") and len(tv.view_points) == 1
+    assert chair.floor_z == 0.1 and np.allclose(chair.target_center, [4.0, -3.0, 0.5])
+    data["episodes"][1]["object_category"] = "sofa"
+    with gzip.open(path, "wt") as f:
+        json.dump(data, f)
+    with pytest.raises(ValueError, match="episode #1 .*scene.basis.glb_sofa"):
+        load_episodes(path)
 
 
 def test_load_errors_name_the_file(tmp_path):
