@@ -29,6 +29,8 @@ def episode_rng(seed: int | None, episode_id: str) -> np.random.Generator:
 class RandomAgent:
     """Uniform over the three motions, STOP with probability ``stop_prob``."""
 
+    batchable = True  # re-seeded per episode: copies side by side act as one instance (agent.runner.is_batchable)
+
     def __init__(self, env=None, seed: int | None = 0, stop_prob: float = 0.02) -> None:
         if not 0.0 <= stop_prob <= 1.0:
             raise ValueError(f"stop_prob must be in [0, 1], got {stop_prob}")
@@ -57,6 +59,7 @@ class OracleAgent:
     """
 
     privileged = True
+    batchable = True  # deterministic per episode; each copy reads its own env
 
     def __init__(self, env=None, seed: int | None = None, stop_distance: float | None = None) -> None:
         if env is None:

@@ -143,11 +143,12 @@ def _check_group_options(overrides: list[str]) -> None:
 
 def _needs_value(key: str) -> bool:
     """Keys the commands convert with int()/float()/bool() directly: null is an error there."""
-    return key in ("n_episodes", "seed", "video", "progress", "shard", "split") or key.startswith(("env.", "task."))
+    return key in ("n_episodes", "seed", "video", "progress", "shard", "split", "num_envs") or key.startswith(("env.", "task."))
 
 
 # Top-level keys with a bound beyond their type (checked when given on the command line).
-_MINIMUM = {"n_episodes": 1, "seed": 0, "video": 0, "task.max_episode_steps": 1, "env.width": 8, "env.height": 8}
+_MINIMUM = {"n_episodes": 1, "seed": 0, "video": 0, "num_envs": 1, "task.max_episode_steps": 1, "env.width": 8,
+            "env.height": 8}
 
 
 def _kind(value) -> str:
@@ -321,7 +322,7 @@ def cmd_eval(cfg, args: list[str] | None = None) -> int:
         agent=str(cfg.agent.name), split=str(cfg.split), n_episodes=int(cfg.n_episodes),
         out_dir=_out_dir(cfg, "eval"), shard=str(cfg.shard), video=cfg.video, seed=int(cfg.seed),
         episodes=cfg.episodes, agent_kwargs=agent_kwargs(cfg), progress=bool(cfg.progress),
-        **env_kwargs(cfg),
+        num_envs=int(cfg.num_envs), **env_kwargs(cfg),
     )
     print(f"wrote {_out_dir(cfg, 'eval')}/summary.json ({summary['n_episodes']} episodes)")
     return 0
@@ -351,7 +352,8 @@ def eval_agents(cfg) -> int:
     same episodes (out_dir/<agent>), one table, written to ``out_dir/results.md`` under a block keyed by
     split, episodes and camera size. ``results_md=<path>`` (e.g. docs/results.md) also writes the block
     there; nothing outside out_dir is written unless asked."""
-    from agent.runner import evaluate, results_rows_markdown, update_results_md
+    from agent.base import resolve_agent
+    from agent.runner import evaluate, is_batchable, results_rows_markdown, update_results_md
 
     specs = [str(a) for a in cfg.agents]
     base = Path(str(cfg.out_dir)) if cfg.out_dir else Path(f"runs/eval/agents_{cfg.split}")
@@ -359,9 +361,14 @@ def eval_agents(cfg) -> int:
     for spec in specs:
         name, label, kw = _agent_spec_kwargs(cfg, spec)
         out = base / spec.replace("@", "_")
+        num_envs = int(cfg.num_envs)
+        if num_envs > 1 and not is_batchable(resolve_agent(name)):
+            print(f"note: {spec} cannot run side by side (not batchable): num_envs=1 for it")
+            num_envs = 1
         summary = evaluate(agent=name, split=str(cfg.split), n_episodes=int(cfg.n_episodes), out_dir=out,
                            shard=str(cfg.shard), video=cfg.video, seed=int(cfg.seed), episodes=cfg.episodes,
-                           agent_kwargs=kw, progress=bool(cfg.progress), print_summary=False, **env_kwargs(cfg))
+                           agent_kwargs=kw, progress=bool(cfg.progress), print_summary=False, num_envs=num_envs,
+                           **env_kwargs(cfg))
         summary["label"] = label + (" (privileged)" if name == "oracle" else "")
         summaries.append(summary)
     table = results_rows_markdown(summaries)

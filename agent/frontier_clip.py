@@ -74,6 +74,7 @@ class FrontierClipAgent:
 
     needs_context = True
     privileged = False
+    batchable = True  # all state is reset per episode and its rng re-seeded from (seed, episode id)
 
     def __init__(self, env=None, seed: int | None = 0, clip=None, use_tour: bool = True,
                  relevance_weight: float = 0.5, z_detect: float = 2.0, min_views: int = 8,

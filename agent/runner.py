@@ -600,9 +600,100 @@ def run_episode(env, agent, episode_index: int, seed: int | None = None,
     return row
 
 
-def check_eval_args(n_episodes, video, seed, out_dir, shard=None) -> None:
+def is_batchable(agent) -> bool:
+    """Whether ``evaluate(num_envs=N)`` may run copies of this agent side by side: its class says
+    ``batchable = True`` (read statically, like ``agent_access``). The promise is that an instance's
+    actions in an episode depend only on its settings, seed and that episode, never on the episodes
+    it ran before or on another instance, so N copies over N envs give a serial run's rows."""
+    cls = agent if isinstance(agent, type) else type(agent)
+    return inspect.getattr_static(cls, "batchable", False) is True
+
+
+def batchable_agents() -> list[str]:
+    """The registered agents that declare ``batchable = True`` (importing each agent's module)."""
+    from agent.base import available_agents
+
+    out = []
+    for name in available_agents():
+        try:
+            if is_batchable(resolve_agent(name)):
+                out.append(name)
+        except (ValueError, ImportError):
+            continue
+    return out
+
+
+def run_parallel(pairs: Sequence[tuple[Any, Any]], indices: Sequence[int], seed: int | None = None,
+                 video: Iterable[int] = ()):
+    """Run the episodes ``indices`` over the (env, agent) ``pairs``; yields (row, frames) per episode
+    as it finishes (frames: the video frames for an index in ``video``, else None).
+
+    One pair runs them in order in this thread. Several pairs run in one worker thread each, every
+    worker taking the next index when its episode ends: the ray casts, numpy and torch release the
+    GIL, so the envs step side by side. Each episode is ``run_episode`` on one pair, as in a serial
+    run, so its row is the same (timings aside). An exception in a worker is raised here and the
+    other workers stop after their current episode.
+    """
+    import queue
+    import threading
+
+    video = set(video)
+
+    def one(env, agent, idx):
+        frames: list[np.ndarray] | None = [] if idx in video else None
+        row = run_episode(env, agent, idx, seed=seed, frame_callback=None if frames is None else frames.append)
+        return row, frames
+
+    if len(pairs) == 1:
+        env, agent = pairs[0]
+        for idx in indices:
+            yield one(env, agent, idx)
+        return
+    todo: queue.Queue = queue.Queue()
+    for idx in indices:
+        todo.put(idx)
+    done: queue.Queue = queue.Queue()
+    stop = threading.Event()
+
+    def worker(env, agent):
+        try:
+            while not stop.is_set():
+                try:
+                    idx = todo.get_nowait()
+                except queue.Empty:
+                    break
+                done.put(("row", one(env, agent, idx)))
+        except BaseException as e:  # handed to the caller, which raises it
+            stop.set()
+            done.put(("error", e))
+        finally:
+            done.put(("exit", None))
+
+    threads = [threading.Thread(target=worker, args=p, daemon=True, name=f"spatialnav-env-{i}")
+               for i, p in enumerate(pairs)]
+    for t in threads:
+        t.start()
+    running = len(threads)
+    try:
+        while running:
+            kind, item = done.get()
+            if kind == "exit":
+                running -= 1
+            elif kind == "error":
+                raise item
+            else:
+                yield item
+    finally:
+        # A consumer that stops early (an error, ^C) does not wait: the workers (daemon threads) end
+        # after their current episode, whose rows are dropped and rerun by a resume.
+        stop.set()
+
+
+def check_eval_args(n_episodes, video, seed, out_dir, shard=None, num_envs=1) -> None:
     """evaluate()'s own arguments, checked before anything is created (names the value and the fix)."""
     parse_shard(shard)
+    if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+        raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
     if isinstance(n_episodes, bool) or not isinstance(n_episodes, (int, np.integer)) or n_episodes < 1:
         raise ValueError(f"n_episodes must be an integer >= 1, got {n_episodes!r}")
     if not isinstance(video, (bool, int, np.integer)) or (not isinstance(video, bool) and video < 0):
@@ -663,6 +754,7 @@ def evaluate(
     progress: bool = True,
     print_summary: bool = True,
     video_fps: int = 8,
+    num_envs: int = 1,
     **env_kwargs: Any,
 ) -> dict:
     """Evaluate ``agent`` on the first ``n_episodes`` of ``split`` (one shard of them).
@@ -677,10 +769,14 @@ def evaluate(
         shard: "i/n": evaluate episodes i, i+n, ...; merge the shards with ``merge``.
         video: False/0 = none, True = every episode, k = the first k of this shard (mp4).
         seed: agent seed (per episode it is combined with the episode id).
+        num_envs: run this many envs side by side, each with its own agent, in threads
+            (``run_parallel``); only agents whose class says ``batchable = True`` (``is_batchable``).
+            The episodes' rows are those of a serial run (they are appended as episodes finish, so
+            in another order); num_envs is not part of the run's fingerprint, so either may resume the other.
     Returns the summary dict (also written to out_dir/summary.json).
     """
     agent_name = agent if isinstance(agent, str) else getattr(agent, "__name__", type(agent).__name__)
-    check_eval_args(n_episodes=n_episodes, video=video, seed=seed, out_dir=out_dir, shard=shard)
+    check_eval_args(n_episodes=n_episodes, video=video, seed=seed, out_dir=out_dir, shard=shard, num_envs=num_envs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / EPISODES_FILE
@@ -693,8 +789,9 @@ def evaluate(
             )
     done_ids = {str(r["episode_id"]) for r in done_rows}
 
-    env = _make_env(env_kwargs.pop("env_factory", None), split=split, episodes=episodes, n_episodes=n_episodes,
-                    **env_kwargs)
+    env_factory = env_kwargs.pop("env_factory", None)
+    env = _make_env(env_factory, split=split, episodes=episodes, n_episodes=n_episodes, **env_kwargs)
+    envs = [env]
     try:
         n_avail = len(env.episodes)
         if n_episodes > n_avail:
@@ -705,23 +802,27 @@ def evaluate(
         n_video = len(indices) if video is True else int(video or 0)
         video_set = set(indices[:n_video])
         factory = resolve_agent(agent)
+        if num_envs > 1 and not is_batchable(factory):
+            raise ValueError(f"agent {agent_name!r} cannot run with num_envs={num_envs}: its class does not say "
+                             f"batchable = True (agents that can: {', '.join(batchable_agents())}); use num_envs=1")
         # Only a privileged agent class (the Oracle) gets the env itself; the rest get its sensor settings.
         bot, _ = build_agent(factory, env, seed=seed, **(agent_kwargs or {}))
         fingerprint = run_fingerprint(agent_name, factory, agent_kwargs, seed, split, episodes, env, bot)
         check_resume(out, fingerprint, n_done=len(done_rows))
+        pairs = [(env, bot)]
+        for _ in range(min(num_envs, len(todo)) - 1):
+            envs.append(_make_env(env_factory, split=split, episodes=episodes, n_episodes=n_episodes, **env_kwargs))
+            pairs.append((envs[-1], build_agent(factory, envs[-1], seed=seed, **(agent_kwargs or {}))[0]))
 
         bar = _progress(todo, total=len(indices), initial=len(indices) - len(todo),
                         desc=f"{agent_name}/{split} {parse_shard(shard)[0]}/{parse_shard(shard)[1]}",
                         enable=progress)
         n_success = sum(float(r.get("success", 0)) for r in done_rows)
         with open(log_path, "a") as f:
-            for k, idx in enumerate(todo):
-                frames: list[np.ndarray] = []
-                cb = frames.append if idx in video_set else None
-                row = run_episode(env, bot, idx, seed=seed, frame_callback=cb)
+            for k, (row, frames) in enumerate(run_parallel(pairs, todo, seed=seed, video=video_set)):
                 row["agent"] = agent_name
                 row["split"] = split
-                if cb is not None:
+                if frames is not None:
                     from world_model.video_io import write_video
 
                     vpath = out / "videos" / f"{_safe(row['episode_id'])}.mp4"
@@ -732,7 +833,8 @@ def evaluate(
                 bar.set_postfix(success=f"{n_success / (len(done_rows) + k + 1):.2f}")
         bar.close()
     finally:
-        env.close()
+        for e in envs:
+            e.close()
 
     # Only the requested episodes count: rows of other episodes (an earlier run with a larger
     # n_episodes, another shard merged here) stay in the log but not in this summary.

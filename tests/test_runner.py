@@ -157,3 +157,65 @@ def test_random_agent_is_seeded_per_episode():
     b.reset(obs, {"episode_id": "x"})
     assert [b.act(obs) for _ in range(50)] == seq_a
     assert set(seq_a) <= {0, 1, 2, 3} and {1, 2, 3} <= set(seq_a)
+
+
+def _row_behaviour(rows: list[dict]) -> dict:
+    """episode_id -> row without timings (the order rows finish in may differ)."""
+    return {r["episode_id"]: {k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows}
+
+
+@pytest.mark.parametrize("agent,kwargs", [("random", {"stop_prob": 0.05}), ("oracle", {})])
+def test_num_envs_gives_the_serial_rows_and_summary(tmp_path, nav_episode_file, agent, kwargs):
+    """num_envs=2 runs two envs side by side: the same rows (as a set) and summary as num_envs=1,
+    and either resumes the other (num_envs is not in the fingerprint)."""
+    fast = {**FAST, "agent_kwargs": kwargs}
+    serial = evaluate(agent, n_episodes=3, out_dir=tmp_path / "serial", episodes=nav_episode_file, **fast)
+    par = evaluate(agent, n_episodes=3, out_dir=tmp_path / "par", episodes=nav_episode_file, num_envs=2, **fast)
+    assert _behaviour(par) == _behaviour(serial)
+    assert _row_behaviour(_rows(tmp_path / "par")) == _row_behaviour(_rows(tmp_path / "serial"))
+    assert json.loads((tmp_path / "par" / "run.json").read_text()) == json.loads(
+        (tmp_path / "serial" / "run.json").read_text())
+    # resume a 1-episode serial run with num_envs=3: two more episodes, the same summary
+    evaluate(agent, n_episodes=1, out_dir=tmp_path / "mixed", episodes=nav_episode_file, **fast)
+    mixed = evaluate(agent, n_episodes=3, out_dir=tmp_path / "mixed", episodes=nav_episode_file, num_envs=3, **fast)
+    assert _behaviour(mixed) == _behaviour(serial) and len(_rows(tmp_path / "mixed")) == 3
+
+
+def test_num_envs_refuses_agents_that_cannot_batch(tmp_path, nav_episode_file):
+    from agent.runner import batchable_agents, is_batchable
+
+    class Remembers(RandomAgent):
+        batchable = False  # e.g. carries state from one episode into the next
+
+    with pytest.raises(ValueError, match=r"cannot run with num_envs=2: its class does not say batchable = True "
+                                         r"\(agents that can: .*frontier_clip.*oracle.*random"):
+        evaluate(Remembers, n_episodes=2, out_dir=tmp_path / "a", episodes=nav_episode_file, num_envs=2, **FAST)
+    assert not (tmp_path / "a" / EPISODES_FILE).exists() or not _rows(tmp_path / "a")
+    with pytest.raises(ValueError, match="num_envs must be an integer >= 1, got 0"):
+        evaluate("random", n_episodes=2, out_dir=tmp_path / "b", episodes=nav_episode_file, num_envs=0, **FAST)
+    assert "world_model" not in batchable_agents()
+    assert is_batchable(RandomAgent) and is_batchable(OracleAgent)
+
+    class Instance(RandomAgent):
+        pass
+
+    bot = Instance()
+    bot.batchable = False  # an instance attribute cannot change what the class says
+    assert is_batchable(bot)
+
+
+def test_num_envs_worker_error_is_raised(tmp_path, nav_episode_file):
+    """An agent failing in a worker thread (here: each copy on its second episode) fails evaluate()
+    with that error."""
+
+    class Fails(RandomAgent):
+        batchable = True
+
+        def reset(self, obs, info=None, context=None):
+            super().reset(obs, info, context)
+            self.calls = getattr(self, "calls", 0) + 1
+            if self.calls == 2:
+                raise RuntimeError("agent broke")
+
+    with pytest.raises(RuntimeError, match="agent broke"):
+        evaluate(Fails, n_episodes=3, out_dir=tmp_path, episodes=nav_episode_file, num_envs=2, **FAST)
