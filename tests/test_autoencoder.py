@@ -121,6 +121,26 @@ def test_pipeline_samples_in_the_autoencoder_latent_space(tmp_path):
                                   r.frames)
 
 
+def test_latent_pipeline_loads_in_a_process_that_never_imported_the_autoencoder(tmp_path, monkeypatch):
+    """diffusers loads a component only from an imported module: from_pretrained imports ours
+    (``spatialnav eval-wm eval_wm.pipeline=<latent pipeline>`` failed without it)."""
+    import sys
+
+    from world_model.model import Video4SpatialModel
+    from world_model.pipeline import Video4SpatialPipeline, make_scheduler
+
+    tcfg = dict(patch_size=[1, 2, 2], num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4,
+                text_dim=384, freq_dim=32, ffn_dim=48, num_layers=1, rope_max_seq_len=128)
+    model = Video4SpatialModel(transformer_config=tcfg, text_len=8, frame_size=(S, S), latent_space="autoencoder")
+    Video4SpatialPipeline(model, make_scheduler(), autoencoder=tiny_ae()).save_pretrained(tmp_path / "pipe")
+    monkeypatch.delitem(sys.modules, "world_model.autoencoder")
+    import world_model
+
+    monkeypatch.delattr(world_model, "autoencoder", raising=False)
+    pipe = Video4SpatialPipeline.from_pretrained(tmp_path / "pipe")
+    assert type(pipe.autoencoder).__name__ == "FrameAutoencoder" and "world_model.autoencoder" in sys.modules
+
+
 def _collected_dir(path, size=32, n_scenes=2):
     """A tiny collected directory: grey frames, one sample per scene, the target box at [8, 8, 23, 23]."""
     from world_model.data import CollectConfig, _write_index, write_shard

@@ -117,6 +117,10 @@ class Video4SpatialPipeline(DiffusionPipeline):
                 "`spatialnav train` or save one with `Video4SpatialPipeline.save_pretrained`"
             )
         with_ssg = kwargs.pop("with_ssg", True)
+        # diffusers loads a component only from a module that is already imported: our
+        # autoencoder (latent-space pipelines) may not be, in a process that never trained one.
+        if '"world_model.autoencoder"' in (path / "model_index.json").read_text():
+            from . import autoencoder  # noqa: F401
         try:
             pipe = super().from_pretrained(str(path), **kwargs)
         except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
