@@ -13,7 +13,8 @@ so ``step_cost / cast_cost`` is what our Python around Embree adds. Raw and step
 are timed in interleaved chunks of 100 steps and each chunk keeps its best of ``repeats``
 (the machine is shared; the least disturbed run is the honest cost). When
 ``envs.gym_env`` imports, the real ``gymnasium`` env step (random MOVE/TURN actions, no
-STOP, so no resets are timed) is measured as well (best of ``repeats`` whole runs).
+STOP, so no resets are timed) is measured as well, against the raw cast of the rays it
+renders, in the same interleaved chunks (``gym_over_cast``).
 """
 
 from __future__ import annotations
@@ -161,7 +162,10 @@ def _time_moves(grid, poses, actions) -> float:
     return time.perf_counter() - t0
 
 
-def bench_gym(threads, width, height, steps, repeats) -> dict | None:
+def bench_gym(threads, width, height, steps, repeats, chunk: int = 100) -> dict | None:
+    """The full Gymnasium ``env.step`` (random MOVE/TURN actions, no STOP, so no resets are
+    timed) against the raw ``cast_rays`` of the very rays each step renders, timed in interleaved
+    chunks of ``chunk`` steps, each chunk the best of ``repeats`` (as ``bench_threads``)."""
     try:
         from envs.gym_env import ObjectNavEnv
     except ImportError:
@@ -169,21 +173,39 @@ def bench_gym(threads, width, height, steps, repeats) -> dict | None:
     # The env class itself (gym.make would add a TimeLimit wrapper and its checker).
     env = ObjectNavEnv(width=width, height=height, threads=threads, n_episodes=2,
                        max_episode_steps=10 * steps)
-    env.reset(seed=0)
     rng = np.random.default_rng(0)
-    actions = rng.choice([1, 1, 2, 3], size=steps)
+    actions = [int(a) for a in rng.choice([1, 1, 2, 3], size=steps)]
+    env.reset(seed=0)
+    poses = []
+    for a in actions:  # the pose each step renders
+        env.step(a)
+        poses.append(env.pose.copy())
+    r = env.renderer
+    starts = list(range(0, steps, chunk))
 
-    def run():
-        env.reset(seed=0)
+    def gym_chunk(i):
         t0 = time.perf_counter()
-        for a in actions:
-            env.step(int(a))
+        for a in actions[starts[i]:starts[i] + chunk]:
+            env.step(a)
         return time.perf_counter() - t0
 
-    run()
-    t = _best(run, repeats)
+    def raw_chunk(i):
+        rays = [o3d.core.Tensor.from_numpy(r._rays(p[None], None).copy()) for p in poses[starts[i]:starts[i] + chunk]]
+        t0 = time.perf_counter()
+        for t in rays:
+            r._rs.cast_rays(t, nthreads=r._nthreads)
+        return time.perf_counter() - t0
+
+    best_gym, best_raw = np.full(len(starts), np.inf), np.full(len(starts), np.inf)
+    for _ in range(repeats + 1):  # the first pass warms up and is timed too
+        env.reset(seed=0)
+        for i in range(len(starts)):
+            best_gym[i] = min(best_gym[i], gym_chunk(i))
+            best_raw[i] = min(best_raw[i], raw_chunk(i))
     env.close()
-    return {"threads": threads, "gym_steps_per_s": steps / t, "ms_per_gym_step": 1e3 * t / steps}
+    t_gym, t_raw = float(best_gym.sum()), float(best_raw.sum())
+    return {"threads": threads, "gym_steps_per_s": steps / t_gym, "ms_per_gym_step": 1e3 * t_gym / steps,
+            "ms_per_cast": 1e3 * t_raw / steps, "gym_over_cast": t_gym / t_raw}
 
 
 STEPS, REPEATS = 1000, 5  # docs/results.md, "Simulator speed"
@@ -241,7 +263,8 @@ def main(argv=None) -> None:
               + ", ".join(f"{k} {v:.3f}" for k, v in st.items()))
     for g in res["gym"]:
         print(f"  gym env.step threads={g['threads']}: {g['gym_steps_per_s']:7.0f} steps/s "
-              f"({g['ms_per_gym_step']:.2f} ms)")
+              f"({g['ms_per_gym_step']:.2f} ms; raw cast of its rays {g['ms_per_cast']:.2f} ms; "
+              f"step/cast {g['gym_over_cast']:.2f}x)")
     print(f"  peak RSS {res['peak_rss_mb']:.0f} MB")
 
 

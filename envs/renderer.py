@@ -129,6 +129,8 @@ class Renderer:
         self._instance = np.append(scene.tri_instance, np.int32(0)).astype(np.int32)
         self._semantic = np.append(scene.tri_semantic, np.int32(0)).astype(np.int32)
         self._buf: np.ndarray | None = None  # reused rays buffer for the last batch size
+        self._buf_view: tuple[float, float] | None = None  # (yaw, pitch) of a single pose's rays in _buf
+        self._idx: np.ndarray | None = None  # reused int64 triangle indices of the last batch size
         self._m1 = np.zeros((3, 6), np.float32)  # per-pose ray matrix of the single-pose path
 
     # -- camera ----------------------------------------------------------
@@ -152,6 +154,7 @@ class Renderer:
         n, p = len(poses), len(self._cam_dirs)
         if self._buf is None or self._buf.shape[0] != n:
             self._buf = np.empty((n, p, 6), np.float32)
+            self._buf_view = None
         if n == 1 and (pitch is None or np.size(pitch) == 1):
             return self._rays_one(poses[0], 0.0 if pitch is None else float(np.reshape(pitch, -1)[0]))
         if pitch is None:
@@ -168,6 +171,7 @@ class Renderer:
         m[:, :, 3:] = rot.transpose(0, 2, 1)  # d = right*r + up*u + forward*1
         m[:, 2, 0], m[:, 2, 1], m[:, 2, 2] = poses[:, 0], poses[:, 1], self.camera_z  # o = 1 * pos
         np.matmul(self._cam_dirs[None], m, out=self._buf)
+        self._buf_view = None
         return self._buf
 
     def _rays_one(self, pose: np.ndarray, pitch: float) -> np.ndarray:
@@ -175,6 +179,10 @@ class Renderer:
         if not math.isfinite(pitch):
             raise ValueError("pitch contains NaN or inf")
         x, y, yaw = float(pose[0]), float(pose[1]), float(pose[2])
+        if self._buf_view == (yaw, pitch):
+            # Same view direction as the buffer's rays (a forward step): only the origins move.
+            self._buf[0, :, :3] = (x, y, self.camera_z)
+            return self._buf
         cy, sy, cp, sp = math.cos(yaw), math.sin(yaw), math.cos(pitch), math.sin(pitch)
         m = self._m1
         m[0, 3:] = (sy, -cy, 0.0)  # right
@@ -182,6 +190,7 @@ class Renderer:
         m[2, 3:] = (cp * cy, cp * sy, sp)  # forward
         m[2, :3] = (x, y, self.camera_z)
         np.matmul(self._cam_dirs, m, out=self._buf[0])
+        self._buf_view = (yaw, pitch)
         return self._buf
 
     # -- rendering -------------------------------------------------------
@@ -210,8 +219,13 @@ class Renderer:
             res["depth"] = np.where(t <= self.max_depth, t, np.float32(0.0))
         if "rgb" in outputs or "instance" in outputs or "semantic" in outputs:
             # mode="clip" maps INVALID_ID (uint32 max) to F, the extra "miss" row of every
-            # table, with no separate pass; int64 indices keep np.take on its fast path.
-            idx = hit["primitive_ids"].numpy().reshape(-1).astype(np.int64)
+            # table, with no separate pass; int64 indices keep np.take on its fast path. They go
+            # into a reused buffer: a fresh 8-byte-per-pixel array every step costs more than the gather.
+            prim = hit["primitive_ids"].numpy().reshape(-1)
+            if self._idx is None or self._idx.shape != prim.shape:
+                self._idx = np.empty(prim.shape, np.int64)
+            idx = self._idx
+            np.copyto(idx, prim, casting="unsafe")
             if "rgb" in outputs:
                 res["rgb"] = np.take(self._color, idx, axis=0, mode="clip").reshape(n, h, w, 3)
             if "instance" in outputs:
@@ -252,4 +266,3 @@ class Renderer:
             tgt = np.broadcast_to(np.asarray(target_instance, np.int64), clear.shape)
             clear |= (prim != _INVALID) & (self._instance[idx] == tgt) & (tgt > 0)
         return clear | (length <= tol)
-
