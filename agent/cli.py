@@ -143,7 +143,8 @@ def _check_group_options(overrides: list[str]) -> None:
 
 def _needs_value(key: str) -> bool:
     """Keys the commands convert with int()/float()/bool() directly: null is an error there."""
-    return key in ("n_episodes", "seed", "video", "progress", "shard", "split", "num_envs") or key.startswith(("env.", "task."))
+    return (key in ("n_episodes", "seed", "video", "progress", "shard", "split", "num_envs")
+            or key.startswith(("env.", "task.")))
 
 
 # Top-level keys with a bound beyond their type (checked when given on the command line).

@@ -284,8 +284,8 @@ def episodes_to_habitat(episodes: Iterable[NavEpisode]) -> dict[str, Any]:
     (``goals_by_category[goals_key]``), so each key holds the targets of all the file's episodes
     with that scene and category (one entry per distinct goal: an instance whose view points
     differ between episodes, being cut to those reachable from each start, has one per set), and
-    ``info["goal_index"]`` says which is the episode's own. Two scenes whose file names share a base name would share keys,
-    so that is an error."""
+    ``info["goal_index"]`` says which is the episode's own. Two scenes whose file names share a
+    base name would share keys, so that is an error."""
     episodes = list(episodes)
     task, scene = habitat_category_maps(episodes)
     goals_by_category: dict[str, list] = {}

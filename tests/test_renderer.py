@@ -101,6 +101,29 @@ def test_batch_equals_one_by_one(renderer):
     assert batch["instance"].dtype == np.int32 and batch["semantic"].dtype == np.int32
 
 
+def test_reused_rays_equal_fresh_ones():
+    """The single-pose path reuses its rays when only the position moved (a forward step): every
+    render of a walk (moves, turns, pitch changes, a batch in between) equals a fresh renderer's."""
+    scene = one_room_scene()
+    walk = Renderer(scene, width=32, height=24, threads=1)
+    rng = np.random.default_rng(3)
+    pose, pitch = np.array([0.0, 0.0, 0.3]), 0.0
+    for k in range(24):
+        step = k % 6
+        if step in (0, 1, 2):
+            pose[:2] += 0.1 * np.array([np.cos(pose[2]), np.sin(pose[2])])
+        elif step == 3:
+            pose[2] += 0.5
+        elif step == 4:
+            pitch = float(rng.uniform(-0.2, 0.2))
+        else:
+            walk.render(rng.uniform(-1, 1, (3, 3)), outputs=("depth",))  # a batch reallocates the buffer
+        got = walk.render(pose, pitch, outputs=("rgb", "depth", "instance"))
+        want = Renderer(scene, width=32, height=24, threads=1).render(pose, pitch, outputs=("rgb", "depth", "instance"))
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key], err_msg=f"step {k} {key}")
+
+
 def test_only_requested_outputs_and_bad_input(renderer):
     assert set(renderer.render([0, 0, 0], outputs=("depth",))) == {"depth"}
     with pytest.raises(ValueError, match="unknown render outputs"):
