@@ -1,5 +1,5 @@
 """The small frame autoencoder: shapes, standardised latents, save/load, training + resume, the
-latent-space comparison, and a Video4Spatial pipeline that samples in its latent space."""
+latent-space comparison (``research.latent_spaces``), and a Video4Spatial pipeline that samples in its latent space."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from world_model.autoencoder import (AutoencoderTrainConfig, FrameAutoencoder, evaluate_latent_spaces, to_tensor,
-                                     train_autoencoder)
+from research.latent_spaces import evaluate_latent_spaces
+from world_model.autoencoder import AutoencoderTrainConfig, FrameAutoencoder, to_tensor, train_autoencoder
 from world_model.latents import decode_latents, encode_frames
 
 S = 16
@@ -165,7 +165,8 @@ def _collected_dir(path, size=32, n_scenes=2):
 
 
 def test_box_recall_and_training_boxes(tmp_path):
-    from world_model.autoencoder import FrameBank, box_recall, with_random_boxes
+    from research.latent_spaces import box_recall
+    from world_model.autoencoder import FrameBank, with_random_boxes
     from world_model.boxes import find_box
 
     d = _collected_dir(tmp_path)

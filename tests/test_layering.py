@@ -33,6 +33,50 @@ def test_lower_layers_never_import_higher_ones(layer):
     assert not bad, f"{layer}/ imports higher layers: {bad}"
 
 
+# research/ (the diagnostics behind docs/experiments/) sits beside the library: it imports the
+# library, the library never imports it (lab code stays out of what users install).
+LIBRARY = ORDER
+
+
+def imports_of_research(root: Path = ROOT, packages=LIBRARY) -> dict[str, list[str]]:
+    """Library file -> the ``research`` modules it imports (top-level or lazy, absolute or relative)."""
+    bad = {}
+    for pkg in packages:
+        for f in sorted((root / pkg).rglob("*.py")):
+            found = set()
+            for node in ast.walk(ast.parse(f.read_text(), filename=str(f))):
+                if isinstance(node, ast.Import):
+                    found.update(a.name for a in node.names if a.name.split(".")[0] == "research")
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module \
+                        and node.module.split(".")[0] == "research":
+                    found.add(node.module)
+                elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) \
+                        in ("import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant) \
+                        and str(node.args[0].value).split(".")[0] == "research":
+                    found.add(str(node.args[0].value))
+            if found:
+                bad[str(f.relative_to(root))] = sorted(found)
+    return bad
+
+
+def test_the_library_never_imports_research():
+    assert (ROOT / "research" / "__init__.py").is_file()
+    bad = imports_of_research()
+    assert not bad, f"library modules import research/ (it must stay beside the library): {bad}"
+
+
+def test_the_research_guard_sees_lazy_and_dynamic_imports(tmp_path):
+    pkg = tmp_path / "world_model"
+    pkg.mkdir()
+    (pkg / "a.py").write_text("def f():\n    from research.heldout import main\n")
+    (pkg / "b.py").write_text("import research.ssg.heldout as h\n")
+    (pkg / "c.py").write_text("import importlib\nm = importlib.import_module('research.release')\n")
+    (pkg / "d.py").write_text("from world_model import research_notes\n")  # a name, not the package
+    assert imports_of_research(tmp_path, ["world_model"]) == {
+        "world_model/a.py": ["research.heldout"], "world_model/b.py": ["research.ssg.heldout"],
+        "world_model/c.py": ["research.release"]}
+
+
 def test_the_guard_sees_lazy_imports(tmp_path):
     f = tmp_path / "m.py"
     f.write_text("def f():\n    from planners.rollout_reader import find_box\n    import agent.cli\n")
@@ -43,8 +87,9 @@ def test_the_guard_sees_lazy_imports(tmp_path):
 # No two of the project's modules import each other, directly or through others, counting every
 # import statement (top-level and lazy ones inside functions): a cycle means a shared piece lives in
 # the wrong module (world_model.metrics, agent.picture and world_model.ssg.spatial_clip came out of three).
-# The benchmarks are read too: they sit on top of everything, and a cycle through them is still one.
-CYCLE_PACKAGES = ORDER + ["benchmarks"]
+# The benchmarks and research/ are read too: they sit on top of the library, and a cycle through them
+# is still one.
+CYCLE_PACKAGES = ORDER + ["benchmarks", "research"]
 
 
 def _module_name(path: Path, root: Path) -> str:
@@ -116,7 +161,7 @@ def import_cycles(graph: dict[str, set[str]]) -> list[set[str]]:
 def test_no_import_cycles_among_the_project_modules():
     graph = import_graph()
     assert {"agent.runner", "world_model.evaluate", "envs.gym_env", "planners.path", "world_model.ssg.clip",
-            "benchmarks.bench_wm"} <= set(graph)
+            "benchmarks.bench_wm", "research.heldout", "research.ssg.heldout"} <= set(graph)
     cycles = [sorted(c) for c in import_cycles(graph)]
     assert not cycles, "import cycles (each a set of modules that import one another): " + "; ".join(
         f"{c}: " + ", ".join(f"{m} -> {sorted(graph[m] & set(c))}" for m in c) for c in cycles)

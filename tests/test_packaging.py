@@ -1,5 +1,6 @@
-"""The installable package: the wheel carries configs, benchmarks and the shipped weights and runs from
-any folder; every imported third-party package is declared; the torch pin of setup.sh fits pyproject."""
+"""The installable package: the wheel carries configs, benchmarks and the shipped weights (not the repo-only
+research/) and runs from any folder; every imported third-party package is declared; the torch pin of setup.sh
+fits pyproject."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ["agent", "envs", "world_model", "planners"]
 SHIPPED = ["configs", "benchmarks"]
+REPO_ONLY = ["research"]  # the diagnostics of docs/experiments/: run from a checkout, not in the wheel
 OPTIONAL_MODULES = {"habitat_sim": "habitat", "magnum": "habitat", "miniworld": "miniworld", "pyglet": "miniworld"}
 
 
@@ -33,9 +35,9 @@ def _req_name(req: str) -> str:
 
 def _third_party_imports() -> dict[str, set[str]]:
     """Top-level modules imported anywhere in the shipped code -> files importing them (lazy imports too)."""
-    own = set(PACKAGES + SHIPPED)
+    own = set(PACKAGES + SHIPPED + REPO_ONLY)
     found: dict[str, set[str]] = {}
-    for top in PACKAGES + ["benchmarks"]:
+    for top in PACKAGES + ["benchmarks"] + REPO_ONLY:  # research/ runs in the project's environment too
         for f in sorted((ROOT / top).rglob("*.py")):
             for node in ast.walk(ast.parse(f.read_text(), filename=str(f))):
                 names = []
@@ -71,6 +73,20 @@ def test_every_imported_package_is_declared():
     assert not missing, f"imported but not in [project.dependencies]: {missing}"
 
 
+def test_research_is_a_repo_only_package():
+    """research/ imports the library and stays out of the wheel: packages.find does not include it."""
+    from fnmatch import fnmatch
+
+    include = _pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
+    for pkg in REPO_ONLY:
+        assert (ROOT / pkg / "__init__.py").is_file()
+        for mod in [pkg] + [".".join(f.relative_to(ROOT).with_suffix("").parts[:-1])
+                            for f in (ROOT / pkg).rglob("__init__.py")]:
+            assert not any(fnmatch(mod, pat) for pat in include), f"{mod} would be packaged ({include})"
+    for pkg in PACKAGES + SHIPPED:
+        assert any(fnmatch(pkg, pat) for pat in include), f"{pkg} is not packaged ({include})"
+
+
 def test_setup_torch_pin_fits_pyproject():
     from packaging.requirements import Requirement
 
@@ -104,6 +120,7 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
               "world_model/ssg/weights/clip-small/model.safetensors",
               "planners/weights/inverse-dynamics-32/config.json"]:
         assert f in names, f"{f} missing from {whl.name}"
+    assert not [n for n in names if n.split("/")[0] in REPO_ONLY], "research/ is repo-only, not part of the wheel"
     subprocess.run(pip + ["install", "--no-deps", "--target", str(target), str(whl)],
                    check=True, cwd=tmp_path, env=env, capture_output=True)
     work.mkdir()

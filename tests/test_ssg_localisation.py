@@ -1,11 +1,11 @@
-"""world_model.ssg.localisation: cell labels, AUROC and scores by hand; the whole diagnostic on real collected data."""
+"""research.ssg.localisation: cell labels, AUROC and scores by hand; the whole diagnostic on real collected data."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from world_model.ssg.localisation import auroc, cell_labels, sample_scores
+from research.ssg.localisation import auroc, cell_labels, sample_scores
 
 
 def test_cell_labels_split_masks_into_clip_cells():
@@ -65,7 +65,7 @@ def prompter():
 
 
 def test_localisation_end_to_end_on_collected_data(collected, prompter):
-    from world_model.ssg.localisation import localisation
+    from research.ssg.localisation import localisation
 
     res = localisation(prompter, str(collected), n=4, num_context=4, top_m=3, frame_size=16)
     assert res["n"] == 4 and res["grid"] == 4 and res["mask_size"] == 32
@@ -79,7 +79,7 @@ def test_oracle_relevance_steers_the_topk_prompt_to_the_target(collected, prompt
     import torch
 
     from world_model.data import ContextVideoDataset
-    from world_model.ssg.localisation import OracleRelevance
+    from world_model.ssg.oracle import OracleRelevance
 
     ds = ContextVideoDataset(collected, 4, 2, 0, 16, seed=0)
     items = [ds[i] for i in range(len(ds))]

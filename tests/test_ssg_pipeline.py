@@ -89,7 +89,9 @@ def test_zero_init_ssg_equals_backbone_and_ssg_flag(clip_dir):
         pipe.imagine(fr, idx, INSTR, ssg_frames=hires[:2], **KW)
 
 
-def test_imagine_takes_an_oracle_relevance_in_place_of_clips(clip_dir):
+def test_imagine_ssg_prompt_fn_replaces_the_prompt_an_oracle_relevance_steers_it(clip_dir):
+    """The one hook for prompt experiments (research.ssg.controls): ``ssg_prompt_fn`` gets what
+    ``ssg_prompts`` would and its (tokens, null) replace the prompt, e.g. built from a given relevance."""
     pipe = make_pipe()
     pipe.init_ssg(clip_dir, **PROMPTER)
     _train_adapter_a_little(pipe)
@@ -98,36 +100,48 @@ def test_imagine_takes_an_oracle_relevance_in_place_of_clips(clip_dir):
     clip_rel = pipe.imagine(fr, idx, INSTR, ssg=True, **KW)
     corner, centre = np.zeros((3, g, g), np.float32), np.zeros((3, g, g), np.float32)
     corner[:, 0, 0], centre[:, g // 2, g // 2] = 1.0, 1.0
-    a = pipe.imagine(fr, idx, INSTR, ssg=True, ssg_relevance=corner, **KW)
-    b = pipe.imagine(fr, idx, INSTR, ssg=True, ssg_relevance=centre, **KW)
+    seen = []
+
+    def with_relevance(rel):
+        def fn(frames, indices, instruction, poses):
+            seen.append((frames.shape, list(indices), instruction, poses))
+            return pipe.ssg_prompts(frames, indices, instruction, relevance=torch.as_tensor(rel), poses=poses)
+        return fn
+
+    a = pipe.imagine(fr, idx, INSTR, ssg=True, ssg_prompt_fn=with_relevance(corner), **KW)
+    b = pipe.imagine(fr, idx, INSTR, ssg=True, ssg_prompt_fn=with_relevance(centre), **KW)
+    assert seen[0] == (fr.shape, list(idx), INSTR, None)
     # The top-k tokens sit on other cells, so the rollout changes; the same relevance repeats exactly.
     assert np.abs(a.frames.astype(int) - b.frames).max() > 0
     assert np.abs(a.frames.astype(int) - clip_rel.frames).max() > 0
-    assert np.array_equal(pipe.imagine(fr, idx, INSTR, ssg=True, ssg_relevance=corner, **KW).frames, a.frames)
-    with pytest.raises(ValueError, match="ssg_relevance must be"):
-        pipe.imagine(fr, idx, INSTR, ssg=True, ssg_relevance=corner[:2], **KW)
+    assert np.array_equal(pipe.imagine(fr, idx, INSTR, ssg=True, ssg_prompt_fn=with_relevance(corner), **KW).frames,
+                          a.frames)
+    with pytest.raises(ValueError, match="relevance must be"):
+        pipe.imagine(fr, idx, INSTR, ssg=True, ssg_prompt_fn=with_relevance(corner[:2]), **KW)
     with pytest.raises(ValueError, match="SSG is off"):
-        pipe.imagine(fr, idx, INSTR, ssg=False, ssg_relevance=corner, **KW)
+        pipe.imagine(fr, idx, INSTR, ssg=False, ssg_prompt_fn=with_relevance(corner), **KW)
 
 
-def test_imagine_takes_precomputed_prompt_tokens_in_place_of_the_prompters(clip_dir):
+def test_imagine_ssg_prompt_fn_with_precomputed_tokens(clip_dir):
     pipe = make_pipe()
     pipe.init_ssg(clip_dir, **PROMPTER)
     _train_adapter_a_little(pipe)
     fr, idx = context()
     own = pipe.ssg_prompts(fr, idx, INSTR)[0]
     other = pipe.ssg_prompts(fr, idx, "go to the blue sofa")[0]
+    null = pipe.ssg_prompter.null_prompt(1)
     base = pipe.imagine(fr, idx, INSTR, ssg=True, **KW)
     # Its own tokens passed in reproduce the normal call exactly; another prompt's tokens change it.
-    assert np.array_equal(pipe.imagine(fr, idx, INSTR, ssg=True, ssg_tokens=own, **KW).frames, base.frames)
-    assert np.abs(pipe.imagine(fr, idx, INSTR, ssg=True, ssg_tokens=other, **KW).frames.astype(int)
-                  - base.frames).max() > 0
-    with pytest.raises(ValueError, match="ssg_tokens must be"):
-        pipe.imagine(fr, idx, INSTR, ssg=True, ssg_tokens=own[:, :2], **KW)
+    assert np.array_equal(pipe.imagine(fr, idx, INSTR, ssg=True, ssg_prompt_fn=lambda *a: (own, null), **KW).frames,
+                          base.frames)
+    assert np.abs(pipe.imagine(fr, idx, INSTR, ssg=True, ssg_prompt_fn=lambda *a: (other, null), **KW).frames
+                  .astype(int) - base.frames).max() > 0
+    with pytest.raises(ValueError, match="tokens must be"):
+        pipe.imagine(fr, idx, INSTR, ssg=True, ssg_prompt_fn=lambda *a: (own[:, :2], null), **KW)
+    with pytest.raises(ValueError, match="null tokens must be"):
+        pipe.imagine(fr, idx, INSTR, ssg=True, ssg_prompt_fn=lambda *a: (own, null[:, :2]), **KW)
     with pytest.raises(ValueError, match="SSG is off"):
-        pipe.imagine(fr, idx, INSTR, ssg=False, ssg_tokens=own, **KW)
-    with pytest.raises(ValueError, match="not both"):
-        pipe.imagine(fr, idx, INSTR, ssg=True, ssg_tokens=own, ssg_relevance=np.zeros((3, 4, 4), np.float32), **KW)
+        pipe.imagine(fr, idx, INSTR, ssg=False, ssg_prompt_fn=lambda *a: (own, null), **KW)
 
 
 def test_null_branches_get_the_null_prompt_and_cache_sees_the_same_states(clip_dir):
@@ -421,8 +435,8 @@ def test_presets_and_cli_config():
 
 
 def test_heldout_loss_pairs_backbone_and_ssg_on_the_same_draws(clip_dir, wm_data_dir, tmp_path):
-    from world_model.ssg.heldout import heldout_loss, prompt_dependence, relation_pattern
-    from world_model.ssg.heldout import main as heldout_main
+    from research.ssg.heldout import heldout_loss, prompt_dependence, relation_pattern
+    from research.ssg.heldout import main as heldout_main
 
     assert relation_pattern().search("go to the plant on the left side of the sofa")
     assert relation_pattern().search("find the lamp between the bed and the desk")

@@ -183,7 +183,7 @@ def test_eval_wm_ablations_and_bad_input(tmp_path, tiny_pipeline_dir, nav_episod
     assert row["status"] != "ok" or (row["if_box"] is None and row["if"] == row["if_final"])
     for bad, msg in (("eval_wm.cfg_mode=bogus", "cfg_mode"), ("eval_wm.context_mode=random", "context_mode"),
                      ("eval_wm.subset=odd", "subset"), ("eval_wm.ssg=true", "ssg"),
-                     ("eval_wm.ssg_oracle=true", "ssg_oracle"),
+                     ("eval_wm.ssg_oracle=true", "ssg_oracle"),  # the controls left the library: research.ssg.controls
                      ("eval_wm.precision=fp16", "precision")):
         assert main(_eval_args(tmp_path / "bad", tiny_pipeline_dir, nav_episode_file, "none", "n=1", bad)) == 2
         assert msg in capsys.readouterr().err
@@ -191,12 +191,13 @@ def test_eval_wm_ablations_and_bad_input(tmp_path, tiny_pipeline_dir, nav_episod
         resolve_pipeline_path(tmp_path / "nowhere")
 
 
-def test_eval_wm_ssg_oracle_feeds_true_target_masks_of_the_context(tmp_path, tiny_pipeline_dir, tiny_clip_dir,
+def test_ssg_oracle_control_feeds_true_target_masks_of_the_context(tmp_path, tiny_pipeline_dir, tiny_clip_dir,
                                                                    nav_episodes, nav_episode_file, monkeypatch):
-    from agent.cli import main
+    """research.ssg.controls control=oracle: eval-wm through its ssg_control hook."""
+    from research.ssg.controls import main
     from world_model.pipeline import Video4SpatialPipeline
     from world_model.ssg.adapter import ssg_processors
-    from world_model.ssg.localisation import OracleRelevance
+    from world_model.ssg.oracle import OracleRelevance
 
     pipe = Video4SpatialPipeline.from_pretrained(tiny_pipeline_dir).init_ssg(
         tiny_clip_dir, num_tokens=4, layers=[-1], hidden_dim=32, num_heads=2)
@@ -214,21 +215,32 @@ def test_eval_wm_ssg_oracle_feeds_true_target_masks_of_the_context(tmp_path, tin
 
     monkeypatch.setattr(OracleRelevance, "__call__", spy)
     out = tmp_path / "oracle"
-    assert main(_eval_args(out, tiny_pipeline_dir, nav_episode_file, "none", "n=1", "eval_wm.ssg=true",
-                           f"eval_wm.ssg_path={adapter}", "eval_wm.ssg_oracle=true")) == 0
+    assert main(["control=oracle"] + _eval_args(out, tiny_pipeline_dir, nav_episode_file, "none", "n=1",
+                                                "eval_wm.ssg=true", f"eval_wm.ssg_path={adapter}")[1:]) == 0
     s = json.loads((out / "summary.json").read_text())
-    assert s["config"]["ssg_oracle"] is True and s["config"]["ssg_used"] is True and s["n"] == 1
+    assert s["config"]["ssg_control"] == "oracle" and s["config"]["ssg_used"] is True and s["n"] == 1
     (tids, poses, rel), = calls
     ep = nav_episodes[0]
     assert tids == [ep.target_id] and poses.shape == (1, 8, 3)
     g = pipe.ssg_prompter.clip.grid_size
     assert rel.shape == (1, 8, g, g) and float(rel.min()) >= 0 and float(rel.max()) <= 1
+    # the plain eval-wm, or another control, into the same out_dir would mix results: refused
+    from agent.cli import main as cli_main
+
+    assert cli_main(_eval_args(out, tiny_pipeline_dir, nav_episode_file, "none", "n=1", "eval_wm.ssg=true",
+                               f"eval_wm.ssg_path={adapter}")) == 2
+    assert main(["control=shuffle"] + _eval_args(out, tiny_pipeline_dir, nav_episode_file, "none", "n=1",
+                                                 "eval_wm.ssg=true", f"eval_wm.ssg_path={adapter}")[1:]) == 2
+    # a control needs SSG on
+    assert main(["control=oracle"] + _eval_args(tmp_path / "off", tiny_pipeline_dir, nav_episode_file, "none",
+                                                "n=1")[1:]) == 2
 
 
-def test_eval_wm_ssg_shuffle_gives_each_sample_the_previous_samples_prompt(tmp_path, tiny_pipeline_dir,
+def test_ssg_shuffle_control_gives_each_sample_the_previous_samples_prompt(tmp_path, tiny_pipeline_dir,
                                                                           tiny_clip_dir, nav_episodes,
                                                                           nav_episode_file, monkeypatch):
-    from agent.cli import main
+    """research.ssg.controls control=shuffle: eval-wm through its ssg_control hook."""
+    from research.ssg.controls import main
     from world_model.pipeline import Video4SpatialPipeline
 
     pipe = Video4SpatialPipeline.from_pretrained(tiny_pipeline_dir).init_ssg(
@@ -244,22 +256,23 @@ def test_eval_wm_ssg_shuffle_gives_each_sample_the_previous_samples_prompt(tmp_p
 
     @functools.wraps(real_imagine)  # evaluate reads imagine's signature to see SSG support
     def spy_imagine(self, frames, indices, instruction, **kw):
-        imagined.append((instruction, kw.get("ssg_tokens")))
+        fn = kw.get("ssg_prompt_fn")
+        imagined.append((instruction, None if fn is None else fn(frames, indices, instruction, None)[0]))
         return real_imagine(self, frames, indices, instruction, **kw)
 
     monkeypatch.setattr(Video4SpatialPipeline, "ssg_prompts", spy_prompts)
     monkeypatch.setattr(Video4SpatialPipeline, "imagine", spy_imagine)
     out = tmp_path / "shuffle"
-    assert main(_eval_args(out, tiny_pipeline_dir, nav_episode_file, "none", "n=3", "eval_wm.ssg=true",
-                           f"eval_wm.ssg_path={adapter}", "eval_wm.ssg_shuffle=true")) == 0
+    assert main(["control=shuffle"] + _eval_args(out, tiny_pipeline_dir, nav_episode_file, "none", "n=3",
+                                                 "eval_wm.ssg=true", f"eval_wm.ssg_path={adapter}")[1:]) == 0
     s = json.loads((out / "summary.json").read_text())
-    assert s["config"]["ssg_shuffle"] is True and s["n"] == 3
+    assert s["config"]["ssg_control"] == "shuffle" and s["n"] == 3
     instr = [e.instruction for e in nav_episodes[:3]]
     assert [i for i, _ in imagined] == instr
     for k, (_, tok) in enumerate(imagined):  # sample k imagines with sample k-1's prompt (cyclically)
         assert tok is not None and torch.equal(tok, prompts[instr[(k - 1) % 3]])
-    with pytest.raises(ValueError, match="ssg_shuffle"):
-        EvalConfig(episodes=str(nav_episode_file), n=3, ssg_shuffle=True).validate()
+    assert main(["control=bogus"] + _eval_args(tmp_path / "b", tiny_pipeline_dir, nav_episode_file, "none",
+                                               "n=1")[1:]) == 2
 
 
 def test_relation_subset_keeps_only_relation_episodes(nav_episodes, nav_episode_file):

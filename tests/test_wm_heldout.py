@@ -1,4 +1,4 @@
-"""world_model.heldout: the same inputs for every model, paired gains, the no-bbox ablation's path-only comparison."""
+"""research.heldout: the same inputs for every model, paired gains, the no-bbox ablation's path-only comparison."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def setup(tmp_path_factory):
 
 
 def test_same_weights_tie_exactly_and_other_weights_differ(setup):
-    from world_model.heldout import compare_pipelines
+    from research.heldout import compare_pipelines
 
     res = compare_pipelines([setup["a"], setup["a2"], setup["b"]], setup["data"], n=4, draws=2, batch_size=2)
     same, other = res["vs_first"]
@@ -46,7 +46,7 @@ def test_same_weights_tie_exactly_and_other_weights_differ(setup):
 
 
 def test_no_bbox_arm_is_compared_on_path_frames_and_cli(setup, tmp_path, capsys):
-    from world_model.heldout import main
+    from research.heldout import main
 
     out = tmp_path / "h.json"
     main([f"pipelines=[{setup['a']},{setup['nobbox']}]", f"data_dir={setup['data']}", "n=4", "draws=1",
@@ -62,7 +62,7 @@ def test_no_bbox_arm_is_compared_on_path_frames_and_cli(setup, tmp_path, capsys)
 
 
 def test_velocity_errors_depend_only_on_seed(setup):
-    from world_model.heldout import heldout_items, velocity_errors
+    from research.heldout import heldout_items, velocity_errors
     from world_model.pipeline import Video4SpatialPipeline
 
     pipe = Video4SpatialPipeline.from_pretrained(setup["a"])
@@ -75,7 +75,7 @@ def test_velocity_errors_depend_only_on_seed(setup):
 
 
 def test_instruction_control_measures_what_the_text_moves(setup, capsys):
-    from world_model.heldout import heldout_items, instruction_control, main, velocity_errors
+    from research.heldout import heldout_items, instruction_control, main, velocity_errors
     from world_model.pipeline import Video4SpatialPipeline
 
     pipe = Video4SpatialPipeline.from_pretrained(setup["a"])
@@ -119,7 +119,7 @@ def test_instruction_control_measures_what_the_text_moves(setup, capsys):
 
 
 def test_relation_edits():
-    from world_model.heldout import mirror_relation, strip_relation
+    from research.heldout import mirror_relation, strip_relation
 
     assert strip_relation("go to the red chair in the kitchen, on the left side of the sofa") == \
         "go to the red chair in the kitchen"

@@ -475,7 +475,8 @@ def test_collect_scene_on_a_real_procedural_scene():
 def test_release_counts_the_training_of_the_checkpoint_a_run_started_from(tmp_path):
     import json
 
-    from world_model.release import _with_prior, training_time_from_log
+    from research.release import _with_prior
+    from world_model.train import training_time_from_log
 
     log = tmp_path / "train.log"
     log.write_text("2026-11-30 10:00:00 start: 2.83M params\n"

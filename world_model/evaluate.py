@@ -156,8 +156,6 @@ class EvalConfig:
     subset: str = "all"
     ssg: bool | None = False
     ssg_path: str | None = None
-    ssg_oracle: bool = False
-    ssg_shuffle: bool = False
     precision: str = "auto"
     num_samples: int = 1
     seed: int = 0
@@ -201,12 +199,6 @@ class EvalConfig:
             raise ValueError(f"eval_wm.num_bbox must be >= 0 (0 = no bbox frames), got {self.num_bbox}")
         if self.num_target is not None and int(self.num_target) < 2:
             raise ValueError(f"eval_wm.num_target must be >= 2 (start view + final view), got {self.num_target}")
-        if self.ssg_shuffle and (not self.ssg or self.ssg_oracle):
-            raise ValueError("eval_wm.ssg_shuffle=true gives each sample the previous sample's SSG prompt (the shuffle "
-                             "control); it needs eval_wm.ssg=true and excludes eval_wm.ssg_oracle")
-        if self.ssg_oracle and not self.ssg:
-            raise ValueError("eval_wm.ssg_oracle=true feeds the true target masks to the SSG prompter; it needs "
-                             "eval_wm.ssg=true (and an adapter: eval_wm.ssg_path=...)")
         if float(self.loc_spacing) <= 0:
             raise ValueError(f"eval_wm.loc_spacing must be > 0 m, got {self.loc_spacing}")
         return self
@@ -519,33 +511,9 @@ def select_episodes(cfg: EvalConfig) -> list:
 
 
 # ============================================================================ the run
-def _shuffled_prompts(pipe, episodes, size: int, n_t: int, cfg: EvalConfig):
-    """``prompt(i, states)``: the SSG prompt tokens of the nearest earlier episode (cyclically) that
-    yields a sample, for the shuffle control (``eval_wm.ssg_shuffle``). Deterministic in ``i``, so
-    an interrupted run resumes with the same prompts; a scene's renderer is reused from ``states``
-    when it is the current one."""
-    cache: dict[int, Any] = {}
-
-    def prompt(i: int, states: dict) -> Any:
-        for step in range(1, len(episodes)):
-            j = (i - step) % len(episodes)
-            if j not in cache:
-                ep = episodes[j]
-                st = states.get(ep.scene_id) or SceneState(ep.scene_id, size, cfg)
-                sample, _ = build_sample(ep, st, int(cfg.num_context), n_t, cfg, index=0)
-                cache[j] = None if sample is None else \
-                    pipe.ssg_prompts(sample.context, sample.context_indices, ep.instruction,
-                                     poses=sample.context_poses)[0].detach()
-            if cache[j] is not None:
-                return cache[j]
-        raise ValueError("eval_wm.ssg_shuffle needs at least two episodes that yield a sample")
-
-    return prompt
-
-
 def _fingerprint(cfg: EvalConfig, pipe_path: str, weights: str, n_t: int, n_b: int) -> dict:
     keep = ("split", "episodes", "num_steps", "guidance_scale", "cfg_mode", "num_context", "context_mode", "subset",
-            "ssg", "ssg_path", "ssg_oracle", "ssg_shuffle", "num_samples", "seed", "render_scale", "tour_frames", "agent_frames", "loc_spacing",
+            "ssg", "ssg_path", "num_samples", "seed", "render_scale", "tour_frames", "agent_frames", "loc_spacing",
             "loc_headings", "loc_margin", "loc_size", "refine_top", "if_margin", "box_min_side", "box_min_confidence",
             "centre_deg",
             "min_match", "episode_seed", "clip")
@@ -594,8 +562,15 @@ def ssg_in_use(pipe, ssg: bool | None) -> bool:
     return loaded if ssg is None else bool(ssg) and loaded
 
 
-def evaluate(cfg: EvalConfig, pipe=None, clip=None) -> dict:
-    """Run the evaluation (resumable) and return the summary; see the module doc for the metrics."""
+def evaluate(cfg: EvalConfig, pipe=None, clip=None, ssg_control=None) -> dict:
+    """Run the evaluation (resumable) and return the summary; see the module doc for the metrics.
+
+    ``ssg_control``: the hook for controls on the SSG prompt (``research.ssg.controls``; users leave it
+    None). Called per sample as ``ssg_control(i, episode, sample, states)`` (``states``: the scene states
+    by scene id, the current one included), it returns the ``ssg_prompt_fn`` that ``imagine`` then
+    uses in place of the pipeline's own prompt. Its ``name`` attribute joins the run's fingerprint
+    (``ssg_control``, None without one), so a resume with another control is refused; it needs SSG on.
+    """
     import torch
 
     cfg = cfg.validate()
@@ -613,13 +588,18 @@ def evaluate(cfg: EvalConfig, pipe=None, clip=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     fp = _fingerprint(cfg, pipe_path, weights, n_t, n_b)
     fp["ssg_used"] = ssg_in_use(pipe, cfg.ssg)
+    fp["ssg_control"] = None if ssg_control is None else str(getattr(ssg_control, "name", type(ssg_control).__name__))
+    if ssg_control is not None and not fp["ssg_used"]:
+        raise ValueError(f"the SSG control {fp['ssg_control']!r} needs SSG on: eval_wm.ssg=true and an adapter "
+                         "(eval_wm.ssg_path=... or the shipped one)")
     fp["precision"] = img_kw["precision"]  # resolved: fp32 | bf16
     cfg_path = out / CONFIG_FILE
     if cfg_path.exists():
         old = json.loads(cfg_path.read_text())
         old.setdefault("precision", "fp32")  # runs written before the option ran in fp32
-        old.setdefault("ssg_oracle", False)
-        old.setdefault("ssg_shuffle", False)
+        # runs written before the controls left the library name them by two flags
+        legacy = "oracle" if old.pop("ssg_oracle", False) else "shuffle" if old.pop("ssg_shuffle", False) else None
+        old.setdefault("ssg_control", legacy)
         diff = {k: (old.get(k), v) for k, v in fp.items() if old.get(k) != v}
         if diff:
             raise ValueError(f"{out} holds results of another configuration ({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in diff.items())}); "
@@ -629,13 +609,7 @@ def evaluate(cfg: EvalConfig, pipe=None, clip=None) -> dict:
     clip_note = ""
     if clip is None:
         clip, clip_note = eval_clip(cfg.clip)
-    oracle = None
-    if cfg.ssg_oracle:  # diagnostic: the true target coverage in place of CLIP's relevance (docs/ssg.md)
-        from .ssg.localisation import OracleRelevance
-
-        oracle = OracleRelevance(pipe.ssg_prompter.clip.grid_size)
     episodes = select_episodes(cfg)
-    shuffled_prompt = _shuffled_prompts(pipe, episodes, S, n_t, cfg) if cfg.ssg_shuffle else None
     log_path = out / SAMPLES_FILE
     done = {str(r["sample_id"]) for r in read_jsonl(log_path, repair=True)}
     todo = [(i, e) for i, e in enumerate(episodes) if str(e.episode_id) not in done]
@@ -660,12 +634,10 @@ def evaluate(cfg: EvalConfig, pipe=None, clip=None) -> dict:
                 row.update(status="skipped", reason=why)
             else:
                 kw = dict(img_kw)
-                if oracle is not None:
-                    kw["ssg_relevance"] = oracle([ep.scene_id], [ep.target_id], sample.context_poses[None])[0]
-                if shuffled_prompt is not None:
-                    kw["ssg_tokens"] = shuffled_prompt(i, states)
-                elif cfg.ssg:
+                if cfg.ssg:
                     kw["context_poses"] = sample.context_poses  # read by a pose-aware prompter
+                if ssg_control is not None:
+                    kw["ssg_prompt_fn"] = ssg_control(i, ep, sample, states)
                 t1 = time.perf_counter()
                 r = pipe.imagine(sample.context, sample.context_indices, ep.instruction,
                                  seed=int(cfg.seed) + i, **kw)

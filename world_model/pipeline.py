@@ -43,6 +43,8 @@ from .rollout import Rollout, red_box_score
 
 CFG_MODES = ("joint", "text", "none")
 PRECISIONS = ("auto", "fp32", "bf16")
+# ``imagine(ssg_prompt_fn=...)``: (frames, indices, instruction, poses) -> (tokens, null_tokens), each (1, M, D)
+SSGPromptFn = Callable[[np.ndarray, np.ndarray, str, "np.ndarray | None"], "tuple[torch.Tensor, torch.Tensor]"]
 
 
 def native_bf16(device: torch.device | str = "cpu") -> bool:
@@ -321,8 +323,7 @@ class Video4SpatialPipeline(DiffusionPipeline):
         score_fn: Callable[[np.ndarray, np.ndarray], float] | None = None,
         ssg: bool | None = None,
         ssg_frames: np.ndarray | None = None,
-        ssg_relevance: np.ndarray | torch.Tensor | None = None,
-        ssg_tokens: torch.Tensor | None = None,
+        ssg_prompt_fn: SSGPromptFn | None = None,
         context_poses: np.ndarray | None = None,
         precision: str | None = None,
     ) -> Rollout:
@@ -346,12 +347,13 @@ class Video4SpatialPipeline(DiffusionPipeline):
                 resolution for the SSG prompter only (default: ``context_frames``; CLIP's
                 preprocessing resizes either). Use the resolution the adapter was trained on
                 (``pipe.ssg_config["frame_size"]``; the shipped recipe uses the model's frames).
-            ssg_relevance: optional (K, g, g) relevance over the CLIP cells of the context frames
-                used in place of CLIP's (the oracle diagnostic: the true target coverage from
-                ``world_model.ssg.localisation.OracleRelevance``; an agent never has it).
-            ssg_tokens: optional (1, M, text_dim) SSG prompt tokens used in place of the prompter's
-                (the shuffle control: another sample's ``pipe.ssg_prompts(...)[0]``). The null
-                branches keep the learned null prompt.
+            ssg_prompt_fn: the one hook for experiments on the SSG prompt (an agent never passes it):
+                called as ``ssg_prompt_fn(frames, indices, instruction, poses)`` with what
+                :meth:`ssg_prompts` would get (``ssg_frames`` or the context frames, the indices, the
+                instruction, ``context_poses``) and returning ``(tokens, null_tokens)``, each
+                (1, M, text_dim), used in place of :meth:`ssg_prompts`' return. The research controls
+                use it (``research.ssg.controls``: the true target masks as relevance, another
+                sample's prompt); needs SSG on.
             context_poses: optional (K, 3) world x, y, yaw of the context frames (any fixed world
                 frame: only poses relative to the last frame are read). A pose-aware SSG prompter
                 (``pose_encoding=True``) needs them; other prompters and the backbone ignore them.
@@ -374,25 +376,11 @@ class Video4SpatialPipeline(DiffusionPipeline):
                     or ssg_frames.shape[0] != frames.shape[0]:
                 raise ValueError(f"ssg_frames must be ({frames.shape[0]}, H, W, 3) uint8 (one per context frame); "
                                  f"got {ssg_frames.shape} {ssg_frames.dtype}")
-        if ssg_tokens is not None:
-            if not use_ssg:
-                raise ValueError("ssg_tokens is given but SSG is off (ssg=False or no adapter loaded)")
-            if ssg_relevance is not None:
-                raise ValueError("pass ssg_tokens or ssg_relevance, not both (ssg_tokens replace the whole prompt)")
-            want = (1, self.ssg_prompter.num_tokens, self.ssg_prompter.out_dim)
-            if tuple(ssg_tokens.shape) != want:
-                raise ValueError(f"ssg_tokens must be {want} (one prompt of M tokens), got {tuple(ssg_tokens.shape)}")
+        if ssg_prompt_fn is not None and not use_ssg:
+            raise ValueError("ssg_prompt_fn is given but SSG is off (ssg=False or no adapter loaded)")
         if context_poses is not None and np.shape(context_poses) != (frames.shape[0], 3):
             raise ValueError(f"context_poses must be ({frames.shape[0]}, 3) world x, y, yaw (one per context frame); "
                              f"got {np.shape(context_poses)}")
-        if ssg_relevance is not None:
-            if not use_ssg:
-                raise ValueError("ssg_relevance is given but SSG is off (ssg=False or no adapter loaded)")
-            ssg_relevance = torch.as_tensor(np.asarray(ssg_relevance), dtype=torch.float32)
-            g = self.ssg_prompter.clip.grid_size
-            if tuple(ssg_relevance.shape) != (frames.shape[0], g, g):
-                raise ValueError(f"ssg_relevance must be ({frames.shape[0]}, {g}, {g}) (context frames x CLIP grid), "
-                                 f"got {tuple(ssg_relevance.shape)}")
         t_total = time.perf_counter()
         device = self.model.device
         dtype = self.model.dtype
@@ -414,11 +402,13 @@ class Video4SpatialPipeline(DiffusionPipeline):
         if use_ssg:
             from .ssg.adapter import append_ssg_tokens
 
-            if ssg_tokens is None:
-                tok, null_tok = self.ssg_prompts(frames if ssg_frames is None else ssg_frames, idx, instruction,
-                                                 relevance=ssg_relevance, poses=context_poses)
-            else:
-                tok, null_tok = ssg_tokens, self.ssg_prompter.null_prompt(1)
+            prompt_fn = ssg_prompt_fn or (lambda f, i, s, p: self.ssg_prompts(f, i, s, poses=p))
+            tok, null_tok = prompt_fn(frames if ssg_frames is None else ssg_frames, idx, instruction, context_poses)
+            want = (1, self.ssg_prompter.num_tokens, self.ssg_prompter.out_dim)
+            for name, t in (("tokens", tok), ("null tokens", null_tok)):
+                if tuple(t.shape) != want:
+                    raise ValueError(f"the SSG prompt's {name} must be {want} (one prompt of M tokens), "
+                                     f"got {tuple(t.shape)}")
             text = append_ssg_tokens(text, tok.to(device, dtype))
             null = append_ssg_tokens(null, null_tok.to(device, dtype))
         t_ssg = time.perf_counter() - t0

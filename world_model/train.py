@@ -350,6 +350,32 @@ def train_logger(acc, log_path: Path):
     return log
 
 
+def training_time_from_log(log_path: str | Path) -> dict:
+    """Steps and wall time of a run from the ``train.log`` that :func:`train_logger` writes
+    (one segment per start/resume): ``{"steps", "wall_hours", "invocations"}``."""
+    import re
+    from datetime import datetime
+
+    segments, cur = [], None
+    last_step = 0
+    for line in Path(log_path).read_text().splitlines():
+        m = re.match(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (.*)$", line)
+        if not m:
+            continue
+        t = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").timestamp()
+        msg = m.group(2)
+        if msg.startswith("start:") or msg.startswith("resumed from"):
+            cur = [t, t]
+            segments.append(cur)
+        elif cur is not None:
+            cur[1] = t
+        s = re.match(r"(?:step|checkpoint step_)0*(\d+)", msg)
+        if s:
+            last_step = max(last_step, int(s.group(1)))
+    seconds = sum(b - a for a, b in segments)
+    return {"steps": last_step, "wall_hours": round(seconds / 3600, 3), "invocations": len(segments)}
+
+
 def make_loader(dataset, cfg) -> torch.utils.data.DataLoader:
     """Shuffled, drop-last batches of ``cfg.batch_size`` with ``cfg.num_workers`` workers."""
     return torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True,

@@ -8,6 +8,9 @@
 * ``adapter``: ``SSGAttnProcessor``, ``install_ssg_adapter``, ``freeze_backbone``, ``append_ssg_tokens``.
 * ``checkpoint``: the SSG checkpoint directory (``Video4SpatialPipeline.load_ssg`` / ``save_ssg``).
 * ``train_adapter``: adapter + prompter training on a frozen backbone (``spatialnav train-ssg``).
+* ``oracle``: ``OracleRelevance``, the target's true coverage of the CLIP cells (``oracle_relevance=true``).
+
+Its diagnostics (held-out loss, prompt localisation, eval-wm controls) are in ``research.ssg``, beside the library.
 
 See docs/ssg.md for the exact construction.
 """

@@ -365,7 +365,7 @@ class SpatialSignalPrompter(nn.Module):
         ``instruction``: B strings (or one for all) or precomputed unit text embeddings (B, E);
         ``frame_indices``: (B, K) or (K,) original frame indices (default 0..K-1).
         ``relevance``: (B, K, g, g) to use in place of CLIP's ``r`` (steps 2-4 read it): the
-        oracle diagnostic (``world_model.ssg.localisation.OracleRelevance``) feeds the true
+        oracle diagnostic (``world_model.ssg.oracle.OracleRelevance``) feeds the true
         target masks here to ask what a perfect "where" signal would buy.
         ``poses``: (B, K, 3) world x, y, yaw of the context frames, required by a pose-aware
         prompter (``pose_encoding=True``) and ignored by others."""

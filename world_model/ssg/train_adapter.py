@@ -98,7 +98,7 @@ class AdapterTrainConfig:
             a frozen one keeps the spread of its CLIP features.
         oracle_relevance: a diagnostic, not a model to deploy: the prompter reads the true target
             masks of the context frames (re-rendered at ``oracle_mask_size``, the collection's frame
-            size) in place of CLIP's relevance (``world_model.ssg.localisation.OracleRelevance``), to
+            size) in place of CLIP's relevance (``world_model.ssg.oracle.OracleRelevance``), to
             measure what a perfect "where" signal buys the adapter. Recorded in the checkpoint.
     """
 
@@ -339,11 +339,10 @@ def train(cfg: AdapterTrainConfig, dataset=None, text_encoder=None) -> dict[str,
     from world_model.data import ContextVideoDataset
     from world_model.latents import encode_frames
     from world_model.pipeline import Video4SpatialPipeline
-    from world_model.release import training_time_from_log
     from world_model.ssg.adapter import freeze_backbone, ssg_disabled
     from world_model.train import (_infinite, condition_dropout, encode_text_cached, flow_matching_loss, make_ema,
                                    make_loader, make_optimizer, resume_checkpoint, sample_t, save_checkpoint,
-                                   train_logger)
+                                   train_logger, training_time_from_log)
 
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))
@@ -374,7 +373,7 @@ def train(cfg: AdapterTrainConfig, dataset=None, text_encoder=None) -> dict[str,
     pipe.init_ssg(cfg.clip, lam=cfg.lam, **cfg.prompter)
     oracle = None
     if cfg.oracle_relevance:
-        from world_model.ssg.localisation import OracleRelevance
+        from world_model.ssg.oracle import OracleRelevance
 
         oracle = OracleRelevance(pipe.ssg_prompter.clip.grid_size, mask_size=cfg.oracle_mask_size)
         pipe.ssg_config["oracle_relevance"] = True  # recorded in the checkpoint: not a deployable prompt

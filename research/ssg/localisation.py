@@ -1,6 +1,6 @@
 """Does the SSG prompt know *where* the instructed object is? CLIP relevance against the true masks.
 
-    python -m world_model.ssg.localisation [ssg=DIR | clip=DIR] [data_dir=runs/wm/data/val] [n=200]
+    python -m research.ssg.localisation [ssg=DIR | clip=DIR] [data_dir=runs/wm/data/val] [n=200]
         [num_context=8] [top_m=8] [layers=[-3,-2,-1]] [seed=0] [threads=1] [out=FILE.json]
 
 ``ssg``: read the CLIP, the vision layers and the frame size from an SSG checkpoint; else
@@ -10,7 +10,7 @@ overrides either.
 The SSG prompt is built from CLIP's text-to-patch relevance ``r[f, p]`` over the context's
 cells (docs/ssg.md, step 1); with top-k pooling its M tokens *are* the M most relevant cells.
 This measures, on held-out samples and with no training involved, how well ``r`` finds the
-target. For every sample (the loader's seeded context draw, as ``world_model.ssg.heldout``),
+target. For every sample (the loader's seeded context draw, as ``research.ssg.heldout``),
 the context frames are re-rendered at the collection's resolution with the renderer's
 instance output, and each CLIP cell (``image_size / patch_size`` cells a side, mapped onto
 the rendered frame) is labelled:
@@ -49,9 +49,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from research.heldout import heldout_items, relation_pattern
 from world_model.metrics import bootstrap_ci
-
-from world_model.heldout import relation_pattern
+from world_model.ssg.oracle import OracleRelevance
 
 
 def cell_labels(instance: np.ndarray, grid: int, target_id: int, distractor_ids, min_cover: int = 1):
@@ -97,43 +97,6 @@ def sample_scores(rel: np.ndarray, tgt: np.ndarray, dis: np.ndarray, top_m: int)
     return out
 
 
-class OracleRelevance:
-    """Ground-truth "where": (B, K, g, g) target coverage of each CLIP cell of the context frames.
-
-    ``r`` = the fraction of the cell's pixels showing the target, re-rendered at ``mask_size``
-    from the samples' context poses (0 everywhere when the context never shows it; top-k then
-    takes the first cells, a fixed "not in view" pattern). A diagnostic upper bound for SSG
-    prompting, never a deployable prompt (an agent does not know the target's mask)."""
-
-    def __init__(self, grid: int, mask_size: int = 64, max_scenes: int = 4) -> None:
-        self.grid, self.size, self.max_scenes = int(grid), int(mask_size) - int(mask_size) % int(grid), int(max_scenes)
-        self._renderers: dict[str, Any] = {}
-
-    def _renderer(self, scene_id: str):
-        from envs.renderer import Renderer
-        from envs.scenes import load_scene
-
-        if scene_id not in self._renderers:
-            if len(self._renderers) >= self.max_scenes:
-                self._renderers.pop(next(iter(self._renderers)))
-            self._renderers[scene_id] = Renderer(load_scene(scene_id), width=self.size, height=self.size, threads=1)
-        return self._renderers[scene_id]
-
-    def instance_masks(self, scene_id: str, poses) -> np.ndarray:
-        """(K, size, size) instance ids seen from the (K, 3) poses (x, y, yaw; pitch 0)."""
-        p = np.asarray(poses, np.float64)
-        return self._renderer(str(scene_id)).render(p, pitch=np.zeros(len(p)), outputs=("instance",))["instance"]
-
-    def __call__(self, scene_ids, target_ids, context_poses) -> torch.Tensor:
-        g, out = self.grid, []
-        for sid, tid, p in zip(scene_ids, [int(t) for t in target_ids], np.asarray(context_poses, np.float64)):
-            inst = self.instance_masks(sid, p)
-            k, h, w = inst.shape
-            cover = (inst == tid).reshape(k, g, h // g, g, w // g).mean(axis=(2, 4))
-            out.append(cover)
-        return torch.as_tensor(np.stack(out), dtype=torch.float32)
-
-
 def _aggregate(rows: list[dict[str, float]]) -> dict[str, Any]:
     out: dict[str, Any] = {"n_visible": len(rows)}
     for k in ("top_m_precision", "chance", "lift", "auroc", "rank1_hit", "target_over_distractor", "mean_margin"):
@@ -160,7 +123,6 @@ def localisation(prompter, data_dir: str, n: int = 200, num_context: int = 8, to
     ``frame_size``: the context frames' size as the prompter sees them in ``imagine`` (the world
     model's, 32); the masks are rendered at the collection's size."""
     from envs.scenes import load_scene
-    from world_model.heldout import heldout_items
 
     items = heldout_items(data_dir, n, num_context, 2, 0, int(frame_size), seed)  # the seeded context draws
     n = len(items)
@@ -202,8 +164,8 @@ def ds_frame_size(data_dir: str) -> int:
 
 
 def _prompter(ssg: str | None, clip: str | None, layers=None):
-    from .checkpoint import DEFAULT_PROMPTER, build_prompter
-    from .clip import load_clip, resolve_clip
+    from world_model.ssg.checkpoint import DEFAULT_PROMPTER, build_prompter
+    from world_model.ssg.clip import load_clip, resolve_clip
 
     kw, frame_size = dict(DEFAULT_PROMPTER), 32
     if ssg:

@@ -1,9 +1,9 @@
 """Held-out flow-matching loss of a frozen backbone with and without its SSG adapter.
 
-    python -m world_model.ssg.heldout ssg=runs/ssg/default/ssg [data_dir=runs/wm/data/val] [pipeline=DIR]
+    python -m research.ssg.heldout ssg=runs/ssg/default/ssg [data_dir=runs/wm/data/val] [pipeline=DIR]
         [n=200] [draws=4] [batch_size=16] [seed=0] [threads=2] [shuffle_prompts=false] [oracle=false]
         [out=FILE.json]
-    python -m world_model.ssg.heldout dependence=[OWN.json,SHUFFLED.json] [out=FILE.json]
+    python -m research.ssg.heldout dependence=[OWN.json,SHUFFLED.json] [out=FILE.json]
 
 Grounding metrics (``spatialnav eval-wm``) count hits, which at this model size are rare
 (a few percent of samples), so a small effect of the adapter drowns in their noise. This
@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from world_model.heldout import frame_parts, relation_pattern  # noqa: F401  (re-exported)
+from research.heldout import frame_parts, relation_pattern
 
 
 def _summary(base: np.ndarray, ssg: np.ndarray) -> dict[str, Any]:
-    from world_model.heldout import paired_summary
+    from research.heldout import paired_summary
 
     r = paired_summary(base, ssg)
     return {"n": r["n"], "backbone": r["base"], "ssg": r["other"], "gain": r["gain"], "gain_ci95": r["gain_ci95"],
@@ -49,12 +49,12 @@ def heldout_loss(pipe, data_dir: str, n: int = 200, draws: int = 4, batch_size: 
     ``shuffle_prompts``: give each sample the SSG prompt of the next sample in its batch (a
     control: a gain that survives it does not come from the sample's own context and
     instruction). ``oracle``: build the prompts from the true target masks
-    (``localisation.OracleRelevance``), for adapters trained with ``oracle_relevance``.
+    (``world_model.ssg.oracle.OracleRelevance``), for adapters trained with ``oracle_relevance``.
     Returns the summaries (``all``/``relation`` x ``path``/``bbox``/``total``)
     and the per-sample arrays. The inputs, (noise, t) draws and errors are
-    ``world_model.heldout``'s, shared with the backbone comparison.
+    ``research.heldout``'s, shared with the backbone comparison.
     """
-    from world_model.heldout import heldout_items, velocity_errors
+    from research.heldout import heldout_items, velocity_errors
     from world_model.ssg.adapter import append_ssg_tokens, ssg_disabled
     from world_model.ssg.prompting import context_positions
 
@@ -68,7 +68,8 @@ def heldout_loss(pipe, data_dir: str, n: int = 200, draws: int = 4, batch_size: 
     is_rel = np.array([bool(rel.search(it["instruction"].lower())) for it in items])
     oracle_fn = None
     if oracle:
-        from world_model.ssg.localisation import OracleRelevance, ds_frame_size
+        from research.ssg.localisation import ds_frame_size
+        from world_model.ssg.oracle import OracleRelevance
 
         oracle_fn = OracleRelevance(pipe.ssg_prompter.clip.grid_size, mask_size=ds_frame_size(data_dir))
 
@@ -110,7 +111,7 @@ def prompt_dependence(own: dict[str, Any], shuffled: dict[str, Any]) -> dict[str
     with its bootstrap interval, far tighter than comparing the two runs' gains over the backbone; and
     ``dependence`` = mean |e_own - e_shuffled| / mean |e_own - e_backbone|: how much of the adapter's
     per-sample effect changes when the prompt is swapped (0 = it ignores the prompt's content)."""
-    from world_model.heldout import paired_summary
+    from research.heldout import paired_summary
 
     if own.get("shuffle_prompts") or not shuffled.get("shuffle_prompts"):
         raise ValueError("give the own-prompt result first and the shuffle_prompts=true result second")

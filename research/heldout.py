@@ -1,6 +1,6 @@
 """Held-out velocity error of world models on the same inputs: releases and retrained ablations.
 
-    python -m world_model.heldout pipelines=[world_model/weights/v4s-small,runs/wm3/pipeline]
+    python -m research.heldout pipelines=[world_model/weights/v4s-small,runs/wm3/pipeline]
         [data_dir=runs/wm/data/val] [n=200] [draws=4] [batch_size=16] [seed=0] [threads=2]
         [contiguous_context=false] [text_control=false] [out=FILE.json]
 
@@ -18,7 +18,7 @@ adds, per model, the error with every sample's instruction swapped for another's
 the null text (:func:`instruction_control`): how much the instruction, the goal, moves this
 loss at all, the yardstick for a goal prompt's own-versus-shuffled gain.
 
-:func:`velocity_errors` is the shared core; ``world_model.ssg.heldout`` uses it with and
+:func:`velocity_errors` is the shared core; ``research.ssg.heldout`` uses it with and
 without the SSG adapter.
 """
 
@@ -33,7 +33,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .metrics import bootstrap_ci
+from world_model.metrics import bootstrap_ci
 
 
 def relation_pattern() -> re.Pattern:

@@ -1,6 +1,6 @@
 """Turn a training run's exported pipeline into the shipped checkpoint.
 
-    python -m world_model.release --src runs/wm/pipeline --dst world_model/weights/v4s-small \\
+    python -m research.release --src runs/wm/pipeline --dst world_model/weights/v4s-small \\
         --log runs/wm/train.log
 
 Weights are stored in float16 (half the bytes; the pipeline loads them back as
@@ -15,39 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import time
-from datetime import datetime
 from pathlib import Path
 
 import torch
 
 from envs.atomic import replace_dir
-
-_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (.*)$")
-
-
-def training_time_from_log(log_path: str | Path) -> dict:
-    """Steps and wall time of a run from its ``train.log`` (one segment per start/resume)."""
-    segments, cur = [], None
-    last_step = 0
-    for line in Path(log_path).read_text().splitlines():
-        m = _LINE.match(line)
-        if not m:
-            continue
-        t = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").timestamp()
-        msg = m.group(2)
-        if msg.startswith("start:") or msg.startswith("resumed from"):
-            cur = [t, t]
-            segments.append(cur)
-        elif cur is not None:
-            cur[1] = t
-        s = re.match(r"(?:step|checkpoint step_)0*(\d+)", msg)
-        if s:
-            last_step = max(last_step, int(s.group(1)))
-    seconds = sum(b - a for a, b in segments)
-    return {"steps": last_step, "wall_hours": round(seconds / 3600, 3), "invocations": len(segments)}
+from world_model.train import training_time_from_log
 
 
 def _with_prior(info: dict, init_from: str | None) -> dict:
@@ -69,7 +44,7 @@ def _with_prior(info: dict, init_from: str | None) -> dict:
 
 def release(src: str | Path, dst: str | Path, log: str | Path | None = None, dtype: str = "float16",
             command: str | None = None) -> Path:
-    from .pipeline import Video4SpatialPipeline
+    from world_model.pipeline import Video4SpatialPipeline
 
     src, dst = Path(src), Path(dst)
     pipe = Video4SpatialPipeline.from_pretrained(str(src))

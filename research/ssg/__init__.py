@@ -1,0 +1,1 @@
+"""Diagnostics of SSG prompting (docs/ssg.md): held-out loss, prompt localisation, eval-wm controls."""
