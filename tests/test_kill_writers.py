@@ -339,3 +339,68 @@ def test_episode_file_killed_mid_write_keeps_the_old_file(tmp_path, nav_episodes
     assert [e.episode_id for e in load_episodes(path)] == [e.episode_id for e in nav_episodes]
     with gzip.open(path, "rt") as f:
         assert isinstance(json.load(f)["episodes"], list)
+
+
+# ----------------------------------------------------------------------------- evaluation logs
+def _eval_random(out, episode_file):
+    from agent.runner import evaluate
+
+    return evaluate("random", n_episodes=3, out_dir=out, episodes=episode_file, width=16, height=16,
+                    max_episode_steps=20, progress=False, print_summary=False, agent_kwargs={"stop_prob": 0.0})
+
+
+@pytest.mark.parametrize("where", ["episode_row", "summary"])
+def test_eval_killed_mid_write_resumes_without_loss_or_duplicates(where, tmp_path, nav_episode_file):
+    """An evaluation killed half-way through appending its second episode row (the line is cut),
+    or half-way through writing summary.json (its temporary file is cut, before the rename): the
+    rerun keeps the finished rows as they were, drops the cut line, runs only what is missing,
+    and writes one whole summary that counts each episode once."""
+    from agent import runner
+    from agent.runner import EPISODES_FILE, SUMMARY_FILE, read_episode_log
+
+    out = tmp_path / "eval"
+
+    def work():
+        if where == "episode_row":
+            real, calls = runner.append_jsonl, [0]
+
+            def half_row(f, row):
+                calls[0] += 1
+                if calls[0] < 2:
+                    return real(f, row)
+                line = json.dumps(row, sort_keys=True) + "\n"
+                f.write(line[:len(line) // 2])
+                f.flush()
+                os.fsync(f.fileno())
+                os.kill(os.getpid(), signal.SIGKILL)
+
+            runner.append_jsonl = half_row
+        else:
+            real_replace = os.replace
+
+            def cut_then_die(src, dst, *a, **k):
+                if str(dst).endswith(SUMMARY_FILE):
+                    os.truncate(src, os.path.getsize(src) // 2)
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return real_replace(src, dst, *a, **k)
+
+            runner.os.replace = cut_then_die
+        _eval_random(out, nav_episode_file)
+
+    run_killed(work)
+    log = out / EPISODES_FILE
+    text = log.read_text()
+    if where == "episode_row":
+        assert not text.endswith("\n") and text.count("\n") == 1  # one whole row, then a cut one
+    else:
+        assert text.count("\n") == 3 and not (out / SUMMARY_FILE).exists()  # all rows; no summary yet
+    kept = [json.loads(line) for line in text.splitlines()[:1]]
+
+    runner.code_version.cache_clear()  # hash the source now, as the killed child did
+    s = _eval_random(out, nav_episode_file)
+    rows = read_episode_log(log)
+    assert len(rows) == 3 and len({r["episode_id"] for r in rows}) == 3
+    assert rows[:1] == kept  # the finished episode was kept as it was
+    summary = json.loads((out / SUMMARY_FILE).read_text())
+    assert summary["n_episodes"] == s["n_episodes"] == 3
+    assert not list(out.glob("*.tmp"))  # the cut temporary file was replaced
