@@ -25,21 +25,40 @@ from envs.atomic import replace_dir
 from world_model.train import training_time_from_log
 
 
-def _with_prior(info: dict, init_from: str | None) -> dict:
+def _with_prior(info: dict, init_from: str | None, run_started: str | None = None) -> dict:
     """A run started from a released checkpoint (``init_from`` with a ``TRAINING.json``) adds that
-    checkpoint's history, so the shipped totals count all training the weights have had."""
+    checkpoint's history, so the shipped totals count all training the weights have had.
+
+    ``run_started`` ("YYYY-MM-DD HH:MM:SS", the log's first line): when the checkpoint at
+    ``init_from`` was released after the run started, it is not what the run started from; it is
+    an earlier checkpoint of this same run, released on the way (its own ``prior`` block is then
+    what the run started from). Counting it would count this run's first steps twice."""
     prior_path = Path(init_from) / "TRAINING.json" if init_from else None
     if prior_path is None or not prior_path.exists():
         return {}
     prior = json.loads(prior_path.read_text())
-    out = {"init_from": str(init_from), "this_run": {k: info.get(k) for k in ("steps", "wall_hours", "samples_seen")},
-           "prior": {k: prior.get(k) for k in ("steps", "wall_hours", "samples_seen", "released")}}
+    if run_started and str(prior.get("released") or "") > run_started and isinstance(prior.get("prior"), dict):
+        prior = prior["prior"]  # released from this run after it started: go back to its start
+    keys = ("steps", "wall_hours", "samples_seen", "invocations")
+    out = {"init_from": str(init_from), "this_run": {k: info.get(k) for k in keys},
+           "prior": {k: prior.get(k) for k in (*keys, "released") if prior.get(k) is not None}}
     for k in ("steps", "samples_seen", "invocations"):
         if info.get(k) is not None and prior.get(k) is not None:
             out[k] = int(info[k]) + int(prior[k])
     if info.get("wall_hours") is not None and prior.get("wall_hours") is not None:
         out["wall_hours"] = round(float(info["wall_hours"]) + float(prior["wall_hours"]), 3)
     return out
+
+
+def _log_start(log: str | Path) -> str | None:
+    """The timestamp of the log's first line ("YYYY-MM-DD HH:MM:SS"), when it has one."""
+    import re
+
+    for line in Path(log).read_text().splitlines():
+        m = re.match(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) ", line)
+        if m:
+            return m.group(1)
+    return None
 
 
 def release(src: str | Path, dst: str | Path, log: str | Path | None = None, dtype: str = "float16",
@@ -61,7 +80,7 @@ def release(src: str | Path, dst: str | Path, log: str | Path | None = None, dty
             cfg = json.loads(cfg_path.read_text())
             info["batch_size"] = cfg.get("batch_size")
             info["samples_seen"] = info["steps"] * int(cfg.get("batch_size") or 0)
-            info.update(_with_prior(info, cfg.get("init_from")))
+            info.update(_with_prior(info, cfg.get("init_from"), _log_start(log)))
     if command:
         info["command"] = command
     (tmp / "TRAINING.json").write_text(json.dumps(info, indent=1) + "\n")

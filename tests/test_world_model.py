@@ -494,3 +494,14 @@ def test_release_counts_the_training_of_the_checkpoint_a_run_started_from(tmp_pa
     assert out["steps"] == 2549 and out["wall_hours"] == 2.579 and out["samples_seen"] == 21584 + 19200
     assert out["invocations"] == 4 and out["prior"]["steps"] == 1349 and out["this_run"]["steps"] == 1200
     assert _with_prior(info, None) == {} and _with_prior(info, str(tmp_path / "nothing")) == {}
+    # The shipped weights were since replaced by an earlier checkpoint of this same run (released
+    # after the run started): the totals go back to what the run started from, not count it twice.
+    (shipped / "TRAINING.json").write_text(json.dumps(
+        {"steps": 1349 + 600, "wall_hours": 2.079, "samples_seen": 21584 + 9600, "released": "2026-11-30 10:40:00",
+         "prior": {"steps": 1349, "wall_hours": 1.579, "samples_seen": 21584, "invocations": 2,
+                   "released": "2026-11-22"}}))
+    again = _with_prior(info, str(shipped), run_started="2026-11-30 10:00:00")
+    assert again["steps"] == 2549 and again["samples_seen"] == 21584 + 19200 and again["wall_hours"] == 2.579
+    assert again["prior"]["released"] == "2026-11-22" and again["invocations"] == 4
+    # without the run's start it cannot tell, and counts the replaced release as before
+    assert _with_prior(info, str(shipped))["steps"] == 1349 + 600 + 1200
