@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
+import json
 import time
 import warnings
 from pathlib import Path
@@ -136,13 +138,15 @@ class Video4SpatialPipeline(DiffusionPipeline):
                 "`spatialnav train` or save one with `Video4SpatialPipeline.save_pretrained`"
             )
         with_ssg = kwargs.pop("with_ssg", True)
-        # diffusers loads a component only from a module that is already imported: our
-        # autoencoder (latent-space pipelines) may not be, in a process that never trained one.
-        if '"world_model.autoencoder"' in (path / "model_index.json").read_text():
-            from . import autoencoder  # noqa: F401
         try:
+            # diffusers loads a component only from a module that is already imported: import the
+            # project's own component modules the index names (e.g. world_model.autoencoder, which a
+            # process that never trained one has not imported).
+            for entry in json.loads((path / "model_index.json").read_text()).values():
+                if isinstance(entry, list) and entry and str(entry[0]).startswith("world_model."):
+                    importlib.import_module(str(entry[0]))
             pipe = super().from_pretrained(str(path), **kwargs)
-        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError, ImportError) as e:
             raise ValueError(f"checkpoint at {path} is incompatible with Video4SpatialPipeline: {e}") from e
         if with_ssg and (path / "ssg" / "ssg_config.json").is_file():  # saved with its SSG adapter
             pipe.load_ssg(path / "ssg")
