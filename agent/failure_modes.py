@@ -21,6 +21,9 @@ approach, where the agent ended relative to the target and its look-alikes):
 agent's candidate trace (``agent.trace=true``) with ground truth, re-rendering the real view each
 imagined final view was placed on, to measure how often a rollout whose box lies on the target
 becomes a goal within ``within_m`` of it, and what other placements of the same boxes would give.
+``stop_checks(out_dir)`` does the same for the trace's arrivals at imagined goals (where the agent
+really stood when it was allowed or refused to STOP), and ``stop_rule_table`` replays the run under
+other stop rules.
 """
 
 from __future__ import annotations
@@ -277,10 +280,123 @@ def placement_markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
+# -- stop checks ---------------------------------------------------------------------------------
+
+def stop_checks(out_dir: str | Path) -> list[dict]:
+    """Ground truth for the world-model agent's arrivals at imagined goals (``agent.trace=true``).
+
+    Each row's ``agent_stop_checks`` (one record per time ``StopPolicy`` said "at the goal": the guide's
+    CLIP z-score, the imagination's support, the decision taken) gets where the agent really stood:
+    ``distance_m``, the distance from its position to the nearest view point of the target (a STOP
+    there succeeds when it is at most the env's ``success_distance``), and the episode's start
+    distance ``d0`` for SPL. Returns one dict per episode: ``{"row", "d0", "checks"}``.
+    """
+    from envs.gym_env import ObjectNavEnv
+
+    out_dir = Path(out_dir)
+    run = json.loads((out_dir / "run.json").read_text())
+    es = run["env"]
+    rows = [r for r in _rows(out_dir) if "agent_stop_checks" in r]
+    if not rows:
+        raise ValueError(f"{out_dir}: no episode row holds agent_stop_checks; run the eval with "
+                         "agent=world_model agent.trace=true")
+    n_eps = max(int(r["episode_index"]) for r in rows) + 1
+    env = ObjectNavEnv(split=run["split"], n_episodes=max(n_eps, int(run.get("n_episodes", 0) or 0)),
+                       width=int(es["width"]), height=int(es["height"]), hfov_deg=float(es["hfov_deg"]),
+                       max_depth=float(es["max_depth"]), episode_seed=int(es.get("episode_seed", 0)))
+    out = []
+    try:
+        for r in rows:
+            env.reset(options={"episode_index": int(r["episode_index"])})
+            if str(env.episode.episode_id) != str(r["episode_id"]):
+                raise ValueError(f"episode index {r['episode_index']} is {env.episode.episode_id}, not {r['episode_id']}: "
+                                 "the env does not rebuild this run's episodes")
+            vp = np.asarray(env.episode.view_points, np.float64).reshape(-1, 3)[:, :2]
+            start = env.start_pose.copy()
+            checks = []
+            for c in r["agent_stop_checks"]:
+                xy = _start_to_world(c["pose"], start)[:2]
+                d = float(np.min(np.linalg.norm(vp - xy, axis=1))) if len(vp) else math.inf
+                checks.append({**c, "distance_m": d, "at_target": d <= env.success_distance})
+            out.append({"row": r, "d0": float(env.episode.geodesic_distance), "checks": checks,
+                        "success_distance": float(env.success_distance)})
+    finally:
+        env.close()
+    return out
+
+
+def stop_rule_outcomes(episodes: list[dict], accept) -> dict:
+    """What the run's episodes would have scored had STOP at an imagined goal followed ``accept``.
+
+    ``accept(check) -> bool`` decides each recorded arrival. Up to the first arrival it accepts, the
+    run is unchanged (every earlier arrival was vetoed in the run too), so the episode ends there: a
+    success when the agent stood within ``success_distance`` of a view point, with SPL from the
+    odometry path length so far. An episode where it accepts none keeps its own outcome, unless the
+    run's own STOP at an imagined goal is one the rule refuses: then what follows is unknown and
+    the episode is left out (``unknown``). Returns per-episode ``success``/``spl`` lists (None when
+    unknown) and counts.
+    """
+    succ, spl, stops, false_stops, unknown = [], [], 0, 0, 0
+    for ep in episodes:
+        r, checks = ep["row"], ep["checks"]
+        hit = next((c for c in checks if accept(c)), None)
+        ran_to_stop = bool(checks) and checks[-1]["decision"] in ("confirmed", "trusted")
+        if hit is None and ran_to_stop:
+            succ.append(None)
+            spl.append(None)
+            unknown += 1
+            continue
+        if hit is None:
+            succ.append(float(r.get("success", 0.0)))
+            spl.append(float(r.get("spl", 0.0)))
+            continue
+        stops += 1
+        ok = bool(hit["at_target"])
+        false_stops += int(not ok)
+        succ.append(float(ok))
+        spl.append(float(ok) * ep["d0"] / max(ep["d0"], float(hit["travelled_m"])) if ok else 0.0)
+    return {"success": succ, "spl": spl, "stops_at_imagined_goals": stops, "false_stops": false_stops,
+            "unknown": unknown}
+
+
+def stop_rule_table(episodes: list[dict], thresholds: Sequence[float] = (2.0, 1.5, 1.0, 0.5, 0.0, -math.inf),
+                    n_boot: int = 10000, seed: int = 0) -> str:
+    """Markdown: success and SPL of the run under ``z >= t`` for each ``t``, paired against the run as it ran."""
+    from world_model.metrics import bootstrap_ci
+
+    base_s = [float(ep["row"].get("success", 0.0)) for ep in episodes]
+    base_p = [float(ep["row"].get("spl", 0.0)) for ep in episodes]
+    n_checks = sum(len(ep["checks"]) for ep in episodes)
+    n_at = sum(c["at_target"] for ep in episodes for c in ep["checks"])
+    lines = [f"{len(episodes)} episodes, {n_checks} arrivals at imagined goals, {n_at} of them within the success "
+             "distance of a view point", "",
+             "| STOP at an imagined goal when | episodes | success | SPL | stops there (false) | success vs as run | SPL vs as run |",
+             "|---|---|---|---|---|---|---|"]
+    for t in thresholds:
+        res = stop_rule_outcomes(episodes, lambda c, t=t: c["decision"] == "trusted" or (c["z"] is not None and c["z"] >= t)
+                                 or (c["z"] is None and c["decision"] == "confirmed"))
+        keep = [k for k, v in enumerate(res["success"]) if v is not None]
+        s = np.array([res["success"][k] for k in keep])
+        p = np.array([res["spl"][k] for k in keep])
+        bs, bp = np.array([base_s[k] for k in keep]), np.array([base_p[k] for k in keep])
+        def fmt(a, b):
+            if len(a) < 2:
+                return "-"
+            lo, hi = bootstrap_ci(a - b, n_boot=n_boot, seed=seed)
+            return f"{(a - b).mean():+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+        rule = "always" if not math.isfinite(t) else f"CLIP z >= {t:g}"
+        lines.append(f"| {rule} | {len(keep)} | {s.mean() if len(s) else math.nan:.3f} | "
+                     f"{p.mean() if len(p) else math.nan:.3f} | {res['stops_at_imagined_goals']} ({res['false_stops']}) | "
+                     f"{fmt(s, bs)} | {fmt(p, bp)} |")
+    return "\n".join(lines)
+
+
 def cmd_failures(cfg, args: list[str] | None = None) -> int:
     """``spatialnav failures failures.dirs=[runs/x/world_model,runs/x/world_model_noise]``: the failure-mode
     table of eval out_dirs; ``failures.placement=true`` adds the goal-placement table of each dir that
-    holds a candidate trace (an eval with ``agent.trace=true``)."""
+    holds a candidate trace (an eval with ``agent.trace=true``), ``failures.stops=true`` the stop-rule
+    table of each such dir (``stop_rule_table``)."""
     from agent.cli import CLIError
 
     dirs = [str(d) for d in cfg.failures.dirs]
@@ -296,8 +412,14 @@ def cmd_failures(cfg, args: list[str] | None = None) -> int:
             print(f"\ngoal placement, {d}: {summary['n_candidates']} boxed candidates, {summary['n_on_target']} on "
                   f"target, {summary['at_distractor']} goals at a look-alike")
             print(placement_markdown(summary))
+    if cfg.failures.get("stops", False):
+        for d in dirs:
+            if not any("agent_stop_checks" in r for r in _rows(d)):
+                continue
+            print(f"\nstop rule at imagined goals, {d} (what the run would have scored, replayed from its trace):")
+            print(stop_rule_table(stop_checks(d)))
     return 0
 
 
 __all__ = ["FAILURE_MODES", "classify_episode", "count_modes", "failure_table", "episode_labels", "goal_placement",
-           "summarize_placement", "placement_markdown", "box_coverage", "cmd_failures"]
+           "summarize_placement", "placement_markdown", "stop_checks", "stop_rule_outcomes", "stop_rule_table", "box_coverage", "cmd_failures"]

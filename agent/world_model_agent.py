@@ -240,6 +240,8 @@ class WorldModelAgent:
         self.stats = {"imaginations": 0, "imagine_seconds": 0.0, "steps_with_goal": 0, "steps": 0,
                       "guide_steps": 0, "guide_stops": 0, "unconfirmed_goals": 0, "trusted_stops": 0}
         self.trace_records: list[dict] = []
+        self.stop_records: list[dict] = []  # arrivals at imagined goals and the stop decision (trace)
+        self.travelled_m = 0.0
 
     def reset(self, obs: dict, info: dict | None = None, context: dict | None = None) -> None:
         check_observation(obs, self.map.max_reach_m)  # before any state changes
@@ -398,7 +400,10 @@ class WorldModelAgent:
         # the next good one continues the episode as if the bad one never came.
         check_observation(obs, self.map.max_reach_m)
         # the guide (when there is one) integrates depth and collisions into the shared map
+        prev = self.pose[:2].copy()
         self.pose = self.navigator.observe(obs, self.last_action, update_map=self.guide is None)
+        if self.stats["steps"]:
+            self.travelled_m += float(np.hypot(*(self.pose[:2] - prev)))  # odometry path length
         self.buffer.append(obs["rgb"], self.pose, obs.get("depth"))
         self.stats["steps"] += 1
         rgb_small = self.buffer.newest()[0]
@@ -431,11 +436,14 @@ class WorldModelAgent:
         caller then lets the guide act, or explores)."""
         if self.stop_policy.should_stop(self.pose, g.xy, g.confidence, g.radius_m):
             if self._confirmed():
+                self._trace_stop_check(g, "confirmed")
                 return int(Action.STOP)
             if self.trust_support is not None and self.goal_support >= self.trust_support:
                 self.stats["trusted_stops"] += 1  # imagination agreed with itself: STOP without CLIP
+                self._trace_stop_check(g, "trusted")
                 return int(Action.STOP)
             self.stats["unconfirmed_goals"] += 1
+            self._trace_stop_check(g, "vetoed")
             self.rejected.append(np.asarray(g.xy, np.float64).copy())
             self.rejected_support.append(self.goal_support)
             self._drop_goal()
@@ -455,6 +463,24 @@ class WorldModelAgent:
     def _drop_goal(self) -> None:
         self.goal, self.goal_score, self.goal_support = None, 0.0, 0
         self.force_imagine = True
+
+    def _trace_stop_check(self, g: GoalEstimate, decision: str) -> None:
+        """One record per arrival at an imagined goal (``trace``): what the stop decision saw, so
+        ``agent.failure_modes.stop_checks`` can join it with where the agent really stood."""
+        if not self.trace:
+            return
+        view = None if self.guide is None else self.guide.last_view
+        rec = {"step": int(self.stats["steps"]), "pose": [float(v) for v in self.pose],
+               "goal": [float(v) for v in g.xy], "goal_confidence": float(g.confidence),
+               "goal_score": float(self.goal_score), "support": int(self.goal_support), "decision": decision,
+               "z": None if view is None else float(view["z"]),
+               "clip_score": None if view is None else float(view["score"])}
+        rec["travelled_m"] = float(self.travelled_m)
+        if self.rollout is not None:  # how much the real view looks like the imagination
+            sims = self.rollout["thumbs"] @ view_thumbnails(self.buffer.newest()[0])
+            rec["imagined_match"] = float(sims.max())
+            rec["imagined_final_match"] = float(sims[-1])
+        self.stop_records.append(rec)
 
     def _confirmed(self) -> bool:
         """The guide's check of a STOP at an imagined goal: the current view's CLIP z-score."""
@@ -479,6 +505,7 @@ class WorldModelAgent:
         s["goal_fraction"] = s["steps_with_goal"] / max(1, s["steps"])
         if self.trace:
             s["trace"] = list(self.trace_records)
+            s["stop_checks"] = list(self.stop_records)
         return s
 
     def debug_panels(self) -> dict[str, np.ndarray]:

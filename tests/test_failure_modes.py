@@ -199,6 +199,11 @@ def test_world_model_agent_trace_records_candidates_and_acts_the_same():
     assert len(r["matches"]) == len(r["match_sims"]) == len(r["match_poses"]) == 3
     assert np.allclose(r["goal"], traced.trace_records[0]["goal"]) and r["belief"] is not None
     json.dumps(recs)  # a row field: plain JSON
+    (stop,) = traced.episode_stats()["stop_checks"]  # the one arrival: no guide, so the box alone decides
+    assert a1[-1] == 0 and stop["decision"] == "confirmed" and stop["z"] is None and stop["step"] == len(a1)
+    assert stop["travelled_m"] > 1.0 and np.allclose(stop["goal"], traced.goal.xy)
+    json.dumps(stop)
+    assert "stop_checks" not in plain.episode_stats()
 
 
 def test_failures_command(tmp_path, capsys):
@@ -273,3 +278,56 @@ def test_table_names_runs_of_one_agent_by_their_parent(tmp_path):
         (d / "episodes.jsonl").write_text(json.dumps(_row()) + "\n")
         dirs.append(d)
     assert failure_table(dirs).splitlines()[0] == "| how it ended | base/world_model | fix/world_model |"
+
+
+def _check(z, at, decision="vetoed", travelled=4.0):
+    return {"z": z, "decision": decision, "at_target": at, "travelled_m": travelled}
+
+
+def test_stop_rule_outcomes_replay_the_run_up_to_the_first_accepted_arrival():
+    from agent.failure_modes import stop_rule_outcomes
+
+    eps = [  # vetoed at the target, then ran out of steps
+        {"row": {"success": 0.0, "spl": 0.0}, "d0": 2.0, "checks": [_check(0.5, True, travelled=4.0), _check(-1.0, False)]},
+        # vetoed away from the target, then confirmed at it
+        {"row": {"success": 1.0, "spl": 0.5}, "d0": 3.0,
+         "checks": [_check(0.8, False), _check(2.5, True, "confirmed", travelled=6.0)]},
+        # no arrival at all: keeps its own outcome
+        {"row": {"success": 1.0, "spl": 0.9}, "d0": 3.0, "checks": []},
+    ]
+    as_run = stop_rule_outcomes(eps, lambda c: c["decision"] == "confirmed")
+    assert as_run["success"] == [0.0, 1.0, 1.0] and as_run["spl"] == [0.0, 0.5, 0.9]
+    loose = stop_rule_outcomes(eps, lambda c: c["z"] >= 0.5)
+    assert loose["success"] == [1.0, 0.0, 1.0] and loose["spl"] == [pytest.approx(0.5), 0.0, 0.9]
+    assert loose["stops_at_imagined_goals"] == 2 and loose["false_stops"] == 1
+    strict = stop_rule_outcomes(eps, lambda c: c["z"] >= 3.0)  # refuses the run's own STOP: unknown
+    assert strict["success"] == [0.0, None, 1.0] and strict["unknown"] == 1
+
+
+def test_stop_checks_join_arrivals_with_the_view_points(tmp_path, nav_episode_file):
+    from agent.failure_modes import stop_checks, stop_rule_table
+    from agent.runner import evaluate
+    from envs.gym_env import ObjectNavEnv
+
+    evaluate("random", n_episodes=1, out_dir=tmp_path, episodes=nav_episode_file, width=32, height=32,
+             max_episode_steps=3, progress=False, print_summary=False)
+    env = ObjectNavEnv(episodes=nav_episode_file, width=32, height=32)
+    env.reset(options={"episode_index": 0})
+    s, vp = env.start_pose.copy(), env.episode.view_points[0]
+    d = vp[:2] - s[:2]  # the first view point in the episode-start frame
+    at_vp = [d[0] * math.cos(s[2]) + d[1] * math.sin(s[2]), -d[0] * math.sin(s[2]) + d[1] * math.cos(s[2]), 0.0]
+    start_d = float(np.min(np.linalg.norm(env.episode.view_points[:, :2] - s[:2], axis=1)))
+    env.close()
+    path = tmp_path / "episodes.jsonl"
+    row = json.loads(path.read_text().splitlines()[0])
+    row["agent_stop_checks"] = [{"step": 2, "pose": [0.0, 0.0, 0.0], "z": 0.3, "decision": "vetoed", "travelled_m": 0.0},
+                                {"step": 9, "pose": at_vp, "z": 1.2, "decision": "vetoed", "travelled_m": 3.0}]
+    path.write_text(json.dumps(row) + "\n")
+    (ep,) = stop_checks(tmp_path)
+    assert ep["checks"][0]["distance_m"] == pytest.approx(start_d) and not ep["checks"][0]["at_target"]
+    assert ep["checks"][1]["distance_m"] == pytest.approx(0.0, abs=1e-9) and ep["checks"][1]["at_target"]
+    table = stop_rule_table([ep], thresholds=(2.0, 1.0), n_boot=200)
+    assert "| CLIP z >= 2 | 1 | 0.000 |" in table and "| CLIP z >= 1 | 1 | 1.000 |" in table
+    path.write_text(json.dumps({k: v for k, v in row.items() if k != "agent_stop_checks"}) + "\n")
+    with pytest.raises(ValueError, match="agent.trace=true"):
+        stop_checks(tmp_path)
