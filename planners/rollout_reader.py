@@ -2,7 +2,7 @@
 
 The world model ends each rollout with bbox frames: the final view with a pure red
 (255, 0, 0) rectangle outline drawn on the target's outermost pixels
-(``world_model/data.py:draw_box``: 2 px per 64 px of frame width, outer edge = the
+(``world_model/boxes.py:draw_box``: 2 px per 64 px of frame width, outer edge = the
 target's bounding box).
 ``find_box`` / ``find_box_in_frames`` (``world_model/boxes.py``, re-exported here) read it back
 as a thin rectangular red outline, robust to blur, colour shift and red furniture.
@@ -86,7 +86,7 @@ def box_to_goal(box: BoxDetection, depth, pose, hfov_deg: float = HFOV_DEG, sens
                 object_height_m: float = 0.8, depth_percentile: float = 30.0) -> GoalEstimate:
     """World-frame (episode-start) goal estimate from a box seen from ``pose`` (x, y, yaw).
 
-    The box is read as ``world_model/data.py:draw_box`` draws it: the outline lies *on* the
+    The box is read as ``world_model/boxes.py:draw_box`` draws it: the outline lies *on* the
     target's outermost pixels, so rows y0..y1 and columns x0..x1 (inclusive) are the object's
     own extent (the outline is not added around it).
 

@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit("pipelines=[DIR,DIR,...] is required (the first is the reference)")
     if not (Path(args["data_dir"]) / "index.json").is_file():
         raise SystemExit(f"no collected data in {args['data_dir']}: make some with "
-                         f"`python -m world_model.data split=val n=200 out_dir={args['data_dir']}`")
+                         f"`python -m world_model.collect split=val n=200 out_dir={args['data_dir']}`")
     torch.set_num_threads(int(args["threads"]))
     res = compare_pipelines([str(p) for p in args["pipelines"]], args["data_dir"], int(args["n"]), int(args["draws"]),
                             int(args["batch_size"]), int(args["seed"]), int(args["num_context"]),

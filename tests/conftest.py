@@ -33,7 +33,7 @@ def nav_episode_file(nav_episodes, tmp_path_factory):
 
 # ----------------------------------------------------------------------------- world-model data
 def synthetic_scene(n_tour=20, n_samples=2, size=16, seed=0, instructions=None):
-    """A fake collected scene (``world_model.data.write_shard`` input) whose frames encode their own index
+    """A fake collected scene (``world_model.shards.write_shard`` input) whose frames encode their own index
     in the red channel; ``instructions``: one per sample (default "go to thing k")."""
     rng = np.random.default_rng(seed)
 
@@ -58,13 +58,14 @@ def synthetic_scene(n_tour=20, n_samples=2, size=16, seed=0, instructions=None):
 @pytest.fixture
 def wm_data_dir(tmp_path):
     """A collected-data directory of two synthetic scenes (4 samples at 16 px, one relation instruction)."""
-    from world_model.data import CollectConfig, _write_index, write_shard
+    from world_model.collect import CollectConfig
+    from world_model.shards import write_index, write_shard
 
     scenes = [synthetic_scene(seed=0, instructions=["go to the red chair left of the bed", "go to thing 1"]),
               synthetic_scene(seed=1)]
     n = write_shard(tmp_path / "shard_00000.npz", scenes)
-    _write_index(tmp_path, "val", 0, CollectConfig(frame_size=16),
-                 [{"file": "shard_00000.npz", "num_samples": n, "num_scenes": 2}], done=True)
+    write_index(tmp_path, "val", 0, CollectConfig(frame_size=16),
+                [{"file": "shard_00000.npz", "num_samples": n, "num_scenes": 2}], done=True)
     return tmp_path
 
 

@@ -22,7 +22,7 @@ from agent.world_model_agent import WorldModelAgent
 from envs.actions import Action
 from planners.ranking import Candidate, map_consistency, rank_candidates
 from planners.rollout_reader import GoalEstimate
-from world_model.data import draw_box
+from world_model.boxes import draw_box
 from world_model.rollout import Rollout
 
 

@@ -143,7 +143,8 @@ def test_latent_pipeline_loads_in_a_process_that_never_imported_the_autoencoder(
 
 def _collected_dir(path, size=32, n_scenes=2):
     """A tiny collected directory: grey frames, one sample per scene, the target box at [8, 8, 23, 23]."""
-    from world_model.data import CollectConfig, _write_index, write_shard
+    from world_model.collect import CollectConfig
+    from world_model.shards import write_index, write_shard
 
     def grey(n, v):
         return np.full((n, size, size, 3), v, np.uint8)
@@ -159,8 +160,8 @@ def _collected_dir(path, size=32, n_scenes=2):
                                     "path_poses": np.zeros((4, 3)), "box": np.array([8, 8, 23, 23], np.int32),
                                     "bbox_rgb": path_rgb[-1]}]})
     n = write_shard(path / "shard_00000.npz", scenes)
-    _write_index(path, "val", 0, CollectConfig(frame_size=size),
-                 [{"file": "shard_00000.npz", "num_samples": n, "num_scenes": n_scenes}], done=True)
+    write_index(path, "val", 0, CollectConfig(frame_size=size),
+                [{"file": "shard_00000.npz", "num_samples": n, "num_scenes": n_scenes}], done=True)
     return path
 
 
@@ -181,7 +182,7 @@ def test_box_recall_and_training_boxes(tmp_path):
     assert bank.frame_size == 32 and len(bank) == 2 * (6 + 2 + 4)
     rng = np.random.default_rng(0)
     boxed = with_random_boxes(bank.frames, 1.0, rng)
-    from world_model.data import BOX_COLOR
+    from world_model.boxes import BOX_COLOR
 
     assert all((f == np.asarray(BOX_COLOR, np.uint8)).all(-1).sum() >= 12 for f in boxed)  # an outline in each
     assert np.mean([find_box(f) is not None for f in boxed]) >= 0.5  # the smallest ones fall under find_box's limits

@@ -92,7 +92,7 @@ def test_the_check_catches_a_disagreement():
 
 
 # Every section of configs/world_model/*.yaml has a reader: model + train (world_model.train.main),
-# data (world_model.data.main). A section nothing reads (a `sampling:` block, a `planner/` group) misleads.
+# data (world_model.collect.main). A section nothing reads (a `sampling:` block, a `planner/` group) misleads.
 WORLD_MODEL_SECTIONS = {"model", "train", "data"}
 
 

@@ -232,7 +232,7 @@ COLLECT = dict(split="val", n=3, shard_size=1, progress=False, frame_size=16, to
 @pytest.fixture(scope="module")
 def collected_whole(tmp_path_factory):
     """An uninterrupted collection: three one-scene shards."""
-    from world_model.data import collect
+    from world_model.collect import collect
 
     out = tmp_path_factory.mktemp("collect") / "whole"
     collect(out_dir=out, **COLLECT)
@@ -257,7 +257,7 @@ def test_collect_killed_mid_write_resumes_to_the_uninterrupted_result(where, tmp
     """Collection killed while writing its second shard (half the .npz on disk), or after that
     shard but before the index lists it; the rerun with the same command finishes the collection
     and its shards and index equal an uninterrupted run's: no sample lost or repeated."""
-    from world_model import data
+    from world_model import collect, shards
 
     out = tmp_path / "killed"
 
@@ -265,8 +265,8 @@ def test_collect_killed_mid_write_resumes_to_the_uninterrupted_result(where, tmp
         if where == "shard":
             kill_in(np, "savez_compressed", "shard_00001.npz", dest=0)
         else:
-            kill_in(data, "write_text_atomic", "index.json", nth=2, dest=0, cut=False)
-        data.collect(out_dir=out, **COLLECT)
+            kill_in(shards, "write_text_atomic", "index.json", nth=2, dest=0, cut=False)
+        collect.collect(out_dir=out, **COLLECT)
 
     run_killed(work)
     index = json.loads((out / "index.json").read_text())
@@ -276,12 +276,12 @@ def test_collect_killed_mid_write_resumes_to_the_uninterrupted_result(where, tmp
                "index": ["index.json", "shard_00000.npz", "shard_00001.npz"]}[where]
     assert sorted(p.name for p in out.iterdir()) == on_disk
     with pytest.raises(ValueError, match="n_requested: 3 -> 4"):
-        data.collect(out_dir=out, **{**COLLECT, "n": 4})
+        collect.collect(out_dir=out, **{**COLLECT, "n": 4})
     # the index case resumes with two worker processes: the data do not depend on it
-    data.collect(out_dir=out, **{**COLLECT, "workers": 2 if where == "index" else 1})
+    collect.collect(out_dir=out, **{**COLLECT, "workers": 2 if where == "index" else 1})
     _same_collection(out, collected_whole)
     with pytest.raises(FileExistsError, match="collect into a new directory"):
-        data.collect(out_dir=out, **COLLECT)
+        collect.collect(out_dir=out, **COLLECT)
 
 
 # ----------------------------------------------------------------------------- autoencoder training

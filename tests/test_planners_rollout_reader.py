@@ -166,7 +166,7 @@ def test_view_similarity():
 
 @pytest.mark.parametrize("size, seed", [(32, 0), (32, 1), (128, 0)])
 def test_find_box_at_the_world_model_frame_sizes(size, seed):
-    # world_model/data.py draws 2 px per 64 px of width: 1 px at 32, 4 px at 128.
+    # world_model/boxes.py:draw_box draws 2 px per 64 px of width: 1 px at 32, 4 px at 128.
     rng = np.random.default_rng(seed)
     k = size / 64
     lw = max(1, round(2 * k))
@@ -195,10 +195,10 @@ def _one_target_scene(x_front, y_centre, height=0.8, depth_m=0.5, width=0.6):
 
 @pytest.mark.parametrize("size", [128, 64])
 def test_box_from_data_draw_box_on_a_rendered_mask_gives_the_range(size):
-    """world_model/data.py draws the box on the target's outermost pixels (its instance-mask bbox);
+    """world_model/boxes.py:draw_box draws the box on the target's outermost pixels (its instance-mask bbox);
     box_to_goal must read it that way: range within 5% from ground contact + size prior, and from depth."""
     from envs.renderer import Renderer
-    from world_model.data import draw_box as data_draw_box, target_box
+    from world_model.boxes import draw_box as data_draw_box, target_box
 
     for x_front, y_c in [(1.5, 0.0), (2.5, 0.4), (3.5, -0.5)]:
         r = Renderer(_one_target_scene(x_front, y_c), width=size, height=size, threads=1)

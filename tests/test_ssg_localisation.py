@@ -45,7 +45,7 @@ def test_auroc_and_sample_scores():
 
 @pytest.fixture(scope="module")
 def collected(tmp_path_factory):
-    from world_model.data import collect
+    from world_model.collect import collect
 
     data = tmp_path_factory.mktemp("loc") / "val"
     collect("val", 4, data, shard_size=4, progress=False, frame_size=32, tour_frames=12, agent_frames=2,

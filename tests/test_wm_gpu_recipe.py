@@ -28,14 +28,15 @@ def minilm():
 
 def collected_dir(path: Path, size: int) -> Path:
     """A collected split of two synthetic scenes (4 samples, 20 tour frames each) at ``size`` px."""
-    from world_model.data import CollectConfig, _write_index, write_shard
+    from world_model.collect import CollectConfig
+    from world_model.shards import write_index, write_shard
 
     path.mkdir(parents=True)
     scenes = [synthetic_scene(seed=0, size=size, instructions=["go to the red chair left of the bed", "go to thing 1"]),
               synthetic_scene(seed=1, size=size)]
     n = write_shard(path / "shard_00000.npz", scenes)
-    _write_index(path, "train", 0, CollectConfig(frame_size=size),
-                 [{"file": "shard_00000.npz", "num_samples": n, "num_scenes": 2}], done=True)
+    write_index(path, "train", 0, CollectConfig(frame_size=size),
+                [{"file": "shard_00000.npz", "num_samples": n, "num_scenes": 2}], done=True)
     return path
 
 

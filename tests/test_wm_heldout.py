@@ -26,7 +26,7 @@ def _save(path, num_bbox=1, seed=0):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from world_model.data import collect
+    from world_model.collect import collect
 
     root = tmp_path_factory.mktemp("heldout")
     collect("val", 4, root / "val", shard_size=4, progress=False, frame_size=32, tour_frames=12, agent_frames=2,

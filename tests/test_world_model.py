@@ -11,10 +11,12 @@ import pytest
 import torch
 
 from conftest import synthetic_scene
-from world_model.data import (ContextVideoDataset, _write_index, CollectConfig, draw_box, sample_context_indices,
-                              target_box, write_shard)
+from world_model.boxes import draw_box, target_box
+from world_model.collect import CollectConfig
+from world_model.data import ContextVideoDataset, sample_context_indices
 from world_model.model import IndexedWanRotaryPosEmbed, Video4SpatialModel
 from world_model.pipeline import Video4SpatialPipeline, make_scheduler
+from world_model.shards import write_index, write_shard
 from world_model.train import TrainConfig, condition_dropout, flow_matching_loss, latest_checkpoint, train
 
 TINY = dict(patch_size=[1, 4, 4], num_attention_heads=2, attention_head_dim=12, in_channels=3, out_channels=3,
@@ -421,8 +423,8 @@ def test_condition_dropout_modes():
 def test_loader_samples_context_non_contiguously_with_original_indices(tmp_path):
     scenes = [synthetic_scene(seed=0), synthetic_scene(seed=1)]
     n = write_shard(tmp_path / "shard_00000.npz", scenes)
-    _write_index(tmp_path, "train", 0, CollectConfig(frame_size=16),
-                 [{"file": "shard_00000.npz", "num_samples": n, "num_scenes": 2}], done=True)
+    write_index(tmp_path, "train", 0, CollectConfig(frame_size=16),
+                [{"file": "shard_00000.npz", "num_samples": n, "num_scenes": 2}], done=True)
     ds = ContextVideoDataset(tmp_path, num_context=6, num_target=3, num_bbox=1, frame_size=16)
     assert len(ds) == 4
     seen = set()
@@ -472,7 +474,7 @@ def test_collect_scene_on_a_real_procedural_scene():
     """One real scene: the path starts at the start pose and ends centred on the boxed target."""
     import math
 
-    from world_model.data import collect_scene
+    from world_model.collect import collect_scene
 
     cfg = CollectConfig(frame_size=32, tour_frames=12, agent_frames=2, episodes_per_scene=1, starts_per_episode=1,
                         workers=1)

@@ -1,12 +1,14 @@
-"""Find the red auxiliary box that the world model draws into its bbox frames.
+"""The red auxiliary box of the world model's bbox frames: drawing it and finding it again.
 
-The box is the world model's own output format (``world_model/data.py:draw_box`` draws it on the
-training targets), so reading it back lives here too: evaluation (``world_model.evaluate``)
-and the planners (``planners.rollout_reader``, which turns a box into a goal) both use it.
+The box is the world model's own output format: ``draw_box`` draws it on the training targets
+(collection, ``world_model.collect``, and the loader, ``world_model.data``) around the target's
+``target_box``, and ``find_box`` reads it back from what the model imagines: evaluation
+(``world_model.evaluate``) and the planners (``planners.rollout_reader``, which turns a box
+into a goal) both use it.
 
 The world model ends each rollout with bbox frames: the final view with a pure red
-(255, 0, 0) rectangle outline drawn on the target's outermost pixels
-(``world_model/data.py:draw_box``: 2 px per 64 px of frame width, outer edge = the
+(``BOX_COLOR`` = 255, 0, 0) rectangle outline drawn on the target's outermost pixels
+(``draw_box``: ``default_line_width`` = 2 px per 64 px of frame width, outer edge = the
 target's bounding box).
 Generated frames blur it and shift its colour, and scenes may hold red furniture, so
 ``find_box`` looks for a *thin rectangular outline* of red, not for red pixels:
@@ -43,6 +45,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import ndimage
 
+# Colour of the auxiliary box drawn into the bbox frames (pure red; the
+# procedural palettes keep clear of it so a colour threshold can find it).
+BOX_COLOR = (255, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -107,8 +112,41 @@ def check_frame(frame) -> np.ndarray:
 
 
 def default_line_width(width: int) -> int:
-    """The outline width world_model/data.py draws at a frame width: 2 px at 64 px, scaled, >= 1."""
+    """The outline width the training targets are drawn with at a frame width: 2 px at 64 px, scaled, >= 1."""
     return max(1, int(round(2 * width / 64)))
+
+
+# ----------------------------------------------------------------------------- drawing
+def target_box(instance: np.ndarray, target_id: int, min_pixels: int = 1) -> tuple[int, int, int, int] | None:
+    """Pixel box (x0, y0, x1, y1), inclusive, of ``target_id`` in an instance mask; None if hidden
+    (fewer than ``min_pixels`` pixels)."""
+    ys, xs = np.nonzero(np.asarray(instance) == int(target_id))
+    if len(xs) < min_pixels:
+        return None
+    return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+
+
+def draw_box(frame: np.ndarray, box, thickness: int = 2, color=BOX_COLOR) -> np.ndarray:
+    """A copy of ``frame`` (H, W, 3) with a ``thickness``-px rectangle drawn *outside-in* on ``box``.
+
+    ``box`` = (x0, y0, x1, y1) inclusive pixel coordinates, clipped to the frame; the rectangle's
+    outer edge is the box edge, so the drawn lines lie on the target's outermost pixels.
+    """
+    out = np.array(frame, copy=True)
+    h, w = out.shape[:2]
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    x0, x1 = max(0, min(x0, w - 1)), max(0, min(x1, w - 1))
+    y0, y1 = max(0, min(y0, h - 1)), max(0, min(y1, h - 1))
+    t = max(1, int(thickness))
+    c = np.asarray(color, np.uint8)
+    out[y0:min(y0 + t, y1 + 1), x0:x1 + 1] = c  # top
+    out[max(y1 - t + 1, y0):y1 + 1, x0:x1 + 1] = c  # bottom
+    out[y0:y1 + 1, x0:min(x0 + t, x1 + 1)] = c  # left
+    out[y0:y1 + 1, max(x1 - t + 1, x0):x1 + 1] = c  # right
+    return out
+
+
+# ----------------------------------------------------------------------------- finding
 
 
 def find_box(frame, min_redness: float = 70.0, min_red: float = 110.0, line_width: int | None = None,

@@ -1,7 +1,7 @@
 """Grounding metrics of a Video4Spatial world model against simulator ground truth (`spatialnav eval-wm`).
 
 For every held-out episode of a split we build the sample exactly as
-``world_model.data.collect_scene`` does (so the model sees in-distribution inputs):
+``world_model.collect.collect_scene`` does (so the model sees in-distribution inputs):
 the scene's scripted tour + agent frames turning into the start heading as the
 context video (rendered at ``render_scale`` x the model size and area-pooled, as
 the training loader does), non-contiguous (or contiguous) context sampling, and the
@@ -130,7 +130,7 @@ class EvalConfig:
             fingerprint and summary.
         clip: CLIP dir for clip_score (None: the shipped/trained small CLIP if any; "none": skip).
         render_scale, tour_frames, agent_frames, max_path_steps, min_target_pixels, box_thickness:
-            the sample construction (as ``world_model.data.CollectConfig``).
+            the sample construction (as ``world_model.collect.CollectConfig``).
         loc_spacing, loc_headings, loc_margin, loc_size, refine_top: localisation (module doc).
         if_margin: IF box margin as a fraction of the frame width; box_min_side, box_min_confidence:
             smallest box side (px at model size) and confidence the box reader accepts (true bbox
@@ -355,7 +355,7 @@ class SceneState:
     def target_view(self, pose, target_id: int) -> dict[str, Any]:
         """Where the target appears in the view from ``pose``: pixel count (render size), box at model size,
         bearing of its pixel centroid (radians, left positive)."""
-        from .data import target_box
+        from .boxes import target_box
 
         inst = self.hi.render(np.asarray(pose, np.float64).reshape(1, 3), outputs=("instance",))["instance"][0]
         mask = inst == int(target_id)
@@ -372,9 +372,11 @@ class SceneState:
 
 def build_sample(ep, state: SceneState, num_context: int, num_target: int, cfg: EvalConfig,
                  index: int = 0) -> tuple[GroundTruthSample | None, str]:
-    """The ground-truth sample of one episode, constructed as ``world_model.data.collect_scene`` and
+    """The ground-truth sample of one episode, constructed as ``world_model.collect.collect_scene`` and
     ``ContextVideoDataset`` do; (None, reason) when the path or the final view fails."""
-    from .data import agent_prelude, draw_box, path_to_target, sample_context_indices, subsample_path, target_box
+    from .boxes import draw_box, target_box
+    from .collect import agent_prelude, path_to_target
+    from .data import sample_context_indices, subsample_path
 
     start = np.asarray(ep.start_pose, np.float64)
     path = path_to_target(state.grid, start, ep.view_points, ep.target_center, int(cfg.max_path_steps))

@@ -7,10 +7,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from diffusers.utils import BaseOutput
 
-# Colour of the auxiliary box drawn into the bbox frames (pure red; the
-# procedural palettes keep clear of it so a colour threshold can find it).
-BOX_COLOR = (255, 0, 0)
-
 
 @dataclass
 class Rollout(BaseOutput):
@@ -60,7 +56,8 @@ class Rollout(BaseOutput):
 
 
 def red_box_score(bbox_frames: np.ndarray, min_red: int = 180, max_other: int = 90) -> float:
-    """Evidence that a red box was drawn: the fraction of pixels near ``BOX_COLOR``.
+    """Evidence that a red box was drawn: the fraction of pixels near ``world_model.boxes.BOX_COLOR``
+    (pure red).
 
     ``score = mean_{frames, pixels} [R >= min_red and G <= max_other and B <= max_other]``.
     A crude but simulator-free goal-evidence score for best-of-N selection; the

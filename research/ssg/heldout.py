@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit("ssg=<SSG checkpoint dir> is required (e.g. ssg=world_model/weights/v4s-small-ssg)")
     if not (Path(args["data_dir"]) / "index.json").is_file():
         raise SystemExit(f"no collected data in {args['data_dir']}: make some with "
-                         f"`python -m world_model.data split=val n=200 out_dir={args['data_dir']}`")
+                         f"`python -m world_model.collect split=val n=200 out_dir={args['data_dir']}`")
     torch.set_num_threads(int(args["threads"]))
     pipe = Video4SpatialPipeline.from_pretrained(resolve_pipeline(args["pipeline"]), with_ssg=False)
     pipe.load_ssg(args["ssg"])

@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.update(given)
     if not (Path(args["data_dir"]) / "index.json").is_file():
         raise SystemExit(f"no collected data in {args['data_dir']}: make some with "
-                         f"`python -m world_model.data split=val n=200 out_dir={args['data_dir']}`")
+                         f"`python -m world_model.collect split=val n=200 out_dir={args['data_dir']}`")
     torch.set_num_threads(int(args["threads"]))
     prompter, clip, frame_size = _prompter(args["ssg"], args["clip"], args["layers"])
     res = localisation(prompter, args["data_dir"], int(args["n"]), int(args["num_context"]), int(args["top_m"]),

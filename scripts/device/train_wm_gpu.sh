@@ -8,7 +8,7 @@
 # SAVE_EVERY seconds while training runs, so a run killed at the call's limit still returns its last export.
 #
 # Data: DATA_SOURCE=auto renders on the machine's cores when open3d and the MiniLM package import there
-# (python -m world_model.data ... workers=$WORKERS), else uses the carried copy in $GPU_DATA
+# (python -m world_model.collect ... workers=$WORKERS), else uses the carried copy in $GPU_DATA
 # (text_states.pt: the instructions' MiniLM states, looked up: TrainConfig.text_states).
 #
 # Environment (defaults):
@@ -61,7 +61,7 @@ if [ "$DATA_SOURCE" = render ]; then
   R="$RUN_DIR/render"
   rm -rf "$R"
   say "rendering up to ${COLLECT_N:-16000} samples on $WORKERS workers for at most ${RENDER_MINUTES:-2.5} min"
-  timeout "$($PY -c "print(int(60 * ${RENDER_MINUTES:-2.5}))")" $PY -m world_model.data split=train \
+  timeout "$($PY -c "print(int(60 * ${RENDER_MINUTES:-2.5}))")" $PY -m world_model.collect split=train \
     n="${COLLECT_N:-16000}" out_dir="$R" workers="$WORKERS" shard_size=500 frame_size=64 progress=false \
     >> "$OUT/run.out" 2>&1
   if [ -f "$R/index.json" ] && [ "$($PY -c "import json; print(json.load(open('$R/index.json'))['num_samples'])")" -gt 0 ]; then
