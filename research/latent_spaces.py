@@ -36,7 +36,7 @@ def evaluate_latent_spaces(autoencoder: FrameAutoencoder | None, frames: np.ndar
 
     Pixel space at size ``p``: area-downsample to p x p, then bicubic upsampling back (the best a
     p x p pixel model could show at S x S). The autoencoder: encode then decode. Each row has
-    PSNR and SSIM (``world_model.evaluate``), the latent shape and the tokens per frame at the
+    PSNR and SSIM (``world_model.metrics``), the latent shape and the tokens per frame at the
     patch that keeps 64 tokens for the 32x32 pixel model.
     """
 

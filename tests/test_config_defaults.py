@@ -71,7 +71,7 @@ def test_relevant_context_without_a_guide_is_a_clear_error():
 
 
 def test_eval_wm_block_equals_eval_config():
-    from world_model.evaluate import EvalConfig
+    from world_model.eval_config import EvalConfig
 
     block = yaml.safe_load((CONFIGS / "config.yaml").read_text())["eval_wm"]
     defaults = {f.name: f.default for f in dataclasses.fields(EvalConfig)}

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from world_model.evaluate import (EvalConfig, SceneState, build_sample, centre_in_box, grounding_metrics,
-                                  select_episodes, spatial_distance)
+from world_model.eval_config import EvalConfig
+from world_model.eval_metrics import centre_in_box, grounding_metrics, spatial_distance
+from world_model.eval_samples import SceneState, build_sample, select_episodes
 from world_model.loading import resolve_pipeline_path
 from world_model.metrics import bootstrap_ci, bootstrap_mean, psnr, ssim
 from world_model.pipeline import resolve_precision

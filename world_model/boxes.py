@@ -3,7 +3,7 @@
 The box is the world model's own output format: ``draw_box`` draws it on the training targets
 (collection, ``world_model.collect``, and the loader, ``world_model.data``) around the target's
 ``target_box``, and ``find_box`` reads it back from what the model imagines: evaluation
-(``world_model.evaluate``) and the planners (``planners.rollout_reader``, which turns a box
+(``world_model.eval_metrics``) and the planners (``planners.rollout_reader``, which turns a box
 into a goal) both use it.
 
 The world model ends each rollout with bbox frames: the final view with a pure red

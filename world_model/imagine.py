@@ -5,7 +5,7 @@
     spatialnav imagine imagine.instruction="go to the blue chair left of the bed" imagine.out=runs/imagine/blue
 
 The context is built like the training data and ``spatialnav eval-wm`` build it
-(world_model.evaluate.build_sample: the scene's tour plus agent frames turning into
+(world_model.eval_samples.build_sample: the scene's tour plus agent frames turning into
 the start heading, K frames sampled non-contiguously), the model imagines from it, and
 ``<out>.mp4`` / ``<out>.png`` show, with the 32x32 frames upscaled (nearest):
 
@@ -122,7 +122,10 @@ def imagine_episode(opts: dict[str, Any], split: str = "val", episodes: str | No
 
     from envs.episodes import generate_episodes, load_episodes
 
-    from .evaluate import EvalConfig, SceneState, build_sample, grounding_metrics, ssg_kwargs
+    from .eval_config import EvalConfig
+    from .eval_metrics import grounding_metrics
+    from .eval_samples import SceneState, build_sample
+    from .evaluate import ssg_kwargs
     from .loading import load_pipeline
     from .video_io import write_video
 

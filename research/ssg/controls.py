@@ -54,7 +54,7 @@ class ShuffleControl:
     name = "shuffle"
 
     def __init__(self, pipe, cfg) -> None:
-        from world_model.evaluate import select_episodes
+        from world_model.eval_samples import select_episodes
 
         self.pipe, self.cfg = pipe, cfg
         self.episodes = select_episodes(cfg)  # the list evaluate walks (deterministic in cfg)
@@ -63,7 +63,7 @@ class ShuffleControl:
         self._cache: dict[int, Any] = {}
 
     def prompt_of(self, i: int, states: dict):
-        from world_model.evaluate import SceneState, build_sample
+        from world_model.eval_samples import SceneState, build_sample
 
         eps = self.episodes
         for step in range(1, len(eps)):
@@ -110,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
     from agent.cli import CLIError, compose_config
-    from world_model.evaluate import SAMPLES_FILE, SUMMARY_FILE, config_from_cli, format_table
+    from world_model.eval_config import config_from_cli
+    from world_model.eval_report import format_table
+    from world_model.evaluate import SAMPLES_FILE, SUMMARY_FILE
 
     argv = list(sys.argv[1:] if argv is None else argv)
     controls = [a.partition("=")[2] for a in argv if a.startswith("control=")]
