@@ -2,7 +2,9 @@
 
 ``agent.base``: the ``Agent`` protocol and the name -> factory registry;
 ``agent.baselines``: Random and (privileged) Oracle; ``agent.runner``:
-resumable evaluation; ``agent.video``: drawing video frames and pictures;
+resumable evaluation (``agent.fair_play``: what an agent is given; ``agent.episode_log``,
+``agent.provenance``, ``agent.sharding``: its files, fingerprint and shards; ``agent.tables``,
+``agent.comparison``: its tables and paired comparisons); ``agent.video``: drawing video frames and pictures;
 ``agent.picture``: the README's episode picture;
 ``agent.cli``: the console script.
 """

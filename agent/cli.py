@@ -354,7 +354,8 @@ def eval_agents(cfg) -> int:
     split, episodes and camera size. ``results_md=<path>`` (e.g. docs/results.md) also writes the block
     there; nothing outside out_dir is written unless asked."""
     from agent.base import resolve_agent
-    from agent.runner import evaluate, is_batchable, results_rows_markdown, update_results_md
+    from agent.runner import evaluate, is_batchable
+    from agent.tables import results_rows_markdown, update_results_md
 
     specs = [str(a) for a in cfg.agents]
     base = Path(str(cfg.out_dir)) if cfg.out_dir else Path(f"runs/eval/agents_{cfg.split}")
@@ -392,7 +393,8 @@ def eval_agents(cfg) -> int:
 
 
 def cmd_merge(cfg, args: list[str] | None = None) -> int:
-    from agent.runner import merge, print_table
+    from agent.sharding import merge
+    from agent.tables import print_table
 
     dirs = list(cfg.merge.dirs)
     if not dirs:
@@ -411,7 +413,8 @@ def cmd_compare(cfg, args: list[str] | None = None) -> int:
     metrics default to the grounding ones)."""
     import json
 
-    from agent.runner import EPISODES_FILE, paired_comparison, read_episode_log
+    from agent.comparison import paired_comparison
+    from agent.episode_log import EPISODES_FILE, read_episode_log
     from world_model.evaluate import SAMPLES_FILE
 
     dirs = list(cfg.compare.dirs)
@@ -445,7 +448,7 @@ def cmd_compare(cfg, args: list[str] | None = None) -> int:
               f"[{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}] (95% paired bootstrap, n={r['n']}){extra}")
     if cfg.out_dir:
         Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
-        from agent.runner import write_json_atomic
+        from agent.episode_log import write_json_atomic
 
         write_json_atomic(Path(cfg.out_dir) / "compare.json", {"dirs": dirs, "metrics": metrics, **res})
     return 0
@@ -484,7 +487,8 @@ def _demo_agents(cfg) -> tuple[list[str], str | None]:
 
 def _demo_ablation_line(full: str, ablated: str, out_full: Path, out_ablated: Path) -> str:
     """What the ablated part adds on the demo's episodes: paired success and SPL differences."""
-    from agent.runner import EPISODES_FILE, paired_comparison, read_episode_log
+    from agent.comparison import paired_comparison
+    from agent.episode_log import EPISODES_FILE, read_episode_log
 
     res = paired_comparison(read_episode_log(out_full / EPISODES_FILE), read_episode_log(out_ablated / EPISODES_FILE),
                             keys=("success", "spl"), n_boot=2000, seed=0)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from agent.runner import build_agent, run_episode
+from agent.fair_play import build_agent
+from agent.runner import run_episode
 from agent.video import episode_strip
 from world_model.frames import caption
 

@@ -74,7 +74,7 @@ def run(steps: int = 60, episodes: int = 2, size: int = 128, pipeline: str | Non
     """
     import torch
 
-    from agent.runner import SensorView, public_context, public_info
+    from agent.fair_play import SensorView, public_context, public_info
     from agent.world_model_agent import WorldModelAgent
     from envs.gym_env import ObjectNavEnv
 

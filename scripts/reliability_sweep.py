@@ -71,7 +71,7 @@ a write (the file being written cut to half first), and the test then runs it ag
 | file | writer | how | killed in |
 |---|---|---|---|
 | eval `episodes.jsonl` (and eval-wm's) | `agent.runner.evaluate`, `world_model.evaluate` | append-only, fsync per line; an unterminated last line is cut on resume | `tests/test_reliability.py::test_eval_killed_by_sigkill_resumes_without_loss_or_duplicates` (killed between episodes), `tests/test_kill_writers.py::test_eval_killed_mid_write_resumes_without_loss_or_duplicates[episode_row]` (killed half-way through a row) |
-| eval `summary.json`, `run.json` | `agent.runner.write_json_atomic` | temp file, fsync, rename; written only when the run is finished | `tests/test_kill_writers.py::test_eval_killed_mid_write_resumes_without_loss_or_duplicates[summary]` (its temporary file cut, killed before the rename; the rerun writes it whole) |
+| eval `summary.json`, `run.json` | `agent.episode_log.write_json_atomic` | temp file, fsync, rename; written only when the run is finished | `tests/test_kill_writers.py::test_eval_killed_mid_write_resumes_without_loss_or_duplicates[summary]` (its temporary file cut, killed before the rename; the rerun writes it whole) |
 | training checkpoints `ckpt/step_*` (world model, SSG adapter) | `world_model.train.save_checkpoint` | temp dir, files fsynced, `train_state.json` last, rename; a pruned one is renamed before it is deleted | `tests/test_kill_writers.py::test_world_model_training_killed_mid_write_resumes_from_the_last_complete_checkpoint[checkpoint]`, `[prune]` |
 | exported pipeline `out_dir/pipeline` | `world_model.train.export_pipeline` | temp dir, swapped in | same test, `[pipeline]` (mid-export), `[swap]` (while the old one is deleted) |
 | collected data: shards + `index.json` | `world_model.collect.collect` | each shard temp + rename, then the index; the same command resumes after the last listed shard | `test_collect_killed_mid_write_resumes_to_the_uninterrupted_result[shard]`, `[index]` (equal to an uninterrupted run, shard by shard) |
@@ -98,7 +98,8 @@ def main() -> int:
 
     from agent.baselines import OracleAgent, RandomAgent
     from agent.base import make_agent
-    from agent.runner import SensorView, evaluate, public_context, public_info
+    from agent.fair_play import SensorView, public_context, public_info
+    from agent.runner import evaluate
     from agent.world_model_agent import WorldModelAgent
     from envs.episodes import generate_episodes, load_episodes, save_episodes
     from envs.gym_env import ObjectNavEnv

@@ -309,7 +309,8 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
 def test_world_model_agent_end_to_end_in_the_env(tmp_path, nav_episode_file, tiny_pipeline):
     import imageio.v2 as imageio
 
-    from agent.runner import evaluate, read_episode_log
+    from agent.episode_log import read_episode_log
+    from agent.runner import evaluate
 
     def factory(env=None, seed=None):
         return WorldModelAgent(env=env, seed=seed, pipeline=tiny_pipeline, num_context=4, num_candidates=2,
@@ -331,7 +332,7 @@ def test_world_model_agent_end_to_end_in_the_env(tmp_path, nav_episode_file, tin
 
 
 def test_world_model_agent_actions_are_valid(nav_episodes, tiny_pipeline):
-    from agent.runner import SensorView, public_context, public_info
+    from agent.fair_play import SensorView, public_context, public_info
     from envs.gym_env import ObjectNavEnv
 
     env = ObjectNavEnv(episodes=nav_episodes[:1], width=32, height=32)

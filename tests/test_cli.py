@@ -93,7 +93,7 @@ def test_episodes_subcommand_writes_a_loadable_file(tmp_path, capsys):
 
 
 def test_compare_is_a_paired_bootstrap_over_shared_episodes(tmp_path, capsys):
-    from agent.runner import paired_comparison
+    from agent.comparison import paired_comparison
 
     # 10 shared episodes: A alone solves 3, B alone 1, both 2; B also ran one episode A did not
     sa = [1, 1, 1, 0, 1, 1, 0, 0, 0, 0]

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from agent.baselines import OracleAgent, RandomAgent
-from agent.runner import (PUBLIC_CONTEXT_KEYS, PUBLIC_INFO_KEYS, Access, PrivilegedAccessError, SensorView,
-                          agent_access, evaluate, public_info)
+from agent.fair_play import (PUBLIC_CONTEXT_KEYS, PUBLIC_INFO_KEYS, Access, PrivilegedAccessError, SensorView,
+                             agent_access, public_info)
+from agent.runner import evaluate
 from agent.world_model_agent import WorldModelAgent
 
 OBS_KEYS = {"rgb", "depth", "gps", "compass", "instruction"}
@@ -241,7 +242,7 @@ def test_the_noise_ablation_is_frontier_clip_step_for_step(tmp_path, nav_episode
 
     from agent.cli import config_dir
     from agent.frontier_clip import FrontierClipAgent
-    from agent.runner import read_episode_log
+    from agent.episode_log import read_episode_log
 
     def settings(name):
         kw = OmegaConf.to_container(OmegaConf.load(config_dir() / "agent" / f"{name}.yaml"), resolve=True)

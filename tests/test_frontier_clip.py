@@ -26,7 +26,8 @@ def tiny_clip_dir(tmp_path_factory):
 
 
 def test_frontier_clip_end_to_end_in_the_env(tmp_path, nav_episode_file, tiny_clip_dir):
-    from agent.runner import evaluate, read_episode_log
+    from agent.episode_log import read_episode_log
+    from agent.runner import evaluate
 
     s = evaluate("frontier_clip", n_episodes=1, out_dir=tmp_path, episodes=nav_episode_file, video=1, width=32,
                  height=32, max_episode_steps=10, progress=False, print_summary=False,
@@ -37,7 +38,7 @@ def test_frontier_clip_end_to_end_in_the_env(tmp_path, nav_episode_file, tiny_cl
 
 
 def test_value_map_and_frontiers_from_the_tour(nav_episodes, tiny_clip_dir):
-    from agent.runner import SensorView, public_context, public_info
+    from agent.fair_play import SensorView, public_context, public_info
     from envs.gym_env import ObjectNavEnv
 
     env = ObjectNavEnv(episodes=nav_episodes[:1], width=32, height=32)

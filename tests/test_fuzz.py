@@ -116,7 +116,7 @@ def agent_and_obs(nav_episodes):
     """A world-model agent (noise imagination: no model compute) mid-episode in a real env."""
     import torch
 
-    from agent.runner import SensorView, public_context, public_info
+    from agent.fair_play import SensorView, public_context, public_info
     from agent.world_model_agent import WorldModelAgent
     from envs.gym_env import ObjectNavEnv
     from world_model.model import Video4SpatialModel

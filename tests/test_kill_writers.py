@@ -356,7 +356,8 @@ def test_eval_killed_mid_write_resumes_without_loss_or_duplicates(where, tmp_pat
     rerun keeps the finished rows as they were, drops the cut line, runs only what is missing,
     and writes one whole summary that counts each episode once."""
     from agent import runner
-    from agent.runner import EPISODES_FILE, SUMMARY_FILE, read_episode_log
+    from agent.episode_log import EPISODES_FILE, SUMMARY_FILE, read_episode_log
+    from agent.provenance import code_version
 
     out = tmp_path / "eval"
 
@@ -396,7 +397,7 @@ def test_eval_killed_mid_write_resumes_without_loss_or_duplicates(where, tmp_pat
         assert text.count("\n") == 3 and not (out / SUMMARY_FILE).exists()  # all rows; no summary yet
     kept = [json.loads(line) for line in text.splitlines()[:1]]
 
-    runner.code_version.cache_clear()  # hash the source now, as the killed child did
+    code_version.cache_clear()  # hash the source now, as the killed child did
     s = _eval_random(out, nav_episode_file)
     rows = read_episode_log(log)
     assert len(rows) == 3 and len({r["episode_id"] for r in rows}) == 3

@@ -110,7 +110,7 @@ def built_agents():
     from agent.base import make_agent
 
     env = make_miniworld("MiniWorld-OneRoom-v0", n_episodes=1, **SIZE)
-    from agent.runner import SensorView
+    from agent.fair_play import SensorView
 
     view = SensorView(env)
     env.close()

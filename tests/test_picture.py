@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from agent.picture import record_episode, save_episode_picture
-from agent.runner import build_agent
+from agent.fair_play import build_agent
 from envs.actions import Action
 
 

@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 from agent import cli
-from agent.runner import EPISODES_FILE, RUN_FILE, SUMMARY_FILE, evaluate, merge, read_episode_log
+from agent.episode_log import EPISODES_FILE, RUN_FILE, SUMMARY_FILE, read_episode_log
+from agent.runner import evaluate
+from agent.sharding import merge
 
 FAST = dict(width=16, height=16, max_episode_steps=40, progress=False, print_summary=False,
             agent_kwargs={"stop_prob": 0.05})
@@ -64,7 +66,7 @@ def test_a_bad_observation_leaves_the_world_model_agent_working(env_episode, tin
     """Issue case 2: a NaN gps used to leave the buffer one frame ahead of the CLIP guide's scores,
     so every later act() failed; case 3: gps 1e6 m allocated 36 GiB. Now each is refused before
     anything changes and the next good observation continues the episode."""
-    from agent.runner import SensorView, public_context, public_info
+    from agent.fair_play import SensorView, public_context, public_info
     from agent.world_model_agent import WorldModelAgent
 
     env, obs, info = env_episode
@@ -348,7 +350,7 @@ def test_summary_records_provenance_and_merge_keeps_the_fingerprint(tmp_path, na
 
 
 def test_results_blocks_say_which_code_and_weights_made_them(tmp_path):
-    from agent.runner import update_results_md
+    from agent.tables import update_results_md
 
     prov = {"git_commit": "0123456789abcdef" * 2 + "01234567", "git_dirty": True, "code_version": "c0de",
             "weights": {"world_model": "aaaaaaaaaaaa", "clip": "bbbbbbbbbbbb"}}
@@ -387,7 +389,7 @@ def test_eval_killed_by_sigkill_resumes_without_loss_or_duplicates(tmp_path, nav
     assert proc.returncode == -signal.SIGKILL
     done = read_episode_log(log)
     assert 1 <= len(done) < 3 and not (out / SUMMARY_FILE).exists()  # nothing that looks finished
-    from agent.runner import code_version
+    from agent.provenance import code_version
 
     code_version.cache_clear()  # hash the source now, as the killed process did (others may edit the tree)
     s = evaluate("random", n_episodes=3, out_dir=out, episodes=nav_episode_file, width=16, height=16,

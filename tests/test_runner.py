@@ -9,8 +9,9 @@ import pytest
 
 from agent.base import Agent, available_agents, make_agent, register_agent, resolve_agent
 from agent.baselines import OracleAgent, RandomAgent
-from agent.runner import (EPISODES_FILE, SUMMARY_FILE, TIMING_KEYS, evaluate, merge, parse_shard,
-                          read_episode_log, shard_indices)
+from agent.episode_log import EPISODES_FILE, SUMMARY_FILE, TIMING_KEYS, read_episode_log
+from agent.runner import evaluate
+from agent.sharding import merge, parse_shard, shard_indices
 
 # Random agent that stops often and a short step limit: each episode is a few dozen steps.
 FAST = dict(width=16, height=16, max_episode_steps=40, progress=False, print_summary=False,

@@ -1,7 +1,7 @@
 """Metrics shared by the world-model evaluations: image similarity (PSNR, SSIM) of generated vs true
 frames, and the bootstrap interval of a mean (``scipy.stats.bootstrap``) every paired comparison
 uses. A leaf module (numpy, scipy): the evaluations, the autoencoder, the held-out diagnostics and
-``agent.runner.paired_comparison`` import it, and it imports none of them.
+``agent.comparison.paired_comparison`` import it, and it imports none of them.
 """
 
 from __future__ import annotations
