@@ -147,7 +147,7 @@ class WorldModelAgent:
                  ablation: str = "none", hfov_deg: float = HFOV_DEG, max_depth: float = 10.0,
                  mapping: dict | None = None, path: dict | None = None, navigator: dict | None = None,
                  stop: dict | None = None, box: dict | None = None, goal: dict | None = None,
-                 frontier_min_size: int = 5, clip_guidance: bool = True, stop_confirm_z: float | None = 2.0,
+                 frontier_min_size: int = 5, clip_guidance: bool = True, stop_confirm_z: float | None = 0.6,
                  reject_m: float = 0.75, clip=None, guide: dict | None = None, ssg: str | None = None,
                  precision: str = "auto", device: str = "cpu", threads: int | str | None = 1,
                  trace: bool = False, trust_support: int | None = None) -> None:
