@@ -376,11 +376,11 @@ class ObjectNavEnv(gym.Env):
         return self.grid.field_distance(self._goal_field, self.pose[:2])
 
     def _observe(self) -> dict:
-        out = self.renderer.render(self.pose, outputs=("rgb", "depth", "instance"))
+        # The same ray cast counts the target's pixels: was it in view (envs.outcome, ground truth)
+        out = self.renderer.render(self.pose, outputs=("rgb", "depth"), count_instance=self._outcome.target.id)
         rgb = np.asarray(out["rgb"]).reshape(self.height, self.width, 3)
-        # the same ray cast's instance ids: was the target in view (envs.outcome, ground truth)
-        self._outcome.observe(self._metrics.steps, np.asarray(out["instance"]).reshape(self.height, self.width),
-                              self._metrics.distance_to_goal, self.pose[:2])
+        self._outcome.observe_pixels(self._metrics.steps, int(out["instance_pixels"][0]), self.height * self.width,
+                                     self._metrics.distance_to_goal, self.pose[:2])
         depth = np.asarray(out["depth"], np.float32).reshape(self.height, self.width, 1)
         # gps = R(-yaw0) (xy - xy0), scalar math: this runs every step.
         dx, dy = self.pose[0] - self.start_pose[0], self.pose[1] - self.start_pose[1]
@@ -426,8 +426,8 @@ class ObjectNavEnv(gym.Env):
         poses = np.asarray(tour["poses"], np.float64).reshape(-1, 3)
         pitch = tour.get("pitch")
         pitch = np.zeros(len(poses)) if pitch is None else np.asarray(pitch, np.float64).reshape(-1)
-        out = self.renderer.render(poses, pitch=pitch, outputs=("rgb", "depth", "instance"))
-        self._outcome.observe_tour(np.asarray(out["instance"]).reshape(len(poses), -1))
+        out = self.renderer.render(poses, pitch=pitch, outputs=("rgb", "depth"), count_instance=self._outcome.target.id)
+        self._outcome.observe_tour_pixels(out["instance_pixels"], self.height * self.width)
         rel = np.empty_like(poses)
         rel[:, :2] = world_to_start_frame(poses[:, :2], self.start_pose)
         rel[:, 2] = [wrap_angle(y - self.start_pose[2]) for y in poses[:, 2]]

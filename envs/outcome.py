@@ -17,7 +17,7 @@ changes none of them. It adds to ``info`` (so to each ``episodes.jsonl`` row):
   nearest *other* instance of the target's category (None when the scene has none).
 
 These are ground truth: like the metrics they never reach a non-privileged agent
-(``agent.runner.public_info``). ``agent.failure_modes`` reads them.
+(``agent.fair_play.public_info``). ``agent.failure_modes`` reads them.
 """
 
 from __future__ import annotations
@@ -48,6 +48,10 @@ class EpisodeOutcome:
     >>> o.observe(step, instance_image, distance_to_goal, xy)   # at reset (step 0) and after each step
     >>> o.observe_tour(instance_images)                          # when the context tour is rendered
     >>> o.fields()
+
+    ``observe_pixels`` / ``observe_tour_pixels`` take the target's pixel count per frame instead
+    of the instance images (``Renderer.render(..., count_instance=target.id)``), which is all
+    these fields read: the env's per-step path then builds no instance image.
     """
 
     def __init__(self, target, distractors=(), success_distance: float = 0.1,
@@ -60,20 +64,33 @@ class EpisodeOutcome:
         self.tour_frames: int | None = None
         self.min_distance, self.approach_step = math.inf, -1
         self.xy = None
+        # (xy, target_distance_m, distractor_distance_m) of the last fields(): the footprint
+        # distances change only when the agent moves, and fields() runs every step.
+        self._dist_cache: tuple | None = None
 
     def observe(self, step: int, instance, distance_to_goal: float, xy) -> None:
         """One observation (``instance``: its (H, W) instance-id image, or None if not rendered)."""
-        if instance is not None:
+        if instance is None:
+            self.observe_pixels(step, None, 0, distance_to_goal, xy)
+        else:
             inst = np.asarray(instance)
-            frac = float(np.count_nonzero(inst == int(self.target.id))) / max(1, inst.size)
-            self.max_fraction = max(self.max_fraction, frac)
+            self.observe_pixels(step, np.count_nonzero(inst == int(self.target.id)), inst.size, distance_to_goal, xy)
+
+    def observe_pixels(self, step: int, target_pixels, frame_pixels: int, distance_to_goal: float, xy) -> None:
+        """One observation given how many of its ``frame_pixels`` pixels show the target
+        (``target_pixels`` None: not rendered)."""
+        if target_pixels is not None:
+            frac = float(target_pixels) / max(1, int(frame_pixels))
+            if frac > self.max_fraction:
+                self.max_fraction = frac
             if frac >= self.visible_min_fraction:
                 self.seen_steps += 1
                 if self.first_seen < 0:
                     self.first_seen = int(step)
         d = float(distance_to_goal)
         if math.isfinite(d):
-            self.min_distance = min(self.min_distance, d)
+            if d < self.min_distance:
+                self.min_distance = d
             if self.approach_step < 0 and d <= self.approach_within:
                 self.approach_step = int(step)
         self.xy = np.asarray(xy, np.float64).reshape(-1)[:2].copy()
@@ -82,15 +99,28 @@ class EpisodeOutcome:
         """The context tour's (T, H, W) instance images."""
         inst = np.asarray(instances)
         inst = inst.reshape(len(inst), -1)
-        frac = np.count_nonzero(inst == int(self.target.id), axis=1) / max(1, inst.shape[1])
+        self.observe_tour_pixels(np.count_nonzero(inst == int(self.target.id), axis=1), inst.shape[1])
+
+    def observe_tour_pixels(self, target_pixels, frame_pixels: int) -> None:
+        """The context tour's per-frame target pixel counts (T,), out of ``frame_pixels`` each."""
+        frac = np.asarray(target_pixels) / max(1, int(frame_pixels))
         self.tour_frames = int((frac >= self.visible_min_fraction).sum())
 
+    def _distances(self) -> tuple[float | None, float | None]:
+        if self.xy is None:
+            return None, None
+        key = (float(self.xy[0]), float(self.xy[1]))
+        if self._dist_cache is None or self._dist_cache[0] != key:
+            t = self.target
+            dist_t = footprint_distance(self.xy, t.center, t.size, t.yaw)
+            dist_d = None
+            if self.distractors:
+                dist_d = min(footprint_distance(self.xy, o.center, o.size, o.yaw) for o in self.distractors)
+            self._dist_cache = (key, dist_t, dist_d)
+        return self._dist_cache[1], self._dist_cache[2]
+
     def fields(self) -> dict:
-        t = self.target
-        dist_t = None if self.xy is None else footprint_distance(self.xy, t.center, t.size, t.yaw)
-        dist_d = None
-        if self.xy is not None and self.distractors:
-            dist_d = min(footprint_distance(self.xy, o.center, o.size, o.yaw) for o in self.distractors)
+        dist_t, dist_d = self._distances()
         return {
             "target_first_seen_step": self.first_seen,
             "target_seen_steps": self.seen_steps,

@@ -23,6 +23,7 @@ an optional pitch (radians, positive looks up).
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
@@ -31,6 +32,10 @@ import open3d as o3d
 from envs.scene import Scene
 
 OUTPUTS = ("rgb", "depth", "instance", "semantic")
+# Single-pose ray buffers kept per view direction (Renderer._rays_one): 12 at 128x128 (4.7 MB),
+# fewer for larger images, always at least one.
+_VIEW_CACHE_MAX = 12
+_VIEW_CACHE_BYTES = 8 << 20
 _INVALID = np.uint32(o3d.t.geometry.RaycastingScene.INVALID_ID)
 
 
@@ -128,10 +133,15 @@ class Renderer:
         self._color = np.vstack([scene.tri_color, bg.astype(np.uint8)[None]])
         self._instance = np.append(scene.tri_instance, np.int32(0)).astype(np.int32)
         self._semantic = np.append(scene.tri_semantic, np.int32(0)).astype(np.int32)
-        self._buf: np.ndarray | None = None  # reused rays buffer for the last batch size
-        self._buf_view: tuple[float, float] | None = None  # (yaw, pitch) of a single pose's rays in _buf
+        self._buf: np.ndarray | None = None  # reused rays buffer for the last batch size (N > 1)
+        # Single-pose rays per view (see _rays_one): (yaw, pitch, z) -> [(1, P, 6) rays, their (x, y)],
+        # least recently used first; at most _VIEW_CACHE_BYTES of rays, 1 to _VIEW_CACHE_MAX views.
+        self._views: OrderedDict[tuple[float, float, float], list] = OrderedDict()
+        self._max_views = max(1, min(_VIEW_CACHE_MAX, _VIEW_CACHE_BYTES // (self.width * self.height * 24)))
         self._idx: np.ndarray | None = None  # reused int64 triangle indices of the last batch size
+        self._miss: np.ndarray | None = None  # reused bool buffer of the depth's "no valid hit" pixels
         self._m1 = np.zeros((3, 6), np.float32)  # per-pose ray matrix of the single-pose path
+        self._tri_ranges: dict[int, tuple[np.uint32, np.uint32] | None] = {}  # see _instance_pixels
 
     # -- camera ----------------------------------------------------------
     @property
@@ -152,11 +162,10 @@ class Renderer:
         world coordinates, so h @ M = (position, a * right + b * up + forward) = one ray.
         """
         n, p = len(poses), len(self._cam_dirs)
-        if self._buf is None or self._buf.shape[0] != n:
-            self._buf = np.empty((n, p, 6), np.float32)
-            self._buf_view = None
         if n == 1 and (pitch is None or np.size(pitch) == 1):
             return self._rays_one(poses[0], 0.0 if pitch is None else float(np.reshape(pitch, -1)[0]))
+        if self._buf is None or self._buf.shape[0] != n:
+            self._buf = np.empty((n, p, 6), np.float32)
         if pitch is None:
             pit = None
         else:
@@ -171,27 +180,46 @@ class Renderer:
         m[:, :, 3:] = rot.transpose(0, 2, 1)  # d = right*r + up*u + forward*1
         m[:, 2, 0], m[:, 2, 1], m[:, 2, 2] = poses[:, 0], poses[:, 1], self.camera_z  # o = 1 * pos
         np.matmul(self._cam_dirs[None], m, out=self._buf)
-        self._buf_view = None
         return self._buf
 
     def _rays_one(self, pose: np.ndarray, pitch: float) -> np.ndarray:
-        """The single-pose case of ``_rays`` with scalar maths (env.step's hot path)."""
+        """The single-pose case of ``_rays`` (env.step's hot path): (1, P, 6) rays.
+
+        A step changes either the position (a forward move: same view direction) or the view (a
+        turn, usually back to one of the 12 headings 30 degrees apart that the agent has already
+        faced), so the rays of the last few views are kept, keyed by (yaw, pitch, camera z).
+        A known view only rewrites its origins' x and y: a ray is 6 float32 = 3 uint64 words and
+        (x, y) is the first, so that is one word per ray (numpy's broadcast of a 3-vector into
+        the strided (P, 3) origin slice costs ~10x more). A new view is one (P, 3) @ (3, 6)
+        matmul with scalar maths for its matrix. Either way the rays are bit for bit those a
+        fresh renderer builds for the same pose (tests/test_renderer.py).
+        """
         if not math.isfinite(pitch):
             raise ValueError("pitch contains NaN or inf")
         x, y, yaw = float(pose[0]), float(pose[1]), float(pose[2])
-        if self._buf_view == (yaw, pitch):
-            # Same view direction as the buffer's rays (a forward step): only the origins move.
-            self._buf[0, :, :3] = (x, y, self.camera_z)
-            return self._buf
+        z = self.camera_z
+        key = (yaw, pitch, z)
+        entry = self._views.get(key)
+        if entry is not None:
+            self._views.move_to_end(key)
+            buf = entry[0]
+            if entry[1] != (x, y):
+                buf[0].view(np.uint64)[:, 0] = np.array((x, y), np.float32).view(np.uint64)[0]
+                entry[1] = (x, y)
+            return buf
+        if len(self._views) >= self._max_views:
+            buf = self._views.popitem(last=False)[1][0]  # reuse the least recently used view's array
+        else:
+            buf = np.empty((1, len(self._cam_dirs), 6), np.float32)
         cy, sy, cp, sp = math.cos(yaw), math.sin(yaw), math.cos(pitch), math.sin(pitch)
         m = self._m1
         m[0, 3:] = (sy, -cy, 0.0)  # right
         m[1, 3:] = (-sp * cy, -sp * sy, cp)  # up
         m[2, 3:] = (cp * cy, cp * sy, sp)  # forward
-        m[2, :3] = (x, y, self.camera_z)
-        np.matmul(self._cam_dirs, m, out=self._buf[0])
-        self._buf_view = (yaw, pitch)
-        return self._buf
+        m[2, :3] = (x, y, z)
+        np.matmul(self._cam_dirs, m, out=buf[0])
+        self._views[key] = [buf, (x, y)]
+        return buf
 
     # -- rendering -------------------------------------------------------
     def cast(self, rays: np.ndarray) -> dict[str, np.ndarray]:
@@ -200,12 +228,18 @@ class Renderer:
         out = self._rs.cast_rays(o3d.core.Tensor.from_numpy(rays), nthreads=self._nthreads)
         return {"t_hit": out["t_hit"].numpy(), "primitive_ids": out["primitive_ids"].numpy()}
 
-    def render(self, poses, pitch=None, outputs: Sequence[str] = ("rgb", "depth")) -> dict[str, np.ndarray]:
+    def render(self, poses, pitch=None, outputs: Sequence[str] = ("rgb", "depth"),
+               count_instance: int | None = None) -> dict[str, np.ndarray]:
         """Render poses (N, 3) or (3,) [x, y, yaw]; pitch (N,) or scalar radians, + looks up.
 
         Returns the requested subset of rgb (N,H,W,3) uint8, depth (N,H,W) float32 z-depth in
         metres (0 = miss or beyond max_depth), instance (N,H,W) int32 and semantic (N,H,W)
         int32 (0 = miss). The leading N is kept even for a single (3,) pose.
+
+        ``count_instance``: an instance id; the result then also holds ``instance_pixels`` (N,)
+        int64, how many pixels of each image show that instance, from the same cast (equal to
+        ``(render(..., outputs="instance")["instance"] == id).sum((1, 2))`` without building the
+        instance image).
         """
         outputs = _as_outputs(outputs)
         poses = _as_poses(poses)
@@ -214,14 +248,22 @@ class Renderer:
         hit = self._rs.cast_rays(o3d.core.Tensor.from_numpy(rays), nthreads=self._nthreads)
         res: dict[str, np.ndarray] = {}
         if "depth" in outputs:
-            t = hit["t_hit"].numpy().reshape(n, h, w)
-            # t is z-depth (forward component of every ray is 1); inf (miss) fails the test too.
-            res["depth"] = np.where(t <= self.max_depth, t, np.float32(0.0))
+            # t is z-depth (forward component of every ray is 1). A pixel keeps it where
+            # t <= max_depth and reads 0 elsewhere (a miss is inf, and NaN fails the test too):
+            # copy, then zero the few failing pixels, with a reused mask (cheaper than np.where).
+            depth = hit["t_hit"].numpy().reshape(n, h, w).copy()
+            if self._miss is None or self._miss.shape != depth.shape:
+                self._miss = np.empty(depth.shape, bool)
+            miss = self._miss
+            np.less_equal(depth, self.max_depth, out=miss)
+            np.logical_not(miss, out=miss)
+            depth[miss] = 0.0
+            res["depth"] = depth
+        prim = hit["primitive_ids"].numpy().reshape(-1)
         if "rgb" in outputs or "instance" in outputs or "semantic" in outputs:
             # mode="clip" maps INVALID_ID (uint32 max) to F, the extra "miss" row of every
             # table, with no separate pass; int64 indices keep np.take on its fast path. They go
             # into a reused buffer: a fresh 8-byte-per-pixel array every step costs more than the gather.
-            prim = hit["primitive_ids"].numpy().reshape(-1)
             if self._idx is None or self._idx.shape != prim.shape:
                 self._idx = np.empty(prim.shape, np.int64)
             idx = self._idx
@@ -232,7 +274,34 @@ class Renderer:
                 res["instance"] = np.take(self._instance, idx, mode="clip").reshape(n, h, w)
             if "semantic" in outputs:
                 res["semantic"] = np.take(self._semantic, idx, mode="clip").reshape(n, h, w)
-        return {k: res[k] for k in outputs}
+        out = {k: res[k] for k in outputs}
+        if count_instance is not None:
+            out["instance_pixels"] = self._instance_pixels(prim.reshape(n, h * w), count_instance)
+        return out
+
+    def _instance_pixels(self, prim: np.ndarray, instance_id) -> np.ndarray:
+        """Per row of ``prim`` (N, P) primitive ids, the number of hits on ``instance_id``'s triangles.
+
+        ``MeshBuilder`` adds an object's parts one after the other, so its triangles are usually
+        one contiguous run [first, first + count); the count is then one unsigned range test on
+        the primitive ids, ``(prim - first) < count`` (ids below ``first`` wrap to large values,
+        and a miss, INVALID_ID, lies above every run), with no per-pixel gather. Any other layout
+        (and id 0, which also covers misses) gathers the instance table as the ``instance``
+        output does.
+        """
+        key = int(instance_id)
+        if key not in self._tri_ranges:
+            tri = np.flatnonzero(self._instance[: self._nf] == key)
+            contiguous = key > 0 and len(tri) > 0 and tri[-1] - tri[0] + 1 == len(tri)
+            self._tri_ranges[key] = (np.uint32(tri[0]), np.uint32(len(tri))) if contiguous else None
+        run = self._tri_ranges[key]
+        if run is not None:
+            hits = (prim - run[0]) < run[1]
+        else:
+            hits = np.take(self._instance, prim.astype(np.int64), mode="clip") == key  # INVALID_ID -> row F
+        if len(hits) == 1:  # count_nonzero without axis is a single fast pass; with one it sums bools
+            return np.array([np.count_nonzero(hits)], np.int64)
+        return np.count_nonzero(hits, axis=1).astype(np.int64)
 
     def visible_instances(self, poses, pitch=None, min_pixels: int = 1) -> list[dict[int, int]]:
         """Per pose, {instance_id: pixel count} of the object instances in view (ids >= 1)."""

@@ -87,6 +87,31 @@ def test_outcome_tracks_first_view_and_closest_approach():
     assert f["tour_target_frames"] is None
 
 
+def test_outcome_from_pixel_counts_equals_outcome_from_images():
+    """``observe_pixels`` / ``observe_tour_pixels`` (the env's path: the renderer counts the target's
+    pixels) give the fields the image-based calls give, and the footprint distances follow the
+    agent from one fields() call to the next."""
+    from envs.scene import ObjectInstance
+
+    t = ObjectInstance(id=7, category="chair", center=np.array([0.0, 0.0, 0.4]), size=np.array([0.5, 0.5, 0.8]))
+    d = ObjectInstance(id=8, category="chair", center=np.array([4.0, 0.0, 0.4]), size=np.array([0.5, 0.5, 0.8]))
+    rng = np.random.default_rng(0)
+    a, b = EpisodeOutcome(t, [d], 0.1, visible_min_fraction=0.05), EpisodeOutcome(t, [d], 0.1, visible_min_fraction=0.05)
+    for step in range(12):
+        img = np.where(rng.random((6, 8)) < rng.uniform(0, 0.2), 7, 3).astype(np.int32)
+        xy = [rng.uniform(-3, 3), 0.0] if step % 3 else [1.0, 0.0]
+        a.observe(step, img, 5.0 - step / 3, xy)
+        b.observe_pixels(step, int((img == 7).sum()), img.size, 5.0 - step / 3, xy)
+        fa, fb = a.fields(), b.fields()
+        assert fa == fb
+        assert fb["target_distance_m"] == footprint_distance(xy, t.center, t.size, t.yaw)
+        assert fb["distractor_distance_m"] == footprint_distance(xy, d.center, d.size, d.yaw)
+    tour = np.where(rng.random((5, 6, 8)) < 0.1, 7, 0)
+    a.observe_tour(tour)
+    b.observe_tour_pixels((tour == 7).reshape(5, -1).sum(1), 48)
+    assert a.fields() == b.fields() and a.fields()["target_seen_steps"] > 0
+
+
 def test_env_records_the_outcome_without_touching_the_metrics(nav_episodes):
     from envs.gym_env import ObjectNavEnv
     from envs.metrics import METRIC_KEYS

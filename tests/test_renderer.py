@@ -102,26 +102,57 @@ def test_batch_equals_one_by_one(renderer):
 
 
 def test_reused_rays_equal_fresh_ones():
-    """The single-pose path reuses its rays when only the position moved (a forward step): every
-    render of a walk (moves, turns, pitch changes, a batch in between) equals a fresh renderer's."""
+    """The single-pose path reuses the rays of the views it has seen (a forward step keeps its view,
+    a turn returns to an earlier one): every render of a walk (moves, turns to new and known
+    headings, turning on the spot, pitch changes, a batch in between, more views than the cache
+    holds) equals a fresh renderer's."""
     scene = one_room_scene()
     walk = Renderer(scene, width=32, height=24, threads=1)
+    assert walk._max_views >= 2
     rng = np.random.default_rng(3)
     pose, pitch = np.array([0.0, 0.0, 0.3]), 0.0
-    for k in range(24):
+    for k in range(60):
         step = k % 6
-        if step in (0, 1, 2):
+        if step in (0, 2):
             pose[:2] += 0.1 * np.array([np.cos(pose[2]), np.sin(pose[2])])
+        elif step == 1:
+            pose[2] -= 0.5
         elif step == 3:
-            pose[2] += 0.5
+            pose[2] += 0.5 if k < 30 else 1.0  # back to step 0's view at a new position; k >= 30: new ones
         elif step == 4:
-            pitch = float(rng.uniform(-0.2, 0.2))
+            if k % 12 == 4:
+                pitch = float(rng.uniform(-0.2, 0.2))
         else:
             walk.render(rng.uniform(-1, 1, (3, 3)), outputs=("depth",))  # a batch reallocates the buffer
         got = walk.render(pose, pitch, outputs=("rgb", "depth", "instance"))
         want = Renderer(scene, width=32, height=24, threads=1).render(pose, pitch, outputs=("rgb", "depth", "instance"))
         for key in want:
             np.testing.assert_array_equal(got[key], want[key], err_msg=f"step {k} {key}")
+    assert len(walk._views) == walk._max_views  # it saw more views than it keeps
+
+
+def test_count_instance_equals_the_instance_image():
+    """``count_instance`` counts the pixels the ``instance`` output shows for that id, per pose, for
+    an object whose triangles are one run, one split in two runs (the gather fallback), id 0
+    (misses and untagged surfaces) and an id that is not in the scene."""
+    b = MeshBuilder()
+    b.add_box([0, 0, -0.05], [6.2, 6.2, 0.1], GREY, semantic=semantic_id("floor"))
+    b.add_box([2, 1, 0.4], [0.5, 0.5, 0.8], RED, instance=1)
+    b.add_box([2, -1, 0.4], [0.5, 0.5, 0.8], BLUE, instance=2)
+    b.add_box([2, 1, 1.0], [0.3, 0.3, 0.4], RED, instance=1)  # object 1's second part, after object 2
+    scene = b.build("test/split_instance", [], [])
+    r = Renderer(scene, width=40, height=30, threads=1)
+    poses = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.4], [0.5, 0.0, -0.3], [0.0, 0.0, np.pi]])
+    inst = r.render(poses, outputs=("instance",))["instance"]
+    for iid in (1, 2, 0, 9):
+        want = (inst == iid).reshape(len(poses), -1).sum(1)
+        got = r.render(poses, outputs=("depth",), count_instance=iid)
+        assert set(got) == {"depth", "instance_pixels"} and got["instance_pixels"].dtype == np.int64
+        np.testing.assert_array_equal(got["instance_pixels"], want, err_msg=f"id {iid}")
+        for k, pose in enumerate(poses):  # the single-pose path
+            assert r.render(pose, outputs=("rgb",), count_instance=iid)["instance_pixels"].tolist() == [want[k]]
+    assert r._tri_ranges[2] is not None and r._tri_ranges[1] is None  # one run / two runs
+    assert (inst == 1).any() and (inst == 2).any() and (inst == 0).any()
 
 
 def test_only_requested_outputs_and_bad_input(renderer):

@@ -146,9 +146,14 @@ class HabitatRenderer:
         sensor = suite.get(uuid) if suite is not None else self.agent._sensors[uuid]
         return sensor.node
 
-    def render(self, poses, pitch=None, outputs: Sequence[str] = ("rgb", "depth")) -> dict[str, np.ndarray]:
+    def render(self, poses, pitch=None, outputs: Sequence[str] = ("rgb", "depth"),
+               count_instance: int | None = None) -> dict[str, np.ndarray]:
         """Same contract as ``Renderer.render``; one habitat draw per pose."""
         outputs = _as_outputs(outputs)
+        if count_instance is not None and "instance" not in outputs:
+            out = self.render(poses, pitch, tuple(outputs) + ("instance",), count_instance)
+            del out["instance"]
+            return out
         poses = _as_poses(poses)
         n = len(poses)
         pit = np.zeros(n) if pitch is None else np.broadcast_to(np.asarray(pitch, float).reshape(-1), (n,))
@@ -176,7 +181,11 @@ class HabitatRenderer:
                 res["instance"].append(self._inst_of[sem])
             if "semantic" in outputs:
                 res["semantic"].append(self._sem_of[sem])
-        return {k: np.stack(v) for k, v in res.items()}
+        out = {k: np.stack(v) for k, v in res.items()}
+        if count_instance is not None:
+            hits = out["instance"].reshape(n, -1) == int(count_instance)
+            out["instance_pixels"] = np.count_nonzero(hits, axis=1).astype(np.int64)
+        return out
 
     def close(self) -> None:
         self.sim.close()
