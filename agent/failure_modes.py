@@ -76,7 +76,7 @@ def count_modes(rows: Iterable[dict], **kwargs) -> dict[str, int]:
 
 
 def _rows(out_dir) -> list[dict]:
-    from agent.runner import EPISODES_FILE, read_episode_log
+    from agent.episode_log import EPISODES_FILE, read_episode_log
 
     path = Path(out_dir) / EPISODES_FILE
     if not path.exists():

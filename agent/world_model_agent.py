@@ -57,7 +57,7 @@ from planners.mapping import ObstacleMap
 from planners.path import FrontierExplorer, Navigator, PathPlanner, StopPolicy, goal_in_view
 from planners.ranking import Candidate, rank_candidates, read_candidate
 from planners.rollout_reader import GoalEstimate, view_thumbnails
-from world_model.data import draw_box
+from world_model.boxes import draw_box
 from world_model.loading import load_pipeline
 
 ABLATIONS = ("none", "noise", "no_ssg")
