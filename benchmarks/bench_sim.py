@@ -14,7 +14,9 @@ are timed in interleaved chunks of 100 steps and each chunk keeps its best of ``
 (the machine is shared; the least disturbed run is the honest cost). When
 ``envs.gym_env`` imports, the real ``gymnasium`` env step (random MOVE/TURN actions, no
 STOP, so no resets are timed) is measured as well, against the raw cast of the rays it
-renders, in the same interleaved chunks (``gym_over_cast``).
+renders, in the same interleaved chunks (``gym_over_cast``), and once more with the cast replaced
+by a stored result (``ms_python_per_step``: the Python around Embree, which a load on the
+machine inflates far less than the cast).
 """
 
 from __future__ import annotations
@@ -202,10 +204,36 @@ def bench_gym(threads, width, height, steps, repeats, chunk: int = 100) -> dict 
         for i in range(len(starts)):
             best_gym[i] = min(best_gym[i], gym_chunk(i))
             best_raw[i] = min(best_raw[i], raw_chunk(i))
+    # The same steps with the cast replaced by one stored result: what is left is our Python
+    # around Embree (rays, gathers, metrics, info), which a loaded machine inflates far less than
+    # the cast (ms_python_per_step; + ms_per_cast of an idle run = the idle gym step).
+    real_rs = r._rs
+    r._rs = _StoredCast(real_rs)
+    best_py = np.full(len(starts), np.inf)
+    try:
+        for _ in range(repeats + 1):
+            env.reset(seed=0)
+            for i in range(len(starts)):
+                best_py[i] = min(best_py[i], gym_chunk(i))
+    finally:
+        r._rs = real_rs
     env.close()
-    t_gym, t_raw = float(best_gym.sum()), float(best_raw.sum())
+    t_gym, t_raw, t_py = float(best_gym.sum()), float(best_raw.sum()), float(best_py.sum())
     return {"threads": threads, "gym_steps_per_s": steps / t_gym, "ms_per_gym_step": 1e3 * t_gym / steps,
-            "ms_per_cast": 1e3 * t_raw / steps, "gym_over_cast": t_gym / t_raw}
+            "ms_per_cast": 1e3 * t_raw / steps, "gym_over_cast": t_gym / t_raw,
+            "ms_python_per_step": 1e3 * t_py / steps}
+
+
+class _StoredCast:
+    """Stands in for a RaycastingScene: the first ``cast_rays`` is real, every later one returns it."""
+
+    def __init__(self, rs):
+        self._rs, self._hit = rs, None
+
+    def cast_rays(self, rays, **kw):
+        if self._hit is None:
+            self._hit = self._rs.cast_rays(rays, **kw)
+        return self._hit
 
 
 STEPS, REPEATS = 1000, 5  # docs/results.md, "Simulator speed"
@@ -264,7 +292,7 @@ def main(argv=None) -> None:
     for g in res["gym"]:
         print(f"  gym env.step threads={g['threads']}: {g['gym_steps_per_s']:7.0f} steps/s "
               f"({g['ms_per_gym_step']:.2f} ms; raw cast of its rays {g['ms_per_cast']:.2f} ms; "
-              f"step/cast {g['gym_over_cast']:.2f}x)")
+              f"step/cast {g['gym_over_cast']:.2f}x; Python around the cast {1e3 * g['ms_python_per_step']:.0f} us)")
     print(f"  peak RSS {res['peak_rss_mb']:.0f} MB")
 
 

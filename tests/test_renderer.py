@@ -197,6 +197,18 @@ def test_habitat_backend_clear_import_error():
     assert isinstance(make_renderer(one_room_scene(), width=8, height=8), Renderer)
 
 
+def test_bench_gym_smoke():
+    """The gym measurement: the full env.step against the raw cast of its rays, and the same steps
+    with the cast stored (the Python around it), which must cost less than the real step."""
+    from benchmarks.bench_sim import bench_gym
+
+    g = bench_gym(1, 16, 16, 100, 1)
+    assert set(g) == {"threads", "gym_steps_per_s", "ms_per_gym_step", "ms_per_cast", "gym_over_cast",
+                      "ms_python_per_step"}
+    assert 0 < g["ms_python_per_step"] < g["ms_per_gym_step"] and g["ms_per_cast"] > 0
+    assert g["gym_over_cast"] == pytest.approx(g["ms_per_gym_step"] / g["ms_per_cast"])
+
+
 def test_bench_sim_smoke(monkeypatch):
     """The benchmark times what it says: every timed step renders the random walk's next pose (two
     chunks, one partial), once per repeat, and the rates are those of the timed work (tiny budget)."""
