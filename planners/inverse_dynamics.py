@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -200,39 +201,93 @@ def inverse_dynamics_loss(model, a, b, y, d, delta_weight: float = 1.0) -> torch
 
 def train_inverse_dynamics(model: InverseDynamicsModel, data: Transitions, steps: int = 500, batch_size: int = 32,
                            lr: float = 1e-3, seed: int = 0, delta_weight: float = 1.0, flip_augment: bool = True,
-                           max_seconds: float | None = None, device: str = "cpu", log_every: int = 0) -> list[float]:
-    """AdamW on random minibatches; returns the per-step losses.
+                           max_seconds: float | None = None, device: str = "cpu", log_every: int = 0,
+                           out_dir: str | Path | None = None, ckpt_every_steps: int = 500, keep_checkpoints: int = 2,
+                           lr_schedule: str = "constant", warmup_steps: int = 0) -> list[float]:
+    """AdamW on random minibatches; returns the per-step losses of this call.
 
     ``flip_augment`` mirrors both frames left-right half the time, swapping TURN_LEFT and
     TURN_RIGHT and negating dy and dyaw: the motion model is left-right symmetric.
+
+    The loop is the project's (``world_model.training``): Accelerate (``device`` "cpu" or "cuda"),
+    the learning rate from diffusers' ``get_scheduler(lr_schedule)`` over ``steps``. With an
+    ``out_dir`` the run checkpoints there (``ckpt/step_*`` every ``ckpt_every_steps`` steps and at
+    the end, the newest ``keep_checkpoints`` kept; model, optimiser, schedule, the batch sampler),
+    a call with the same ``out_dir`` resumes from the newest checkpoint and trains up to ``steps``
+    in all, and ``training.json`` and ``train.log`` record the run (steps, samples, wall seconds
+    over every invocation). ``max_seconds`` bounds this call.
     """
+    from accelerate.utils import set_seed
+
+    from world_model.training import (GeneratorState, RunClock, make_accelerator, make_schedule, resume_checkpoint,
+                                      save_checkpoint, train_logger)
+
     if len(data) == 0:
         raise ValueError("no transitions to train on")
-    gen = np.random.default_rng(seed)
-    torch.manual_seed(seed)
-    model.to(device).train()
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    out = Path(out_dir) if out_dir is not None else None
+    acc = make_accelerator(out if out is not None else ".", cpu=device == "cpu")
+    gen = np.random.default_rng(seed + acc.process_index)
+    set_seed(seed)
+    model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    swap = torch.tensor([0, 2, 1], device=device)
-    sign = torch.tensor([1.0, -1.0, -1.0], device=device)
-    losses, t0 = [], time.monotonic()
-    for step in range(int(steps)):
+    sched = make_schedule(lr_schedule, opt, warmup_steps, max(1, int(steps)))
+    net, opt, sched = acc.prepare(model, opt, sched)
+    acc.register_for_checkpointing(GeneratorState(gen))
+    step, clock, log = 0, None, None
+    if out is not None:
+        if acc.is_main_process:
+            out.mkdir(parents=True, exist_ok=True)
+        acc.wait_for_everyone()
+        log = train_logger(acc, out / "train.log", echo=print if log_every else None)
+        resumed = resume_checkpoint(acc, out, seed, log)
+        if resumed is None:
+            log(f"start: inverse dynamics, {sum(p.numel() for p in model.parameters()) / 1e6:.3f}M params, "
+                f"{len(data)} transitions, batch {batch_size}, lr {lr} ({lr_schedule})")
+        step = resumed or 0
+        clock = RunClock.resume(out, resumed, batch_size * acc.num_processes, out / "train.log")
+
+    def save(step: int) -> None:
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            totals = clock.totals(step)
+            log(f"checkpoint {save_checkpoint(acc, out, step, keep_checkpoints, state=totals).name}")
+            clock.write(out, step, totals)
+
+    dev = acc.device
+    swap = torch.tensor([0, 2, 1], device=dev)
+    sign = torch.tensor([1.0, -1.0, -1.0], device=dev)
+    losses, t0, saved = [], time.monotonic(), step
+    while step < int(steps):
         idx = gen.integers(0, len(data), min(batch_size, len(data)))
-        a, b, y, d = _batch(data, idx, model.config.image_size, device)
+        a, b, y, d = _batch(data, idx, model.config.image_size, dev)
         if flip_augment:
-            flip = torch.as_tensor(gen.random(len(idx)) < 0.5, device=device)
+            flip = torch.as_tensor(gen.random(len(idx)) < 0.5, device=dev)
             a = torch.where(flip[:, None, None, None], a.flip(-1), a)
             b = torch.where(flip[:, None, None, None], b.flip(-1), b)
             y = torch.where(flip, swap[y], y)
             d = torch.where(flip[:, None], d * sign, d)
-        loss = inverse_dynamics_loss(model, a, b, y, d, delta_weight)
+        loss = inverse_dynamics_loss(net, a, b, y, d, delta_weight)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        acc.backward(loss)
         opt.step()
+        sched.step()
+        step += 1
         losses.append(float(loss.detach()))
-        if log_every and (step + 1) % log_every == 0:
-            print(f"inverse dynamics step {step + 1}: loss {np.mean(losses[-log_every:]):.4f}", flush=True)
+        if log_every and len(losses) % log_every == 0:
+            msg = f"inverse dynamics step {step}: loss {np.mean(losses[-log_every:]):.4f}"
+            if log is not None:
+                log(msg)
+            else:
+                print(msg, flush=True)
+        if out is not None and step % max(1, ckpt_every_steps) == 0:
+            save(step)
+            saved = step
         if max_seconds is not None and time.monotonic() - t0 > max_seconds:
             break
+    if out is not None and step > saved:
+        save(step)
     model.eval()
     return losses
 
@@ -300,14 +355,19 @@ def main(argv=None) -> dict:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--out", default=None, help="save_pretrained directory (optional)")
+    ap.add_argument("--run-dir", default=None,
+                    help="checkpoints (ckpt/step_*), train.log and training.json; the same command resumes (optional)")
+    ap.add_argument("--steps", type=int, default=10 ** 9, help="optimiser steps in all (the time budget usually ends first)")
+    ap.add_argument("--ckpt-every", type=int, default=500, help="steps between checkpoints (with --run-dir)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     s = args.image_size
     train = collect_transitions(ObjectNavEnv(split="train", n_episodes=8, width=s, height=s), args.n_train, seed=0)
     held = collect_transitions(ObjectNavEnv(split="val", n_episodes=4, width=s, height=s), args.n_heldout, seed=1)
     model = InverseDynamicsModel(image_size=s)
-    losses = train_inverse_dynamics(model, train, steps=10 ** 9, batch_size=args.batch_size, lr=args.lr,
-                                    max_seconds=args.seconds, log_every=200)
+    losses = train_inverse_dynamics(model, train, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                                    max_seconds=args.seconds, log_every=200, out_dir=args.run_dir,
+                                    ckpt_every_steps=args.ckpt_every)
     report = {"steps": len(losses), "heldout": evaluate(model, held),
               "train": evaluate(model, train.subset(np.arange(min(len(train), args.n_heldout))))}
     print(json.dumps(report, indent=1))

@@ -175,7 +175,7 @@ def test_world_model_training_killed_mid_write_resumes_from_the_last_complete_ch
 
     import safetensors.torch
 
-    from world_model.train import latest_checkpoint
+    from world_model.training import latest_checkpoint
 
     run = tmp_path / "run"
     keep = 1 if where == "prune" else 3
@@ -222,6 +222,12 @@ def test_world_model_training_killed_mid_write_resumes_from_the_last_complete_ch
     assert sorted(p.name for p in ckpt.iterdir()) == [f"step_{s:08d}" for s in range(4 - keep, 4)]
     assert not (run / "pipeline.tmp").exists() and not (run / "pipeline.old").exists()
     _assert_pipeline_is(run, "step_00000003", tmp_path)
+    # what the run cost: the newest checkpoint's totals, in training.json and beside the exported
+    # weights (what research.release reads), two invocations that trained
+    meta = json.loads((run / "training.json").read_text())
+    assert meta["steps"] == 3 and meta["samples"] == 3 * 4 and meta["invocations"] == 2 and meta["wall_seconds"] > 0
+    assert json.loads((run / "pipeline" / "training.json").read_text()) == meta
+    assert json.loads((tmp_path / "ref_step_00000003" / "training.json").read_text())["steps"] == 3
 
 
 # ----------------------------------------------------------------------------- data collection
@@ -284,40 +290,199 @@ def test_collect_killed_mid_write_resumes_to_the_uninterrupted_result(where, tmp
         collect.collect(out_dir=out, **COLLECT)
 
 
-# ----------------------------------------------------------------------------- autoencoder training
-@pytest.mark.parametrize("where", ["state", "export"])
+# ----------------------------------------------------------------------------- the other training loops
+# The autoencoder, the CLIP and the SSG adapter train in the same loop as the world model
+# (world_model.training): Accelerate's state in ckpt/step_* (saved beside, renamed into place, the
+# oldest pruned), training.json with the run's totals. Each is killed inside a checkpoint save, or
+# while a pruned checkpoint is deleted, or mid-export, and run again with the same command.
+def _assert_resumed_once(run: Path, ckpt_step: int, kept: list[int], samples_per_step: int,
+                         invocations: int = 2) -> None:
+    """The rerun resumed from ``step_<ckpt_step>``, counted every step once (the optimiser's step count
+    in the last checkpoint is its step), left exactly the checkpoints ``kept`` and no temporary
+    directory, and ``training.json`` (the newest checkpoint's totals) counts ``invocations``
+    invocations that trained."""
+    from world_model.training import checkpoint_state, latest_checkpoint, read_training_metadata
+
+    ckpt, last = run / "ckpt", kept[-1]
+    assert f"resumed from {ckpt / f'step_{ckpt_step:08d}'} at step {ckpt_step}" in (run / "train.log").read_text()
+    assert latest_checkpoint(run) == ckpt / f"step_{last:08d}"
+    opt = torch.load(ckpt / f"step_{last:08d}" / "optimizer.bin", weights_only=False)
+    assert {int(s["step"]) for s in opt["state"].values()} == {last}
+    assert sorted(p.name for p in ckpt.iterdir()) == [f"step_{s:08d}" for s in kept]
+    meta = read_training_metadata(run)
+    assert meta["steps"] == last and meta["samples"] == last * samples_per_step
+    assert meta["invocations"] == invocations
+    assert checkpoint_state(ckpt / f"step_{last:08d}")["wall_seconds"] == meta["wall_seconds"] > 0
+
+
+def _killed_checkpoint_left(run: Path, where: str, killed_at: int, before: int) -> None:
+    """What a kill inside checkpoint ``killed_at`` leaves: the previous checkpoint ``before`` whole
+    and the new one as a temporary directory (``checkpoint``), or the new one whole and the pruned
+    one renamed for deletion (``prune``); training.json names the newest complete one."""
+    from world_model.training import latest_checkpoint, read_training_metadata
+
+    ckpt = run / "ckpt"
+    if where == "checkpoint":
+        assert latest_checkpoint(run) == ckpt / f"step_{before:08d}"
+        assert (ckpt / f".tmp_step_{killed_at:08d}").is_dir()
+        assert not (ckpt / f".tmp_step_{killed_at:08d}" / "train_state.json").exists()
+        assert read_training_metadata(run)["steps"] == before
+    else:
+        assert latest_checkpoint(run) == ckpt / f"step_{killed_at:08d}"
+        assert (ckpt / f".tmp_del_step_{before:08d}").is_dir()
+
+
+@pytest.mark.parametrize("where", ["checkpoint", "prune", "export"])
 def test_autoencoder_training_killed_mid_write_resumes(where, tmp_path):
-    """The autoencoder run (state.pt saved every step here) killed while writing its step-3 state,
-    or while exporting the finished model; the rerun resumes from the last whole state.pt, counts
-    each step once and leaves a loadable autoencoder and no temporary files."""
+    """The autoencoder run (a checkpoint every step, the newest two kept) killed inside its step-3
+    checkpoint (optimizer.bin half written), while deleting the pruned step-1 checkpoint, or while
+    exporting the finished model; the rerun resumes from the last complete checkpoint, counts each
+    step once and leaves a loadable autoencoder and no temporary files."""
+    import shutil
+
     import safetensors.torch
     from test_autoencoder import Bank
 
     from world_model.autoencoder import AutoencoderTrainConfig, FrameAutoencoder, train_autoencoder
 
+    run = tmp_path / "run"
     cfg = AutoencoderTrainConfig.from_dict(dict(
-        out_dir=str(tmp_path / "run"), latent_channels=4, channels=(8, 16), batch_size=8, max_steps=4,
-        calib_frames=16, ckpt_every_minutes=0.0, num_threads=1))
-    state = tmp_path / "run" / "ckpt" / "state.pt"
+        out_dir=str(run), latent_channels=4, channels=(8, 16), batch_size=8, max_steps=4,
+        calib_frames=16, ckpt_every_steps=1, keep_checkpoints=2, num_threads=1))
 
     def work():
-        if where == "state":
-            kill_in(torch, "save", "state.pt", nth=3)
+        if where == "checkpoint":
+            kill_in(torch, "save", ".tmp_step_00000003")  # accelerate's first torch.save: optimizer.bin
+        elif where == "prune":
+            kill_in(shutil, "rmtree", ".tmp_del_step_00000001", dest=0, cut=False)
         else:
             kill_in(safetensors.torch, "save_file", "autoencoder.tmp")
         train_autoencoder(cfg, bank=Bank(32))
 
     run_killed(work)
-    saved = 2 if where == "state" else 4
-    assert torch.load(state, weights_only=False)["step"] == saved
-    assert not (tmp_path / "run" / "autoencoder").exists()
+    if where == "export":
+        assert json.loads((run / "training.json").read_text())["steps"] == 4
+    else:
+        _killed_checkpoint_left(run, where, 3, 2 if where == "checkpoint" else 1)
+    assert not (run / "autoencoder").exists()
     out = train_autoencoder(cfg, bank=Bank(32))
-    assert out["steps"] == 4 and torch.load(state, weights_only=False)["step"] == 4
-    log = (tmp_path / "run" / "train.log").read_text()
-    assert f"resumed from {state} at step {saved}" in log
-    assert json.loads((tmp_path / "run" / "autoencoder" / "TRAINING.json").read_text())["steps"] == 4
-    FrameAutoencoder.from_pretrained(tmp_path / "run" / "autoencoder")
-    assert not [p for p in (tmp_path / "run").rglob("*.tmp")]
+    resumed = {"checkpoint": 2, "prune": 3, "export": 4}[where]
+    trained = 1 if where == "export" else 2  # the export's rerun trained no step: the totals stay step 4's
+    assert out["steps"] == 4 and out["frames_seen"] == 4 * 8 and out["invocations"] == trained
+    _assert_resumed_once(run, resumed, [3, 4], samples_per_step=8, invocations=trained)
+    assert json.loads((run / "autoencoder" / "TRAINING.json").read_text())["steps"] == 4
+    FrameAutoencoder.from_pretrained(run / "autoencoder")
+    assert not [p for p in run.rglob("*.tmp")]
+
+
+CLIP_RUN = dict(train_scenes=1, val_scenes=1, views_per_scene=1, image_size=16, steps=6, batch_size=8, lr=1e-3,
+                warmup=1, eval_every=2, max_shift=1, threads=1)
+
+
+def _clip_cfg(out: Path, **kw):
+    from world_model.ssg.clip import SmallClipSpec
+    from world_model.ssg.clip_data import save_shard
+    from world_model.ssg.train_clip import ClipTrainConfig
+
+    from test_ssg_data import _fake_shard
+
+    rng = np.random.default_rng(0)
+    save_shard(out / "data" / "train_1x1_16.npz", _fake_shard(40, rng))  # the cache main() looks for
+    save_shard(out / "data" / "val_1x1_16.npz", _fake_shard(12, rng))
+    spec = SmallClipSpec(image_size=16, patch_size=8, vision_layers=1, vision_width=16, vision_heads=2, text_layers=1,
+                         text_width=16, text_heads=2, projection_dim=16)
+    return ClipTrainConfig(out=str(out), spec=spec, **{**CLIP_RUN, **kw})
+
+
+@pytest.fixture(scope="module")
+def clip_whole(tmp_path_factory):
+    """An uninterrupted CLIP run: its final weights."""
+    from world_model.ssg.clip import load_clip
+    from world_model.ssg.train_clip import main
+
+    out = tmp_path_factory.mktemp("clip") / "whole"
+    main(_clip_cfg(out))
+    return load_clip(out / "clip-small").model.state_dict()
+
+
+@pytest.mark.parametrize("where", ["checkpoint", "prune"])
+def test_clip_training_killed_mid_checkpoint_resumes_to_the_uninterrupted_weights(where, tmp_path, clip_whole):
+    """The small-CLIP run (a checkpoint and a val row every 2 steps, the newest one kept) killed inside
+    its step-4 checkpoint or while deleting the step-2 one it replaces; the rerun resumes from the
+    last complete checkpoint (its weights, optimiser, schedule and both generators), logs each val
+    row once, and ends with the weights an uninterrupted run ends with."""
+    import shutil
+
+    from world_model.ssg.clip import load_clip
+    from world_model.ssg.train_clip import main
+
+    run = tmp_path / "run"
+    cfg = _clip_cfg(run, keep_checkpoints=1)
+
+    def work():
+        if where == "checkpoint":
+            kill_in(torch, "save", ".tmp_step_00000004")
+        else:
+            kill_in(shutil, "rmtree", ".tmp_del_step_00000002", dest=0, cut=False)
+        main(cfg)
+
+    run_killed(work)
+    _killed_checkpoint_left(run, where, 4, 2)
+    main(cfg)
+    _assert_resumed_once(run, 2 if where == "checkpoint" else 4, [6], samples_per_step=8)
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4, 6]
+    got = load_clip(run / "clip-small").model.state_dict()
+    assert got.keys() == clip_whole.keys()
+    for k, v in clip_whole.items():
+        torch.testing.assert_close(got[k], v, msg=k)
+    assert not list(run.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("where", ["checkpoint", "export"])
+def test_ssg_adapter_training_killed_mid_write_resumes(where, tmp_path):
+    """The SSG adapter run (a checkpoint and an export every step) killed inside its step-2 checkpoint,
+    or half-way through the export after it (prompter.safetensors of ssg.tmp cut); the killed run
+    leaves a whole, loadable ssg/ of the step before, and the rerun resumes from the last complete
+    checkpoint, counts the optimiser's and the EMA's steps once and exports the final step."""
+    import safetensors.torch
+    from test_ssg_pipeline import PROMPTER, TINY_CLIP, ColourData, FakeText, make_pipe
+
+    from world_model.ssg.checkpoint import read_ssg_config
+    from world_model.ssg.clip import build_small_clip, build_word_tokenizer, grammar_vocabulary
+    from world_model.ssg.train_adapter import AdapterTrainConfig, train
+    from world_model.training import latest_checkpoint
+
+    build_small_clip(build_word_tokenizer(grammar_vocabulary()), TINY_CLIP, seed=0).save_pretrained(tmp_path / "clip")
+    make_pipe().save_pretrained(tmp_path / "backbone")
+    run = tmp_path / "run"
+    cfg = AdapterTrainConfig(pipeline=str(tmp_path / "backbone"), clip=str(tmp_path / "clip"), prompter=dict(PROMPTER),
+                             out_dir=str(run), num_context=3, batch_size=8, lr=1e-2, warmup_steps=1, ema_decay=0.9,
+                             log_every=1, ckpt_every_steps=1, keep_checkpoints=2, max_steps=3, num_threads=1)
+
+    def work():
+        if where == "checkpoint":
+            kill_in(torch, "save", ".tmp_step_00000002")
+        else:  # two files per export: the third call is the step-2 export's prompter.safetensors
+            kill_in(safetensors.torch, "save_file", "ssg.tmp", nth=3)
+        train(cfg, dataset=ColourData(), text_encoder=FakeText())
+
+    run_killed(work)
+    saved = 1 if where == "checkpoint" else 2
+    assert latest_checkpoint(run) == run / "ckpt" / f"step_{saved:08d}"
+    assert read_ssg_config(run / "ssg")["training"]["steps"] == 1  # the last whole export
+    make_pipe().load_ssg(run / "ssg")
+    out = train(cfg, dataset=ColourData(), text_encoder=FakeText())
+    assert out["step"] == 3
+    _assert_resumed_once(run, saved, [2, 3], samples_per_step=8)
+    ema = torch.load(run / "ckpt" / "step_00000003" / "custom_checkpoint_0.pkl", weights_only=False)
+    assert int(ema["optimization_step"]) == 3
+    log = (run / "train.log").read_text().split("resumed from")[1]
+    assert [int(m) for m in re.findall(r" step (\d+) loss ", log)] == list(range(saved + 1, 4))
+    training = read_ssg_config(run / "ssg")["training"]
+    assert training["steps"] == 3 and training["invocations"] == 2 and training["samples_seen"] == 24
+    make_pipe().load_ssg(run / "ssg")
+    assert not (run / "ssg.tmp").exists()
 
 
 # ----------------------------------------------------------------------------- episode files

@@ -79,3 +79,30 @@ def test_bad_inputs():
         integrate(tiny_model(), np.zeros((2, 32, 32, 3), np.uint8), mode="bogus")
     with pytest.raises(ValueError, match="too small"):
         InverseDynamicsModel(image_size=4, channels=(8, 8, 8))
+
+
+def test_training_checkpoints_and_resumes_to_the_uninterrupted_run(data, tmp_path):
+    """With an out_dir the loop checkpoints (the newest two kept), a second call resumes from the
+    newest checkpoint and trains up to ``steps`` in all, and ends with the weights and the losses of
+    one uninterrupted run; training.json counts the steps, samples and both invocations."""
+    import json
+
+    torch.set_num_threads(1)
+    kw = dict(batch_size=8, lr=2e-3, seed=0, lr_schedule="constant_with_warmup", warmup_steps=2)
+    whole = tiny_model()
+    losses = train_inverse_dynamics(whole, data, steps=6, **kw)
+    run = tmp_path / "run"
+    first = train_inverse_dynamics(tiny_model(), data, steps=4, out_dir=run, ckpt_every_steps=2, **kw)
+    assert sorted(p.name for p in (run / "ckpt").iterdir()) == ["step_00000002", "step_00000004"]
+    resumed = tiny_model()
+    rest = train_inverse_dynamics(resumed, data, steps=6, out_dir=run, ckpt_every_steps=4, **kw)
+    assert first + rest == losses
+    for k, v in whole.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, msg=k)
+    assert "resumed from" in (run / "train.log").read_text()
+    assert sorted(p.name for p in (run / "ckpt").iterdir()) == ["step_00000004", "step_00000006"]
+    meta = json.loads((run / "training.json").read_text())
+    assert (meta["steps"], meta["samples"], meta["invocations"]) == (6, 48, 2) and meta["wall_seconds"] > 0
+    assert train_inverse_dynamics(tiny_model(), data, steps=6, out_dir=run, **kw) == []  # nothing left to train
+    with pytest.raises(ValueError, match="diffusers' schedules"):
+        train_inverse_dynamics(tiny_model(), data, steps=2, lr_schedule="cosine_decay")

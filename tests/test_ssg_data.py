@@ -106,7 +106,7 @@ def test_hard_negatives_train_and_relation_accuracy_is_reported(tmp_path):
     rng = np.random.default_rng(0)
     cfg = ClipTrainConfig(out=str(tmp_path / "run"), train_scenes=1, val_scenes=1, views_per_scene=1,
                           image_size=16, steps=40, batch_size=16, lr=2e-3, warmup=2, eval_every=40, max_shift=0,
-                          hard_negatives=True,
+                          hard_negatives=True, lr_schedule="constant_with_warmup",  # 40 steps: no decay
                           spec=SmallClipSpec(image_size=16, patch_size=8, vision_layers=1, vision_width=16,
                                              vision_heads=2, text_layers=1, text_width=16, text_heads=2,
                                              projection_dim=16))

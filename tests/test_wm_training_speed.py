@@ -163,7 +163,8 @@ def test_bench_train_measures_both_paths(tmp_path):
 
 def test_export_checkpoint_reproduces_the_runs_own_export(tmp_path, text_encoder):
     from world_model.pipeline import Video4SpatialPipeline
-    from world_model.train import export_checkpoint, latest_checkpoint
+    from world_model.train import export_checkpoint
+    from world_model.training import latest_checkpoint
 
     cfg = tiny_train_cfg(tmp_path / "run", max_steps=3)
     train(cfg, dataset=FixedData(), text_encoder=text_encoder)

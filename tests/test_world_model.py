@@ -17,7 +17,8 @@ from world_model.data import ContextVideoDataset, sample_context_indices
 from world_model.model import IndexedWanRotaryPosEmbed, Video4SpatialModel
 from world_model.pipeline import Video4SpatialPipeline, make_scheduler
 from world_model.shards import write_index, write_shard
-from world_model.train import TrainConfig, condition_dropout, flow_matching_loss, latest_checkpoint, train
+from world_model.train import TrainConfig, condition_dropout, flow_matching_loss, train
+from world_model.training import latest_checkpoint
 
 TINY = dict(patch_size=[1, 4, 4], num_attention_heads=2, attention_head_dim=12, in_channels=3, out_channels=3,
             text_dim=384, freq_dim=32, ffn_dim=48, num_layers=1, rope_max_seq_len=128)
@@ -371,7 +372,7 @@ def test_a_partial_checkpoint_is_never_resumed_from(tmp_path, text_encoder):
     """A save killed mid-write leaves no step_* directory (tmp dir + rename); step_* directories
     without train_state.json or with a truncated one are skipped, and the run resumes from the
     previous complete checkpoint, then prunes them."""
-    from world_model.train import checkpoint_step, save_checkpoint
+    from world_model.training import checkpoint_step, save_checkpoint
 
     run = tmp_path / "run"
     train(tiny_train_cfg(run, max_steps=2), dataset=FixedData(), text_encoder=text_encoder)
@@ -499,7 +500,7 @@ def test_release_counts_the_training_of_the_checkpoint_a_run_started_from(tmp_pa
     import json
 
     from research.release import _with_prior
-    from world_model.train import training_time_from_log
+    from world_model.training import training_time_from_log
 
     log = tmp_path / "train.log"
     log.write_text("2026-11-30 10:00:00 start: 2.83M params\n"
@@ -507,7 +508,7 @@ def test_release_counts_the_training_of_the_checkpoint_a_run_started_from(tmp_pa
                    "2026-11-30 11:00:00 resumed from ckpt at step 600\n"
                    "2026-11-30 11:30:00 checkpoint step_00001200\n")
     info = training_time_from_log(log)
-    assert info == {"steps": 1200, "wall_hours": 1.0, "invocations": 2}
+    assert info == {"steps": 1200, "wall_hours": 1.0, "invocations": 2, "started": "2026-11-30 10:00:00"}
     info["samples_seen"] = 1200 * 16
     shipped = tmp_path / "v4s-small"
     shipped.mkdir()

@@ -19,8 +19,11 @@ Command line::
 
     python -m world_model.autoencoder train data_dir=runs/wm/data/train out_dir=runs/ae max_steps=1500
 
-Training checkpoints every ``ckpt_every_minutes`` (model, optimizer, step, sampler
-state) and a restarted run resumes from the checkpoint.
+Training is the project's loop (``world_model.training``): Accelerate, diffusers' lr schedule,
+a checkpoint every ``ckpt_every_steps`` steps or ``ckpt_every_minutes`` minutes in
+``out_dir/ckpt/step_*`` (model, optimiser, schedule, RNGs, the frame sampler; the newest
+``keep_checkpoints`` kept), a restarted run resumes from the newest one, and
+``out_dir/training.json`` holds the run's steps, frames and wall seconds over every invocation.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
-from envs.atomic import atomic_write, replace_dir, write_text_atomic
+from envs.atomic import replace_dir, write_text_atomic
 
 from .latents import frames_to_tensor, tensor_to_frames
 
@@ -214,14 +217,20 @@ class AutoencoderTrainConfig:
 
     Args:
         data_dir: collected training frames (``world_model.data``; 64x64 renders).
-        out_dir: run directory: ``ckpt/``, ``train.log``, and the final ``autoencoder/``.
+        out_dir: run directory: ``ckpt/``, ``train.log``, ``training.json`` and the final ``autoencoder/``.
         latent_channels, channels: the architecture (see :class:`FrameAutoencoder`).
         batch_size, lr, max_steps: AdamW on the pixel MSE.
+        lr_schedule, warmup_steps: the learning rate over ``max_steps`` (a schedule name of
+            ``diffusers.optimization.get_scheduler``: "cosine" decays to 0 after the warm-up).
         latent_l2: weight of a small L2 penalty on the raw latent (keeps it bounded).
         box_fraction: share of training frames with a red box drawn in (random place and size, the
             data's 2 px line): the world model's bbox frames must survive the round trip.
         max_shards: shards of ``data_dir`` to read (None: all).
-        ckpt_every_minutes: checkpoint period; a restarted run resumes.
+        ckpt_every_steps, ckpt_every_minutes, keep_checkpoints: a checkpoint (``out_dir/ckpt/step_*``,
+            Accelerate's state: model, optimiser, schedule, RNGs, the frame sampler) every so many steps
+            or minutes, whichever comes first; the newest ``keep_checkpoints`` are kept and a restarted
+            run resumes from the newest.
+        mixed_precision: Accelerate's "no", "fp16" or "bf16".
         calib_frames: training frames used to measure the latent statistics at the end.
         num_threads: torch threads (0: leave torch's default).
         seed: sampler and init seed.
@@ -234,10 +243,15 @@ class AutoencoderTrainConfig:
     batch_size: int = 32
     lr: float = 1e-3
     max_steps: int = 1500
+    lr_schedule: str = "cosine"
+    warmup_steps: int = 0
     latent_l2: float = 1e-4
     box_fraction: float = 0.25
     max_shards: int | None = 4
+    ckpt_every_steps: int = 500
     ckpt_every_minutes: float = 5.0
+    keep_checkpoints: int = 2
+    mixed_precision: str = "no"
     calib_frames: int = 2048
     num_threads: int = 1
     seed: int = 0
@@ -254,87 +268,121 @@ class AutoencoderTrainConfig:
         return cls(**d)
 
 
-def _save_state(path: Path, model, opt, step: int, rng: np.random.Generator, elapsed: float) -> None:
-    with atomic_write(path, "wb") as f:  # a kill mid-save keeps the previous state.pt
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                    "rng": rng.bit_generator.state, "elapsed": elapsed}, f)
+LEGACY_STATE = "state.pt"  # the single-file checkpoint of the trainer before Accelerate (ckpt/state.pt)
+
+
+def _resume_legacy(path: Path, model, opt, sched, rng: np.random.Generator, log) -> tuple[int, dict] | None:
+    """Resume a run checkpointed by the earlier trainer (``ckpt/state.pt``: model, optimiser, step,
+    sampler state, elapsed seconds); returns (step, the totals it implies) or None when there is none."""
+    if not path.is_file():
+        return None
+    from .training import seek_schedule
+
+    st = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(st["model"])
+    opt.load_state_dict(st["opt"])
+    rng.bit_generator.state = st["rng"]
+    step = int(st["step"])
+    seek_schedule(sched, step)
+    log(f"resumed from {path} at step {step} (the earlier single-file checkpoint)")
+    return step, {"steps": step, "wall_seconds": float(st.get("elapsed", 0.0))}
 
 
 def train_autoencoder(cfg: AutoencoderTrainConfig, bank: FrameBank | None = None) -> dict[str, Any]:
-    """Train (or resume) a :class:`FrameAutoencoder`; saves ``out_dir/autoencoder``. Returns a summary."""
+    """Train (or resume) a :class:`FrameAutoencoder`; saves ``out_dir/autoencoder``. Returns a summary.
+
+    The loop is the project's (``world_model.training``): Accelerate, diffusers' lr schedule,
+    atomic rotated checkpoints in ``out_dir/ckpt`` and the run's totals in ``out_dir/training.json``.
+    """
+    from accelerate.utils import set_seed
+
+    from .training import (GeneratorState, RunClock, make_accelerator, make_schedule, resume_checkpoint,
+                           save_checkpoint, to_stderr, train_logger)
+
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))
     out = Path(cfg.out_dir)
-    (out / "ckpt").mkdir(parents=True, exist_ok=True)
-    logf = open(out / "train.log", "a")
-
-    def log(msg: str) -> None:
-        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}"
-        print(line, file=sys.stderr, flush=True)
-        logf.write(line + "\n")
-        logf.flush()
+    acc = make_accelerator(out, cfg.mixed_precision)
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+    acc.wait_for_everyone()
+    log = train_logger(acc, out / "train.log", echo=to_stderr("world_model.autoencoder"))
 
     bank = bank if bank is not None else FrameBank(cfg.data_dir, cfg.max_shards)
-    torch.manual_seed(cfg.seed)
+    set_seed(cfg.seed)  # the same initialisation on every process
     model = FrameAutoencoder(latent_channels=cfg.latent_channels, channels=cfg.channels,
                              frame_size=bank.frame_size)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    rng = np.random.default_rng(cfg.seed)
-    step, elapsed = 0, 0.0
-    state_path = out / "ckpt" / "state.pt"
-    if state_path.exists():
-        st = torch.load(state_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        rng.bit_generator.state = st["rng"]
-        step, elapsed = int(st["step"]), float(st["elapsed"])
-        log(f"resumed from {state_path} at step {step}")
-    else:
+    sched = make_schedule(cfg.lr_schedule, opt, cfg.warmup_steps, cfg.max_steps)
+    rng = np.random.default_rng(cfg.seed + acc.process_index)  # the frame sampler, checkpointed with the run
+    model, opt, sched = acc.prepare(model, opt, sched)
+    acc.register_for_checkpointing(GeneratorState(rng))
+
+    step = resume_checkpoint(acc, out, cfg.seed, log)
+    clock = None
+    if step is None:
+        legacy = _resume_legacy(out / "ckpt" / LEGACY_STATE, acc.unwrap_model(model), opt, sched, rng, log)
+        if legacy is not None:
+            step, base = legacy
+            clock = RunClock(base, cfg.batch_size * acc.num_processes)
+    if step is None:
+        step = 0
         log(f"autoencoder training: {len(bank)} frames at {bank.frame_size}x{bank.frame_size}, "
             f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, config {json.dumps(asdict(cfg))}")
-    write_text_atomic(out / "train_config.json", json.dumps(asdict(cfg), indent=1))
-    def lr_at(s: int) -> float:  # cosine decay to 10% over max_steps (a function of the step: resuming keeps it)
-        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(s, cfg.max_steps) / cfg.max_steps)))
+    if acc.is_main_process:
+        write_text_atomic(out / "train_config.json", json.dumps(asdict(cfg), indent=1))
+    if clock is None:
+        clock = RunClock.resume(out, step or None, cfg.batch_size * acc.num_processes, out / "train.log")
+    saved = {"step": step}
 
-    t_start, t_ckpt, losses = time.perf_counter(), time.perf_counter(), []
-    start_step = step
+    def save(step: int) -> dict[str, Any]:
+        saved["step"] = step
+        acc.wait_for_everyone()
+        totals = clock.totals(step)
+        if acc.is_main_process:
+            d = save_checkpoint(acc, out, step, cfg.keep_checkpoints, state=totals)
+            clock.write(out, step, totals)
+            log(f"checkpoint {d.name}")
+        return totals
+
+    t_start, t_ckpt, t_window, losses = time.perf_counter(), time.perf_counter(), time.perf_counter(), []
     model.train()
     while step < cfg.max_steps:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step)
-        x = to_tensor(with_random_boxes(bank.sample(cfg.batch_size, rng), cfg.box_fraction, rng))
-        x = torch.where(torch.rand(len(x), 1, 1, 1) < 0.5, x, x.flip(-1))  # horizontal flips
-        rec, z = model(x)
-        loss = F.mse_loss(rec, x) + cfg.latent_l2 * z.pow(2).mean()
+        x = to_tensor(with_random_boxes(bank.sample(cfg.batch_size, rng), cfg.box_fraction, rng)).to(acc.device)
+        x = torch.where(torch.rand(len(x), 1, 1, 1, device=x.device) < 0.5, x, x.flip(-1))  # horizontal flips
+        with acc.autocast():
+            rec, z = model(x)
+            loss = F.mse_loss(rec.float(), x) + cfg.latent_l2 * z.float().pow(2).mean()
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        acc.backward(loss)
+        acc.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        sched.step()
         step += 1
         losses.append(loss.item())
         if step % 50 == 0 or step == cfg.max_steps:
             now = time.perf_counter()
             mse = float(np.mean(losses))
             log(f"step {step} loss {mse:.5f} (~{10 * np.log10(4.0 / max(mse, 1e-12)):.2f} dB) "
-                f"lr {lr_at(step):.2e} {(now - t_start) / max(1, step - start_step):.2f}s/step")
-            losses = []
-        if time.perf_counter() - t_ckpt > 60 * cfg.ckpt_every_minutes:
-            _save_state(state_path, model, opt, step, rng, elapsed + time.perf_counter() - t_start)
+                f"lr {sched.get_last_lr()[0]:.2e} {(now - t_window) / len(losses):.2f}s/step")
+            losses, t_window = [], now
+        if step % max(1, cfg.ckpt_every_steps) == 0 or time.perf_counter() - t_ckpt > 60 * cfg.ckpt_every_minutes:
+            save(step)
             t_ckpt = time.perf_counter()
-            log(f"checkpoint step {step}")
-    elapsed += time.perf_counter() - t_start
-    _save_state(state_path, model, opt, step, rng, elapsed)
-    model.eval()
-    model.calibrate(to_tensor(bank.spread(cfg.calib_frames)))
-    tmp = out / "autoencoder.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    info = {"steps": step, "wall_hours": round(elapsed / 3600, 3), "frames_seen": step * cfg.batch_size,
-            "data_dir": cfg.data_dir}
-    (tmp / "TRAINING.json").write_text(json.dumps(info, indent=1))
-    replace_dir(tmp, out / "autoencoder")  # a reader never loads a half-written autoencoder
-    log(f"finished: {json.dumps(info)}; saved {out / 'autoencoder'}")
-    logf.close()
+    totals = save(step) if step > saved["step"] else clock.totals(step)
+    acc.wait_for_everyone()
+    model = acc.unwrap_model(model).eval()
+    info = {"steps": step, "wall_hours": round(totals["wall_seconds"] / 3600, 3), "frames_seen": totals["samples"],
+            "invocations": totals["invocations"], "data_dir": cfg.data_dir}
+    if acc.is_main_process:
+        model.calibrate(to_tensor(bank.spread(cfg.calib_frames)).to(acc.device))
+        tmp = out / "autoencoder.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        (tmp / "TRAINING.json").write_text(json.dumps(info, indent=1))
+        replace_dir(tmp, out / "autoencoder")  # a reader never loads a half-written autoencoder
+        log(f"finished: {json.dumps(info)}; saved {out / 'autoencoder'} "
+            f"({(time.perf_counter() - t_start) / 60:.1f} min this invocation)")
     return {**info, "model": model}
 
 

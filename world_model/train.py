@@ -16,13 +16,15 @@ many GPUs/nodes). Checkpoints (model, EMA, optimizer, RNG, step) go to
 ``out_dir/ckpt/step_XXXXXXXX`` every ``ckpt_every_steps`` steps or
 ``ckpt_every_minutes`` minutes; a restarted run resumes from the newest one.
 The EMA weights are also exported as a loadable pipeline to ``out_dir/pipeline``.
+``out_dir/training.json`` (and its copy in the exported pipeline) holds what the run has cost
+so far: optimiser steps, samples and wall-clock seconds over every invocation
+(``world_model.training``, shared by all the project's training loops).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import shutil
 import sys
@@ -35,10 +37,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from envs.atomic import fsync_tree, recover_dir, replace_dir, write_text_atomic
+from envs.atomic import replace_dir, write_text_atomic
 
 from .latents import encode_frames
 from .model import SMALL_TRANSFORMER_CONFIG, Video4SpatialModel
+from .training import (TRAINING_FILE, RunClock, check_keys, checkpoint_state, checkpoint_step, resume_checkpoint,
+                       save_checkpoint, train_logger)
 
 
 @dataclass
@@ -188,29 +192,7 @@ def flow_matching_loss(model, ctx, target, text, ctx_idx, t, noise=None, reducti
     return F.mse_loss(v.float(), (eps - target).float(), reduction=reduction)
 
 
-# ----------------------------------------------------------------------------- checkpoints
-TRAIN_STATE = "train_state.json"  # written last: a step_* dir without a readable one is not a checkpoint
-
-
-def checkpoint_step(ckpt: str | os.PathLike) -> int | None:
-    """The step a checkpoint directory holds, or None when it is not a complete checkpoint (no
-    ``train_state.json``, or one that is truncated or holds no integer ``step``)."""
-    try:
-        step = json.loads((Path(ckpt) / TRAIN_STATE).read_text())["step"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return step if isinstance(step, int) and not isinstance(step, bool) else None
-
-
-def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
-    """The newest complete ``out_dir/ckpt/step_*`` (``checkpoint_step``); partial ones are skipped."""
-    d = Path(out_dir) / "ckpt"
-    if not d.is_dir():
-        return None
-    cands = sorted(p for p in d.glob("step_*") if p.is_dir() and checkpoint_step(p) is not None)
-    return cands[-1] if cands else None
-
-
+# ----------------------------------------------------------------------------- model, export
 def build_model(cfg: TrainConfig) -> Video4SpatialModel:
     if cfg.init_from and cfg.wan:
         return Video4SpatialModel.from_wan_pretrained(
@@ -265,8 +247,11 @@ def load_autoencoder(cfg: TrainConfig):
     return FrameAutoencoder.from_pretrained(cfg.autoencoder)
 
 
-def export_pipeline(model, ema, cfg: TrainConfig, autoencoder, path: Path) -> None:
-    """Save the EMA weights as a ``Video4SpatialPipeline`` (what eval and the agent load)."""
+def export_pipeline(model, ema, cfg: TrainConfig, autoencoder, path: Path,
+                    training: dict[str, Any] | None = None) -> None:
+    """Save the EMA weights as a ``Video4SpatialPipeline`` (what eval and the agent load); ``training``
+    (the totals of the checkpoint the weights come from, ``RunClock.totals``) goes beside them as
+    ``training.json``, which ``research.release`` reads."""
     from .pipeline import Video4SpatialPipeline, make_scheduler
 
     # a fresh module, not a deepcopy: the training copy's blocks may be compiled in place
@@ -279,13 +264,16 @@ def export_pipeline(model, ema, cfg: TrainConfig, autoencoder, path: Path) -> No
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp)
+    if training is not None:
+        (tmp / TRAINING_FILE).write_text(json.dumps(training, indent=1) + "\n")
     replace_dir(tmp, path)  # a reader (eval, the agent) never loads a half-written pipeline
 
 
 def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Export the EMA weights of one training checkpoint (``out_dir/ckpt/step_XXXXXXXX``) as a
     loadable pipeline at ``out``, as the run itself exports its newest one to ``out_dir/pipeline``.
-    For comparing a run at chosen steps (``python -m world_model.train export=CKPT out=DIR``)."""
+    For comparing a run at chosen steps (``python -m world_model.train export=CKPT out=DIR``). The
+    checkpoint's training totals (when it records them) go beside the weights as ``training.json``."""
     from safetensors.torch import load_file
 
     ckpt = Path(ckpt)
@@ -300,7 +288,9 @@ def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
     ema = make_ema(model.parameters(), cfg.ema_decay)
     ema.load_state_dict(torch.load(ckpt / "custom_checkpoint_0.pkl", weights_only=False))
     out = Path(out)
-    export_pipeline(model, ema, cfg, load_autoencoder(cfg), out)
+    state = checkpoint_state(ckpt)
+    totals = {k: v for k, v in state.items() if k not in ("step", "time")} if "wall_seconds" in state else None
+    export_pipeline(model, ema, cfg, load_autoencoder(cfg), out, training=totals)
     return out
 
 
@@ -332,50 +322,8 @@ def _infinite(loader):
 
 
 # ----------------------------------------------------------------------------- shared by the training scripts
-# (this one and world_model.ssg.train_adapter): log, loader, optimiser, checkpoints
-def check_keys(cls, d, what: str) -> None:
-    """Raise a ValueError listing the valid keys when ``d`` has keys that are not fields of dataclass ``cls``."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ValueError(f"unknown {what} key(s) {unknown}; valid keys: {sorted(names)}")
-
-
-def train_logger(acc, log_path: Path):
-    """``log(msg)``: a time-stamped line appended to ``log_path`` by the main process."""
-    def log(msg: str) -> None:
-        if acc.is_main_process:
-            with open(log_path, "a") as f:
-                f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + msg + "\n")
-    return log
-
-
-def training_time_from_log(log_path: str | Path) -> dict:
-    """Steps and wall time of a run from the ``train.log`` that :func:`train_logger` writes
-    (one segment per start/resume): ``{"steps", "wall_hours", "invocations"}``."""
-    import re
-    from datetime import datetime
-
-    segments, cur = [], None
-    last_step = 0
-    for line in Path(log_path).read_text().splitlines():
-        m = re.match(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (.*)$", line)
-        if not m:
-            continue
-        t = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").timestamp()
-        msg = m.group(2)
-        if msg.startswith("start:") or msg.startswith("resumed from"):
-            cur = [t, t]
-            segments.append(cur)
-        elif cur is not None:
-            cur[1] = t
-        s = re.match(r"(?:step|checkpoint step_)0*(\d+)", msg)
-        if s:
-            last_step = max(last_step, int(s.group(1)))
-    seconds = sum(b - a for a, b in segments)
-    return {"steps": last_step, "wall_hours": round(seconds / 3600, 3), "invocations": len(segments)}
-
-
+# (this one and world_model.ssg.train_adapter): loader, optimiser, EMA. Checkpoints, the log and the
+# run's totals (training.json) are world_model.training's, shared by every training loop.
 def make_loader(dataset, cfg) -> torch.utils.data.DataLoader:
     """Shuffled, drop-last batches of ``cfg.batch_size`` with ``cfg.num_workers`` workers."""
     return torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
@@ -394,54 +342,6 @@ def make_ema(params, decay: float):
     from diffusers.training_utils import EMAModel
 
     return EMAModel(params, decay=decay, use_ema_warmup=True, inv_gamma=1.0, power=2 / 3)
-
-
-def resume_checkpoint(acc, out: Path, seed: int, log) -> int | None:
-    """Load the newest ``out/ckpt/step_*`` into ``acc`` (and re-seed for a fresh data order instead
-    of replaying the first batches); returns its step, or None when there is none."""
-    from accelerate.utils import set_seed
-
-    for old in sorted((Path(out) / "ckpt").glob(".tmp_old_step_*")):  # a same-step save killed mid-swap
-        recover_dir(old.parent / old.name.removeprefix(".tmp_old_"), old)
-    ckpt = latest_checkpoint(out)
-    if ckpt is None:
-        return None
-    acc.load_state(str(ckpt))
-    step = checkpoint_step(ckpt)
-    log(f"resumed from {ckpt} at step {step}")
-    set_seed(seed + 1000 * step + acc.process_index)
-    return step
-
-
-def save_checkpoint(acc, out: Path, step: int, keep: int) -> Path:
-    """``acc.save_state`` to ``out/ckpt/step_<step>`` with its ``train_state.json``; keeps the newest
-    ``keep`` checkpoints. Call on the main process only.
-
-    Atomic: the state is written into ``ckpt/.tmp_step_<step>``, its files fsynced, then
-    ``train_state.json`` (fsynced), and the directory is renamed into place, so a run killed
-    mid-save leaves no ``step_*`` directory and resumes from the previous checkpoint. Old
-    checkpoints are renamed to ``.tmp_del_*`` before they are deleted, so a kill mid-prune never
-    leaves a half-deleted ``step_*``. Leftovers of a killed save are removed by the next one."""
-    ckpt = Path(out) / "ckpt"
-    ckpt.mkdir(parents=True, exist_ok=True)
-    d = ckpt / f"step_{step:08d}"
-    for p in ckpt.glob(".tmp_*"):  # an earlier save that was killed
-        shutil.rmtree(p, ignore_errors=True)
-    tmp = ckpt / f".tmp_step_{step:08d}"
-    acc.save_state(str(tmp))
-    fsync_tree(tmp)  # the state is on disk before train_state.json marks it complete
-    with open(tmp / TRAIN_STATE, "w") as f:
-        json.dump({"step": step, "time": time.time()}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    # the same step saved again swaps with the old copy; a kill mid-swap is undone on resume
-    replace_dir(tmp, d, old=ckpt / f".tmp_old_step_{step:08d}")
-    complete = sorted(p for p in ckpt.glob("step_*") if checkpoint_step(p) is not None)
-    for p in complete[: -max(1, keep)] + [p for p in ckpt.glob("step_*") if p not in complete]:
-        gone = ckpt / f".tmp_del_{p.name}"
-        p.rename(gone)
-        shutil.rmtree(gone, ignore_errors=True)
-    return d
 
 
 def train(cfg: TrainConfig, dataset=None, text_encoder=None) -> dict[str, Any]:
@@ -489,7 +389,7 @@ def train(cfg: TrainConfig, dataset=None, text_encoder=None) -> dict[str, Any]:
     model, opt, loader, sched = acc.prepare(model, opt, loader, sched)
     acc.register_for_checkpointing(ema)
 
-    step = resume_checkpoint(acc, out, cfg.seed, log)
+    step = resumed_at = resume_checkpoint(acc, out, cfg.seed, log)
     if step is None:
         step = 0
         how = (f"from {cfg.init_from} with a fresh optimiser" if cfg.init_from
@@ -502,14 +402,17 @@ def train(cfg: TrainConfig, dataset=None, text_encoder=None) -> dict[str, Any]:
     ema.to(acc.device)
 
     saved = {"step": step}
+    clock = RunClock.resume(out, resumed_at, cfg.batch_size * acc.num_processes, out / "train.log")
 
     def save(step: int) -> None:
         saved["step"] = step
         acc.wait_for_everyone()
         if not acc.is_main_process:
             return
-        d = save_checkpoint(acc, out, step, cfg.keep_checkpoints)
-        export_pipeline(acc.unwrap_model(model), ema, cfg, autoencoder, out / "pipeline")
+        totals = clock.totals(step)
+        d = save_checkpoint(acc, out, step, cfg.keep_checkpoints, state=totals)
+        clock.write(out, step, totals)
+        export_pipeline(acc.unwrap_model(model), ema, cfg, autoencoder, out / "pipeline", training=totals)
         log(f"checkpoint {d.name}")
 
     t_start = time.time()

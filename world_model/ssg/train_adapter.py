@@ -26,7 +26,9 @@ its resume. Accelerate (CPU, or ``accelerate launch`` on GPUs), optional bf16
 autocast, checkpoints every ``ckpt_every_minutes`` / ``ckpt_every_steps`` in
 ``out_dir/ckpt`` (a restarted run resumes from the newest), a log in
 ``out_dir/train.log`` (with the backbone-only loss on the same batch, noise and
-t every ``log_every`` steps: the gain the SSG branch gives), and the SSG
+t every ``log_every`` steps: the gain the SSG branch gives), the run's totals (steps,
+samples, wall seconds over every invocation) in ``out_dir/training.json`` and in the
+exported checkpoint's ``training`` block (``world_model.training``), and the SSG
 checkpoint (EMA weights, ``Video4SpatialPipeline.load_ssg`` format) exported to
 ``out_dir/ssg`` at every checkpoint.
 """
@@ -47,7 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from envs.atomic import replace_dir
+from envs.atomic import replace_dir, write_text_atomic
 from world_model.ssg.checkpoint import DEFAULT_PROMPTER
 
 PRESETS = ("default", "no_attention_mask", "no_mlp_mask", "weak_clip")
@@ -145,7 +147,7 @@ class AdapterTrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "AdapterTrainConfig":
-        from world_model.train import check_keys
+        from world_model.training import check_keys
 
         check_keys(cls, d, "SSG adapter training")
         d = dict(d)
@@ -341,8 +343,8 @@ def train(cfg: AdapterTrainConfig, dataset=None, text_encoder=None) -> dict[str,
     from world_model.pipeline import Video4SpatialPipeline
     from world_model.ssg.adapter import freeze_backbone, ssg_disabled
     from world_model.train import (_infinite, condition_dropout, encode_text_cached, flow_matching_loss, make_ema,
-                                   make_loader, make_optimizer, resume_checkpoint, sample_t, save_checkpoint,
-                                   train_logger, training_time_from_log)
+                                   make_loader, make_optimizer, sample_t)
+    from world_model.training import RunClock, resume_checkpoint, save_checkpoint, train_logger
 
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))
@@ -355,7 +357,7 @@ def train(cfg: AdapterTrainConfig, dataset=None, text_encoder=None) -> dict[str,
     snap = out / "backbone"
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+        write_text_atomic(out / "train_config.json", json.dumps(dataclasses.asdict(cfg), indent=1))
         if not (snap / "model_index.json").is_file():
             _snapshot_backbone(resolve_backbone(cfg.pipeline), snap)
     acc.wait_for_everyone()
@@ -402,7 +404,7 @@ def train(cfg: AdapterTrainConfig, dataset=None, text_encoder=None) -> dict[str,
     if ema is not None:
         acc.register_for_checkpointing(ema)
 
-    step = resume_checkpoint(acc, out, cfg.seed, log)
+    step = resumed_at = resume_checkpoint(acc, out, cfg.seed, log)
     if step is None:
         step = 0
         n_train = sum(p.numel() for p in params)
@@ -415,11 +417,11 @@ def train(cfg: AdapterTrainConfig, dataset=None, text_encoder=None) -> dict[str,
     prog = "python -m world_model.ssg.train_adapter" if prog == "train_adapter.py" else prog
     command = " ".join([prog] + sys.argv[1:]) if prog else ""
 
-    def export(step: int) -> None:
-        info = training_time_from_log(log_path) if log_path.exists() else {}
+    def export(step: int, totals: dict[str, Any]) -> None:
         pipe.ssg_config["training"] = {
-            "steps": step, "batch_size": cfg.batch_size, "samples_seen": step * cfg.batch_size * acc.num_processes,
-            "wall_hours": info.get("wall_hours"), "invocations": info.get("invocations"), "preset": cfg.preset,
+            "steps": step, "batch_size": cfg.batch_size, "samples_seen": totals["samples"],
+            "wall_hours": round(totals["wall_seconds"] / 3600, 3), "invocations": totals["invocations"],
+            "preset": cfg.preset,
             "data_dir": cfg.data_dir, "ema_decay": cfg.ema_decay, "lr": cfg.lr, "command": command,
             "exported": time.strftime("%Y-%m-%d %H:%M:%S")}
         if ema is not None:
@@ -438,9 +440,12 @@ def train(cfg: AdapterTrainConfig, dataset=None, text_encoder=None) -> dict[str,
         acc.wait_for_everyone()
         if not acc.is_main_process:
             return
-        log(f"checkpoint {save_checkpoint(acc, out, step, cfg.keep_checkpoints).name}")
-        export(step)
+        totals = clock.totals(step)
+        log(f"checkpoint {save_checkpoint(acc, out, step, cfg.keep_checkpoints, state=totals).name}")
+        clock.write(out, step, totals)
+        export(step, totals)
 
+    clock = RunClock.resume(out, resumed_at, cfg.batch_size * acc.num_processes, log_path)
     t_start = t_last_ckpt = t_window = time.time()
     bar = tqdm(total=cfg.max_steps, initial=step, desc="train ssg", disable=not acc.is_main_process,
                dynamic_ncols=True)

@@ -4,12 +4,18 @@
     python -m world_model.ssg.train_clip --preset weak_clip      # configs/ssg/weak_clip.yaml: 2 layers x 64
 
 Symmetric InfoNCE (``clip_loss``) with soft targets so that identical captions
-in a batch are not each other's negatives; AdamW with linear warm-up and cosine
-decay; a resumable checkpoint (model, optimiser, step, RNG) every
-``eval_every`` steps; held-out image->text and text->image recall@1/@5 on the
-val-split scenes, logged to ``<out>/log.jsonl``; the final model is written as a
-standard Hugging Face CLIP directory (``<out>/clip-small``), loadable with
-``world_model.ssg.clip.load_clip``. ``main(cfg)`` is what the CLI calls.
+in a batch are not each other's negatives; AdamW with diffusers' ``lr_schedule``
+(warm-up, then cosine decay); held-out image->text and text->image recall@1/@5 on the
+val-split scenes every ``eval_every`` steps, logged to ``<out>/log.jsonl``, each with a
+checkpoint; the final model is written as a standard Hugging Face CLIP directory
+(``<out>/clip-small``), loadable with ``world_model.ssg.clip.load_clip``. ``main(cfg)``
+is what the CLI calls.
+
+The loop is the project's (``world_model.training``): Accelerate (one process),
+checkpoints in ``<out>/ckpt/step_*`` (model, optimiser, schedule, the batch and
+augmentation generators; the newest ``keep_checkpoints`` kept, written atomically), the
+same command resumes from the newest, and ``<out>/training.json`` holds the run's steps,
+pairs seen and wall seconds over every invocation.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from envs.atomic import atomic_write, write_dir
+from envs.atomic import write_dir, write_text_atomic
 from world_model.ssg.clip import (SmallClipSpec, SpatialClip, build_small_clip, build_word_tokenizer, clip_loss,
                                   grammar_vocabulary, load_clip, recall_at_k)
 
@@ -49,6 +55,8 @@ class ClipTrainConfig:
     threads: int = 1  # torch CPU threads (the machine is shared)
     seed: int = 0
     export: str = ""  # also copy the final model here (e.g. the package's shipped weights dir)
+    lr_schedule: str = "cosine"  # diffusers.optimization.get_scheduler name (warm-up over `warmup` steps)
+    keep_checkpoints: int = 2  # newest <out>/ckpt/step_* kept
     hard_negatives: bool = False  # add each relation caption reversed ("left of" <-> "right of") as a negative
     spec: SmallClipSpec = field(default_factory=SmallClipSpec)
 
@@ -143,15 +151,43 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+LEGACY_CHECKPOINT = "checkpoint.pt"  # the single-file checkpoint of the trainer before Accelerate
+
+
+def _resume_legacy(path: Path, model, opt, sched, gen: torch.Generator, rng: np.random.Generator, log) -> int | None:
+    """Resume a run checkpointed by the earlier trainer (``<out>/checkpoint.pt``: model, optimiser, step,
+    generators); returns its step, or None when there is none."""
+    if not path.is_file():
+        return None
+    from world_model.training import seek_schedule
+
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    gen.set_state(state["torch_rng"])
+    rng.bit_generator.state = state["np_rng"]
+    step = int(state["step"])
+    seek_schedule(sched, step)
+    log(f"resumed from {path} at step {step} (the earlier single-file checkpoint)")
+    return step
+
+
 def main(cfg: ClipTrainConfig | dict | None = None) -> dict:
     """Train (or resume) and return the final val recall metrics."""
     from world_model.ssg.clip_data import flip_relation
+    from world_model.training import (GeneratorState, RunClock, drop_rows_after, make_accelerator, make_schedule,
+                                      resume_checkpoint, save_checkpoint, train_logger)
 
     cfg = ClipTrainConfig.from_dict(cfg) if isinstance(cfg, dict) else (cfg or ClipTrainConfig())
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
+    acc = make_accelerator(out)
+    if acc.num_processes > 1:
+        raise ValueError("the CLIP trainer runs in one process (its model is called through SpatialClip's "
+                         "methods, which DDP does not wrap): run it without `accelerate launch`")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    write_text_atomic(out / "config.json", json.dumps(asdict(cfg), indent=2))
+    log = train_logger(acc, out / "train.log", echo=lambda m: print(m, flush=True))
     train, val = load_or_build_data(cfg)
     print(f"{len(train['images'])} train pairs ({len(set(train['captions']))} captions), "
           f"{len(val['images'])} val pairs", flush=True)
@@ -160,28 +196,30 @@ def main(cfg: ClipTrainConfig | dict | None = None) -> dict:
                                      max_length=cfg.spec.max_text_len)
     clip = build_small_clip(tokenizer, cfg.spec, seed=cfg.seed)
     opt = torch.optim.AdamW(_param_groups(clip.model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    sched = make_schedule(cfg.lr_schedule, opt, cfg.warmup, cfg.steps)
+    gen = torch.Generator().manual_seed(cfg.seed)  # augmentation
+    rng = np.random.default_rng(cfg.seed)  # batches
+    clip, opt, sched = acc.prepare(clip, opt, sched)
+    acc.register_for_checkpointing(GeneratorState(gen))
+    acc.register_for_checkpointing(GeneratorState(rng))
+    step = resume_checkpoint(acc, out, cfg.seed, log)
+    if step is None:
+        step = _resume_legacy(out / LEGACY_CHECKPOINT, clip.model, opt, sched, gen, rng, log)
+        clock = RunClock({"steps": step, "wall_seconds_from": "unknown (the earlier single-file checkpoint)"}
+                         if step else None, cfg.batch_size)
+    else:
+        clock = RunClock.resume(out, step, cfg.batch_size)
+    step = step or 0
 
-    def lr_at(step: int) -> float:
-        if step < cfg.warmup:
-            return cfg.lr * (step + 1) / cfg.warmup
-        t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-    step, ckpt = 0, out / "checkpoint.pt"
-    gen = torch.Generator().manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    if ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        clip.model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step = int(state["step"])
-        gen.set_state(state["torch_rng"])
-        rng.bit_generator.state = state["np_rng"]
-        print(f"resumed from {ckpt} at step {step}", flush=True)
+    def save(step: int, totals: dict) -> None:
+        save_checkpoint(acc, out, step, cfg.keep_checkpoints, state=totals)
+        clock.write(out, step, totals)
+        write_dir(out / "clip-small", clip.save_pretrained)
 
     images = torch.from_numpy(train["images"])
     captions = train["captions"]
-    log = (out / "log.jsonl").open("a")
+    drop_rows_after(out / "log.jsonl", step)  # rows of steps this run does again (a killed run's)
+    logf = (out / "log.jsonl").open("a")
     clip.model.train()
     t0, seen = time.time(), 0
     metrics: dict = {}
@@ -196,41 +234,41 @@ def main(cfg: ClipTrainConfig | dict | None = None) -> dict:
         targets = same / same.sum(1, keepdim=True)
         negs = [f for f in (flip_relation(str(c)) for c in caps) if f is not None] if cfg.hard_negatives else []
         tok = clip.tokenize(list(caps) + negs)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step)
         txt = clip.text_embeds(**tok)
         loss = clip_loss(clip.image_embeds(pix), txt[:len(caps)], clip.logit_scale(), targets,
                          negative_text_embeds=txt[len(caps):] if negs else None)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(clip.model.parameters(), 1.0)
+        acc.backward(loss)
+        acc.clip_grad_norm_(clip.model.parameters(), 1.0)
         opt.step()
+        sched.step()
         with torch.no_grad():  # CLIP's clamp: temperature at most 100
             clip.model.logit_scale.clamp_(0, math.log(100))
         step += 1
         seen += cfg.batch_size
         if step % 25 == 0:
-            print(f"step {step} loss {loss.item():.4f} lr {lr_at(step):.2e} "
+            print(f"step {step} loss {loss.item():.4f} lr {sched.get_last_lr()[0]:.2e} "
                   f"{seen / (time.time() - t0):.1f} img/s", flush=True)
         if step % cfg.eval_every == 0 or step == cfg.steps:
             metrics = evaluate_recall(clip, val["images"], val["captions"])
             metrics.update(evaluate_relations(clip, val["images"], val["captions"]))
             clip.model.train()
-            rec = {"step": step, "loss": loss.item(), "time_s": time.time() - t0, **metrics}
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
+            totals = clock.totals(step)
+            rec = {"step": step, "loss": loss.item(), "time_s": time.time() - t0,
+                   "wall_seconds": totals["wall_seconds"], **metrics}
+            logf.write(json.dumps(rec) + "\n")
+            logf.flush()
             print(json.dumps(rec), flush=True)
-            with atomic_write(ckpt, "wb") as f:  # a kill mid-save keeps the previous checkpoint
-                torch.save({"model": clip.model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                            "torch_rng": gen.get_state(), "np_rng": rng.bit_generator.state}, f)
-            write_dir(out / "clip-small", clip.save_pretrained)
+            save(step, totals)
+            log(f"checkpoint step_{step:08d}")
+    logf.close()
     if not metrics:
         metrics = evaluate_recall(clip, val["images"], val["captions"])
         metrics.update(evaluate_relations(clip, val["images"], val["captions"]))
     write_dir(out / "clip-small", clip.save_pretrained)
     if cfg.export:
         write_dir(cfg.export, clip.save_pretrained)
-    (out / "final_metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_text_atomic(out / "final_metrics.json", json.dumps(metrics, indent=2))
     return metrics
 
 

@@ -20,9 +20,13 @@ paraphrased captions and relation hard negatives.
    ``<out>/text_cache.npz`` (float16; appended in chunks, so a killed run keeps what it encoded).
 4. **Training**: symmetric InfoNCE with soft targets for equal captions, the hard negatives in the
    image->text softmax (``clip.clip_loss``); each view shows its paraphrase with probability
-   ``p_paraphrase``. The vision tower starts from the shipped clip-small (``init_from``). AdamW,
-   warm-up + cosine over ``steps``; a resumable checkpoint (model, head, optimiser, step, RNG) at every
-   evaluation and every ``ckpt_minutes``; ``--minutes`` stops (and exports) after that much wall time.
+   ``p_paraphrase``. The vision tower starts from the shipped clip-small (``init_from``). AdamW with
+   diffusers' ``lr_schedule`` (warm-up + cosine over ``steps``). The loop is the project's
+   (``world_model.training``): Accelerate (one process), a checkpoint in ``<out>/ckpt/step_*`` (model,
+   head, optimiser, schedule, generators; the newest ``keep_checkpoints`` kept, written atomically) at
+   every evaluation and every ``ckpt_minutes``, the same command resumes from the newest, and
+   ``<out>/training.json`` holds the steps, pairs seen and wall seconds over every invocation;
+   ``--minutes`` stops (and exports) once that much training time is reached, over all invocations.
 5. **Held-out recall** on the val views, with their rendered captions (comparable to clip-small's
    TRAINING.json figure) and with paraphrased captions (``paraphrase(spec, [seed, 2, i])``),
    plus relation accuracy; logged to ``<out>/log.jsonl``.
@@ -41,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from envs.atomic import atomic_write, write_dir
+from envs.atomic import write_dir, write_text_atomic
 from world_model.metrics import bootstrap_mean
 from world_model.ssg.clip import clip_loss
 
@@ -67,7 +71,9 @@ class MiniLMClipTrainConfig:
     max_shift: int = 4
     eval_every: int = 250
     ckpt_minutes: float = 5.0
-    minutes: float = 0.0  # stop after this much training wall time (0 = run all steps)
+    keep_checkpoints: int = 2  # newest <out>/ckpt/step_* kept
+    lr_schedule: str = "cosine"  # diffusers.optimization.get_scheduler name (warm-up over `warmup` steps)
+    minutes: float = 0.0  # stop after this much training wall time, over all invocations (0 = run all steps)
     threads: int = 1
     seed: int = 0
     export: str = ""  # also save the final model here
@@ -221,23 +227,53 @@ def _groups(clip, cfg: MiniLMClipTrainConfig) -> list[dict]:
         (vis_decay if p.ndim >= 2 and "embedding" not in name else vis_no).append(p)
     for name, p in clip.text_head.named_parameters():
         (head_decay if p.ndim >= 2 else head_no).append(p)
-    return [{"params": vis_decay, "weight_decay": cfg.weight_decay, "lr0": cfg.lr_vision},
-            {"params": vis_no, "weight_decay": 0.0, "lr0": cfg.lr_vision},
-            {"params": head_decay, "weight_decay": cfg.weight_decay, "lr0": cfg.lr_head},
-            {"params": head_no + [clip.logit_scale_param], "weight_decay": 0.0, "lr0": cfg.lr_head}]
+    return [{"params": vis_decay, "weight_decay": cfg.weight_decay, "lr": cfg.lr_vision},
+            {"params": vis_no, "weight_decay": 0.0, "lr": cfg.lr_vision},
+            {"params": head_decay, "weight_decay": cfg.weight_decay, "lr": cfg.lr_head},
+            {"params": head_no + [clip.logit_scale_param], "weight_decay": 0.0, "lr": cfg.lr_head}]
+
+
+LEGACY_CHECKPOINT = "checkpoint.pt"  # the single-file checkpoint of the trainer before Accelerate
+
+
+def _resume_legacy(path: Path, clip, opt, sched, gen: torch.Generator, rng: np.random.Generator,
+                   log) -> tuple[int | None, float]:
+    """Resume a run checkpointed by the earlier trainer (``<out>/checkpoint.pt``); returns (its step,
+    its training seconds), or (None, 0.0) when there is none."""
+    if not path.is_file():
+        return None, 0.0
+    from world_model.training import seek_schedule
+
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    clip.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    gen.set_state(state["torch_rng"])
+    rng.bit_generator.state = state["np_rng"]
+    step = int(state["step"])
+    seek_schedule(sched, step)
+    log(f"resumed from {path} at step {step} (the earlier single-file checkpoint)")
+    return step, float(state.get("trained_s", 0.0))
 
 
 def main(cfg: MiniLMClipTrainConfig | dict | None = None, log=None) -> dict:
+    """Train (or resume) and return the final record (held-out metrics, steps, training minutes).
+    ``log``: where progress lines go besides ``<out>/train.log`` (default: print)."""
     from world_model.ssg.clip_data import build_split_chunked, flip_relation
     from world_model.ssg.minilm_clip import build_minilm_clip
     from world_model.ssg.train_clip import _augment
+    from world_model.training import (GeneratorState, RunClock, drop_rows_after, make_accelerator, make_schedule,
+                                      resume_checkpoint, save_checkpoint, train_logger)
 
     cfg = MiniLMClipTrainConfig.from_dict(cfg) if isinstance(cfg, dict) else (cfg or MiniLMClipTrainConfig())
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
+    acc = make_accelerator(out)
+    if acc.num_processes > 1:
+        raise ValueError("the MiniLM CLIP trainer runs in one process (its model is called through MiniLMClip's "
+                         "methods, which DDP does not wrap): run it without `accelerate launch`")
     out.mkdir(parents=True, exist_ok=True)
-    log = log or (lambda *a: print(*a, flush=True))
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
+    log = train_logger(acc, out / "train.log", echo=log or (lambda m: print(m, flush=True)))
+    write_text_atomic(out / "config.json", json.dumps(asdict(cfg), indent=1) + "\n")
 
     val = build_split_chunked("val", cfg.val_scenes, cfg.val_views, out / "data", seed=cfg.seed,
                               image_size=cfg.image_size, log=log)
@@ -266,42 +302,38 @@ def main(cfg: MiniLMClipTrainConfig | dict | None = None, log=None) -> dict:
     neg = np.stack([table.ids(templ_neg), table.ids(para_neg)], 1)  # -1: none
 
     groups = _groups(clip, cfg)
+    params = [p for g in groups for p in g["params"]]
     opt = torch.optim.AdamW(groups, lr=cfg.lr_vision, betas=(0.9, 0.98), eps=1e-6)
+    sched = make_schedule(cfg.lr_schedule, opt, cfg.warmup, cfg.steps)  # scales each group's own rate
+    gen = torch.Generator().manual_seed(cfg.seed)  # augmentation
+    rng = np.random.default_rng(cfg.seed)  # batches and caption choice
+    clip, opt, sched = acc.prepare(clip, opt, sched)
+    acc.register_for_checkpointing(GeneratorState(gen))
+    acc.register_for_checkpointing(GeneratorState(rng))
+    step = resume_checkpoint(acc, out, cfg.seed, log)
+    if step is None:
+        step, trained_s = _resume_legacy(out / LEGACY_CHECKPOINT, clip, opt, sched, gen, rng, log)
+        clock = RunClock({"steps": step, "wall_seconds": trained_s} if step else None, cfg.batch_size)
+    else:
+        clock = RunClock.resume(out, step, cfg.batch_size)
+    step = step or 0
 
-    def lr_scale(step: int) -> float:
-        if step < cfg.warmup:
-            return (step + 1) / cfg.warmup
-        t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-    step, ckpt = 0, out / "checkpoint.pt"
-    gen = torch.Generator().manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    trained_s = 0.0
-    if ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        clip.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step, trained_s = int(state["step"]), float(state.get("trained_s", 0.0))
-        gen.set_state(state["torch_rng"])
-        rng.bit_generator.state = state["np_rng"]
-        log(f"resumed from {ckpt} at step {step}")
-
-    def save() -> None:
-        with atomic_write(ckpt, "wb") as f:  # a kill mid-save keeps the previous checkpoint
-            torch.save({"model": clip.state_dict(), "optimizer": opt.state_dict(), "step": step, "trained_s": trained_s,
-                        "torch_rng": gen.get_state(), "np_rng": rng.bit_generator.state}, f)
+    def save() -> dict:
+        totals = clock.totals(step)
+        save_checkpoint(acc, out, step, cfg.keep_checkpoints, state=totals)
+        clock.write(out, step, totals)
         write_dir(out / "clip-minilm", clip.save_pretrained)
+        return totals
 
     images = torch.from_numpy(train["images"])
+    drop_rows_after(out / "log.jsonl", step)  # rows of steps this run does again (a killed run's)
     logf = (out / "log.jsonl").open("a")
     clip.train()
     metrics: dict = {}
     t_start, t_ckpt, seen = time.time(), time.time(), 0
-    trained_at_start = trained_s
     while step < cfg.steps:
-        if cfg.minutes and trained_s >= cfg.minutes * 60:
-            log(f"stopping at step {step}: {trained_s / 60:.1f} min of training (--minutes {cfg.minutes})")
+        if cfg.minutes and clock.wall_seconds() >= cfg.minutes * 60:
+            log(f"stopping at step {step}: {clock.wall_seconds() / 60:.1f} min of training (--minutes {cfg.minutes})")
             break
         idx = rng.choice(n, cfg.batch_size, replace=False)
         which = (rng.random(cfg.batch_size) < cfg.p_paraphrase).astype(np.int64)
@@ -310,27 +342,25 @@ def main(cfg: MiniLMClipTrainConfig | dict | None = None, log=None) -> dict:
         n_ids = n_ids[n_ids >= 0]
         same = torch.as_tensor(t_ids[:, None] == t_ids[None, :], dtype=torch.float32)
         targets = same / same.sum(1, keepdim=True)
-        for g in opt.param_groups:
-            g["lr"] = g["lr0"] * lr_scale(step)
         pix = _augment(clip.preprocess(images[idx]), cfg.max_shift, gen)
         txt = clip.text_embeds_from_sentences(emb[np.concatenate([t_ids, n_ids])])
         loss = clip_loss(clip.image_embeds(pix), txt[:len(t_ids)], clip.logit_scale(), targets,
                          negative_text_embeds=txt[len(t_ids):] if len(n_ids) else None)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
+        acc.backward(loss)
+        acc.clip_grad_norm_(params, 1.0)
         opt.step()
+        sched.step()
         with torch.no_grad():
             clip.logit_scale_param.clamp_(0, math.log(100))
         step += 1
         seen += cfg.batch_size
-        trained_s = trained_at_start + (time.time() - t_start)
         if step % 10 == 0:
             log(f"step {step} loss {loss.item():.4f} scale {clip.logit_scale().item():.1f} "
                 f"{seen / (time.time() - t_start):.1f} img/s")
         if step % cfg.eval_every == 0 or step == cfg.steps:
             metrics = evaluate(clip, val, cfg.seed)
-            rec = {"step": step, "loss": loss.item(), "train_minutes": trained_s / 60, **metrics}
+            rec = {"step": step, "loss": loss.item(), "train_minutes": clock.wall_seconds() / 60, **metrics}
             logf.write(json.dumps(rec) + "\n")
             logf.flush()
             log(json.dumps(rec))
@@ -340,13 +370,15 @@ def main(cfg: MiniLMClipTrainConfig | dict | None = None, log=None) -> dict:
             save()
             t_ckpt = time.time()
             log(f"checkpoint at step {step}")
+    trained_s = clock.wall_seconds()
     metrics = evaluate(clip, val, cfg.seed)
     rec = {"step": step, "final": True, "train_minutes": trained_s / 60, "train_pairs": n, **metrics}
     logf.write(json.dumps(rec) + "\n")
+    logf.close()
     save()
     if cfg.export:
         write_dir(cfg.export, clip.save_pretrained)
-    (out / "final_metrics.json").write_text(json.dumps(rec, indent=2) + "\n")
+    write_text_atomic(out / "final_metrics.json", json.dumps(rec, indent=2) + "\n")
     return rec
 
 
