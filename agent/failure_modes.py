@@ -160,6 +160,28 @@ def _consensus(goals: list[np.ndarray]) -> np.ndarray:
     return g[int(np.argmin(np.linalg.norm(g[:, None] - g[None], axis=-1).sum(1)))]
 
 
+def _replay_episodes(out_dir: Path, rows: list[dict], all_rows: list[dict]):
+    """Rebuild an eval run's env (run.json) and yield ``(row, env)`` with the env reset to each row's
+    episode, checked by id; the env is closed afterwards. ``all_rows`` sizes the episode set."""
+    from envs.gym_env import ObjectNavEnv
+
+    run = json.loads((out_dir / "run.json").read_text())
+    es = run["env"]
+    n_eps = max([int(r["episode_index"]) for r in all_rows] + [0]) + 1
+    env = ObjectNavEnv(split=run["split"], n_episodes=max(n_eps, int(run.get("n_episodes", 0) or 0)),
+                       width=int(es["width"]), height=int(es["height"]), hfov_deg=float(es["hfov_deg"]),
+                       max_depth=float(es["max_depth"]), episode_seed=int(es.get("episode_seed", 0)))
+    try:
+        for r in rows:
+            env.reset(options={"episode_index": int(r["episode_index"])})
+            if str(env.episode.episode_id) != str(r["episode_id"]):
+                raise ValueError(f"episode index {r['episode_index']} is {env.episode.episode_id}, not {r['episode_id']}: "
+                                 "the env does not rebuild this run's episodes")
+            yield r, env
+    finally:
+        env.close()
+
+
 def goal_placement(out_dir: str | Path, within_m: float = 1.0, on_target_cover: float = 0.25,
                    min_match: float = 0.3, hfov_deg: float | None = None, best_only: bool = False) -> dict:
     """Ground truth for the candidate trace of a world-model eval run with ``agent.trace=true``.
@@ -174,75 +196,62 @@ def goal_placement(out_dir: str | Path, within_m: float = 1.0, on_target_cover: 
     ``oracle_view`` (the depth-ranged goal from whichever of the top-3 matches shows the target in the
     box: an upper bound on re-ranking the matches).
     """
-    from envs.gym_env import ObjectNavEnv
     from planners.rollout_reader import box_to_goal
 
     out_dir = Path(out_dir)
-    run = json.loads((out_dir / "run.json").read_text())
-    es = run["env"]
-    rows = [r for r in _rows(out_dir) if r.get("agent_trace")]
-    n_eps = max([int(r["episode_index"]) for r in _rows(out_dir)] + [0]) + 1
-    env = ObjectNavEnv(split=run["split"], n_episodes=max(n_eps, int(run.get("n_episodes", 0) or 0)),
-                       width=int(es["width"]), height=int(es["height"]), hfov_deg=float(es["hfov_deg"]),
-                       max_depth=float(es["max_depth"]), episode_seed=int(es.get("episode_seed", 0)))
+    es = json.loads((out_dir / "run.json").read_text())["env"]
+    all_rows = _rows(out_dir)
     hfov = float(es["hfov_deg"]) if hfov_deg is None else float(hfov_deg)
     recs = []
-    try:
-        for r in rows:
-            env.reset(options={"episode_index": int(r["episode_index"])})
-            if str(env.episode.episode_id) != str(r["episode_id"]):
-                raise ValueError(f"episode index {r['episode_index']} is {env.episode.episode_id}, not {r['episode_id']}: "
-                                 "the env does not rebuild this run's episodes")
-            tour = env.context_tour()
-            start = env.start_pose.copy()
-            target = env.scene.instance(int(env.episode.target_id))
-            others = [o for o in env.scene.instances if o.id != target.id and o.category == target.category]
+    for r, env in _replay_episodes(out_dir, [r for r in all_rows if r.get("agent_trace")], all_rows):
+        tour = env.context_tour()
+        start = env.start_pose.copy()
+        target = env.scene.instance(int(env.episode.target_id))
+        others = [o for o in env.scene.instances if o.id != target.id and o.category == target.category]
 
-            def view(pose_s, is_tour, idx):
-                pitch = float(tour["pitch"][idx]) if is_tour else 0.0
-                out = env.renderer.render(_start_to_world(pose_s, start), pitch=[pitch], outputs=("instance", "depth"))
-                return (np.asarray(out["instance"]).reshape(env.height, env.width),
-                        np.asarray(out["depth"], np.float32).reshape(env.height, env.width, 1))
+        def view(pose_s, is_tour, idx):
+            pitch = float(tour["pitch"][idx]) if is_tour else 0.0
+            out = env.renderer.render(_start_to_world(pose_s, start), pitch=[pitch], outputs=("instance", "depth"))
+            return (np.asarray(out["instance"]).reshape(env.height, env.width),
+                    np.asarray(out["depth"], np.float32).reshape(env.height, env.width, 1))
 
-            def err(goal_s):
-                g = _start_to_world([goal_s[0], goal_s[1], 0.0], start)[:2]
-                dt = footprint_distance(g, target.center, target.size, target.yaw)
-                dd = min((footprint_distance(g, o.center, o.size, o.yaw) for o in others), default=math.inf)
-                return dt, dd
+        def err(goal_s):
+            g = _start_to_world([goal_s[0], goal_s[1], 0.0], start)[:2]
+            dt = footprint_distance(g, target.center, target.size, target.yaw)
+            dd = min((footprint_distance(g, o.center, o.size, o.yaw) for o in others), default=math.inf)
+            return dt, dd
 
-            for rec in r["agent_trace"]:
-                if best_only and not rec.get("best"):
-                    continue
-                retrieved = rec["localization"] == "retrieval"
-                if retrieved:
-                    inst, depth = view(rec["match_poses"][0], rec["match_is_tour"][0], rec["matches"][0])
-                else:
-                    inst, depth = view(rec["view_pose"], False, 0)
-                box_hw = _box(rec, inst.shape)
-                cover = box_coverage(inst, box_hw, target.id)
-                dt, dd = err(rec["goal"])
-                item = {"episode_id": r["episode_id"], "step": rec["step"], "best": bool(rec.get("best")),
-                        "localization": rec["localization"], "view_match": rec["view_match"],
-                        "goal_source": rec["goal_source"], "cover": cover, "on_target": cover >= on_target_cover,
-                        "as_run": dt, "as_run_distractor": dd}
-                box = _box(rec)
-                if retrieved:
-                    item["depth"] = err(box_to_goal(box, depth, rec["match_poses"][0], hfov_deg=hfov).xy)[0]
-                    goals, oracle = [], None
-                    for k, (sim, pose_k) in enumerate(zip(rec["match_sims"], rec["match_poses"])):
-                        if sim < min_match:
-                            continue
-                        inst_k, depth_k = (inst, depth) if k == 0 else view(pose_k, rec["match_is_tour"][k],
-                                                                           rec["matches"][k])
-                        gk = box_to_goal(box, depth_k, pose_k, hfov_deg=hfov).xy
-                        goals.append(gk)
-                        if oracle is None and box_coverage(inst_k, _box(rec, inst_k.shape), target.id) >= on_target_cover:
-                            oracle = gk
-                    item["top3_depth"] = err(_consensus(goals))[0]
-                    item["oracle_view"] = None if oracle is None else err(oracle)[0]
-                recs.append(item)
-    finally:
-        env.close()
+        for rec in r["agent_trace"]:
+            if best_only and not rec.get("best"):
+                continue
+            retrieved = rec["localization"] == "retrieval"
+            if retrieved:
+                inst, depth = view(rec["match_poses"][0], rec["match_is_tour"][0], rec["matches"][0])
+            else:
+                inst, depth = view(rec["view_pose"], False, 0)
+            box_hw = _box(rec, inst.shape)
+            cover = box_coverage(inst, box_hw, target.id)
+            dt, dd = err(rec["goal"])
+            item = {"episode_id": r["episode_id"], "step": rec["step"], "best": bool(rec.get("best")),
+                    "localization": rec["localization"], "view_match": rec["view_match"],
+                    "goal_source": rec["goal_source"], "cover": cover, "on_target": cover >= on_target_cover,
+                    "as_run": dt, "as_run_distractor": dd}
+            box = _box(rec)
+            if retrieved:
+                item["depth"] = err(box_to_goal(box, depth, rec["match_poses"][0], hfov_deg=hfov).xy)[0]
+                goals, oracle = [], None
+                for k, (sim, pose_k) in enumerate(zip(rec["match_sims"], rec["match_poses"])):
+                    if sim < min_match:
+                        continue
+                    inst_k, depth_k = (inst, depth) if k == 0 else view(pose_k, rec["match_is_tour"][k],
+                                                                       rec["matches"][k])
+                    gk = box_to_goal(box, depth_k, pose_k, hfov_deg=hfov).xy
+                    goals.append(gk)
+                    if oracle is None and box_coverage(inst_k, _box(rec, inst_k.shape), target.id) >= on_target_cover:
+                        oracle = gk
+                item["top3_depth"] = err(_consensus(goals))[0]
+                item["oracle_view"] = None if oracle is None else err(oracle)[0]
+            recs.append(item)
     return summarize_placement(recs, within_m), recs
 
 
@@ -291,37 +300,23 @@ def stop_checks(out_dir: str | Path) -> list[dict]:
     there succeeds when it is at most the env's ``success_distance``), and the episode's start
     distance ``d0`` for SPL. Returns one dict per episode: ``{"row", "d0", "checks"}``.
     """
-    from envs.gym_env import ObjectNavEnv
-
     out_dir = Path(out_dir)
-    run = json.loads((out_dir / "run.json").read_text())
-    es = run["env"]
-    rows = [r for r in _rows(out_dir) if "agent_stop_checks" in r]
+    all_rows = _rows(out_dir)
+    rows = [r for r in all_rows if "agent_stop_checks" in r]
     if not rows:
         raise ValueError(f"{out_dir}: no episode row holds agent_stop_checks; run the eval with "
                          "agent=world_model agent.trace=true")
-    n_eps = max(int(r["episode_index"]) for r in rows) + 1
-    env = ObjectNavEnv(split=run["split"], n_episodes=max(n_eps, int(run.get("n_episodes", 0) or 0)),
-                       width=int(es["width"]), height=int(es["height"]), hfov_deg=float(es["hfov_deg"]),
-                       max_depth=float(es["max_depth"]), episode_seed=int(es.get("episode_seed", 0)))
     out = []
-    try:
-        for r in rows:
-            env.reset(options={"episode_index": int(r["episode_index"])})
-            if str(env.episode.episode_id) != str(r["episode_id"]):
-                raise ValueError(f"episode index {r['episode_index']} is {env.episode.episode_id}, not {r['episode_id']}: "
-                                 "the env does not rebuild this run's episodes")
-            vp = np.asarray(env.episode.view_points, np.float64).reshape(-1, 3)[:, :2]
-            start = env.start_pose.copy()
-            checks = []
-            for c in r["agent_stop_checks"]:
-                xy = _start_to_world(c["pose"], start)[:2]
-                d = float(np.min(np.linalg.norm(vp - xy, axis=1))) if len(vp) else math.inf
-                checks.append({**c, "distance_m": d, "at_target": d <= env.success_distance})
-            out.append({"row": r, "d0": float(env.episode.geodesic_distance), "checks": checks,
-                        "success_distance": float(env.success_distance)})
-    finally:
-        env.close()
+    for r, env in _replay_episodes(out_dir, rows, all_rows):
+        vp = np.asarray(env.episode.view_points, np.float64).reshape(-1, 3)[:, :2]
+        start = env.start_pose.copy()
+        checks = []
+        for c in r["agent_stop_checks"]:
+            xy = _start_to_world(c["pose"], start)[:2]
+            d = float(np.min(np.linalg.norm(vp - xy, axis=1))) if len(vp) else math.inf
+            checks.append({**c, "distance_m": d, "at_target": d <= env.success_distance})
+        out.append({"row": r, "d0": float(env.episode.geodesic_distance), "checks": checks,
+                    "success_distance": float(env.success_distance)})
     return out
 
 

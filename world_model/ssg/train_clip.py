@@ -154,11 +154,13 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 LEGACY_CHECKPOINT = "checkpoint.pt"  # the single-file checkpoint of the trainer before Accelerate
 
 
-def _resume_legacy(path: Path, model, opt, sched, gen: torch.Generator, rng: np.random.Generator, log) -> int | None:
-    """Resume a run checkpointed by the earlier trainer (``<out>/checkpoint.pt``: model, optimiser, step,
-    generators); returns its step, or None when there is none."""
+def resume_legacy(path: Path, model, opt, sched, gen: torch.Generator, rng: np.random.Generator,
+                  log) -> tuple[int | None, float]:
+    """Resume a run checkpointed by the earlier single-file trainer (``<out>/checkpoint.pt``: model,
+    optimiser, step, generators; both CLIP trainers wrote it); returns (its step, its training
+    seconds when it recorded them), or (None, 0.0) when there is none."""
     if not path.is_file():
-        return None
+        return None, 0.0
     from world_model.training import seek_schedule
 
     state = torch.load(path, map_location="cpu", weights_only=False)
@@ -169,7 +171,7 @@ def _resume_legacy(path: Path, model, opt, sched, gen: torch.Generator, rng: np.
     step = int(state["step"])
     seek_schedule(sched, step)
     log(f"resumed from {path} at step {step} (the earlier single-file checkpoint)")
-    return step
+    return step, float(state.get("trained_s", 0.0))
 
 
 def main(cfg: ClipTrainConfig | dict | None = None) -> dict:
@@ -204,7 +206,7 @@ def main(cfg: ClipTrainConfig | dict | None = None) -> dict:
     acc.register_for_checkpointing(GeneratorState(rng))
     step = resume_checkpoint(acc, out, cfg.seed, log)
     if step is None:
-        step = _resume_legacy(out / LEGACY_CHECKPOINT, clip.model, opt, sched, gen, rng, log)
+        step, _ = resume_legacy(out / LEGACY_CHECKPOINT, clip.model, opt, sched, gen, rng, log)
         clock = RunClock({"steps": step, "wall_seconds_from": "unknown (the earlier single-file checkpoint)"}
                          if step else None, cfg.batch_size)
     else:

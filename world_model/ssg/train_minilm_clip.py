@@ -233,28 +233,6 @@ def _groups(clip, cfg: MiniLMClipTrainConfig) -> list[dict]:
             {"params": head_no + [clip.logit_scale_param], "weight_decay": 0.0, "lr": cfg.lr_head}]
 
 
-LEGACY_CHECKPOINT = "checkpoint.pt"  # the single-file checkpoint of the trainer before Accelerate
-
-
-def _resume_legacy(path: Path, clip, opt, sched, gen: torch.Generator, rng: np.random.Generator,
-                   log) -> tuple[int | None, float]:
-    """Resume a run checkpointed by the earlier trainer (``<out>/checkpoint.pt``); returns (its step,
-    its training seconds), or (None, 0.0) when there is none."""
-    if not path.is_file():
-        return None, 0.0
-    from world_model.training import seek_schedule
-
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    clip.load_state_dict(state["model"])
-    opt.load_state_dict(state["optimizer"])
-    gen.set_state(state["torch_rng"])
-    rng.bit_generator.state = state["np_rng"]
-    step = int(state["step"])
-    seek_schedule(sched, step)
-    log(f"resumed from {path} at step {step} (the earlier single-file checkpoint)")
-    return step, float(state.get("trained_s", 0.0))
-
-
 def main(cfg: MiniLMClipTrainConfig | dict | None = None, log=None) -> dict:
     """Train (or resume) and return the final record (held-out metrics, steps, training minutes).
     ``log``: where progress lines go besides ``<out>/train.log`` (default: print)."""
@@ -312,7 +290,9 @@ def main(cfg: MiniLMClipTrainConfig | dict | None = None, log=None) -> dict:
     acc.register_for_checkpointing(GeneratorState(rng))
     step = resume_checkpoint(acc, out, cfg.seed, log)
     if step is None:
-        step, trained_s = _resume_legacy(out / LEGACY_CHECKPOINT, clip, opt, sched, gen, rng, log)
+        from world_model.ssg.train_clip import LEGACY_CHECKPOINT, resume_legacy
+
+        step, trained_s = resume_legacy(out / LEGACY_CHECKPOINT, clip, opt, sched, gen, rng, log)
         clock = RunClock({"steps": step, "wall_seconds": trained_s} if step else None, cfg.batch_size)
     else:
         clock = RunClock.resume(out, step, cfg.batch_size)
