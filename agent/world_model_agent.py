@@ -110,6 +110,10 @@ class WorldModelAgent:
             imagined goal is held, and STOP when it does (module docstring).
         stop_confirm_z: with a guide, STOP at an imagined goal only when the current view's CLIP
             z-score (``FrontierClipAgent``) is at least this (None: the box alone decides).
+        goal_check: the learned STOP test (``planners.goal_check``): a directory, or "shipped" for
+            planners/weights/goal-check. With it, a STOP at an imagined goal needs its p(success here)
+            of the current RGB-D view and instruction at least ``goal_check_threshold`` (None: the
+            checkpoint's own), and the CLIP z-score no longer decides (None: the z-score decides).
         reject_m: imagined goals within this of an unconfirmed one are ignored (m).
         trust_support: None (default) or k: an imagined goal that k imaginations agree on needs no CLIP
             confirmation to STOP, and a location the guide did not confirm comes back as a goal when
@@ -150,7 +154,8 @@ class WorldModelAgent:
                  frontier_min_size: int = 5, clip_guidance: bool = True, stop_confirm_z: float | None = 0.6,
                  reject_m: float = 0.75, clip=None, guide: dict | None = None, ssg: str | None = None,
                  precision: str = "auto", device: str = "cpu", threads: int | str | None = 1,
-                 trace: bool = False, trust_support: int | None = None) -> None:
+                 trace: bool = False, trust_support: int | None = None, goal_check: str | None = None,
+                 goal_check_threshold: float | None = None) -> None:
         if ablation not in ABLATIONS:
             raise ValueError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
         if num_candidates < 1 or num_context < 1:
@@ -204,6 +209,13 @@ class WorldModelAgent:
         if trust_support is not None and int(trust_support) < 1:
             raise ValueError(f"trust_support must be None or >= 1, got {trust_support!r}")
         self.trust_support = None if trust_support is None else int(trust_support)
+        self.goal_check = None
+        if goal_check is not None:  # the learned STOP test (planners.goal_check) instead of the CLIP z-score
+            from planners.goal_check import load_goal_check
+
+            self.goal_check = load_goal_check(None if str(goal_check) == "shipped" else goal_check)
+            if goal_check_threshold is not None:
+                self.goal_check.threshold = float(goal_check_threshold)
         self.guide = None
         if clip_guidance:
             from agent.frontier_clip import FrontierClipAgent
@@ -239,6 +251,8 @@ class WorldModelAgent:
                                          frontier_min_size=self.frontier_min_size)
         self.stats = {"imaginations": 0, "imagine_seconds": 0.0, "steps_with_goal": 0, "steps": 0,
                       "guide_steps": 0, "guide_stops": 0, "unconfirmed_goals": 0, "trusted_stops": 0}
+        self.obs: dict | None = None
+        self.last_check: dict | None = None  # the goal check's answer at the last arrival
         self.trace_records: list[dict] = []
         self.stop_records: list[dict] = []  # arrivals at imagined goals and the stop decision (trace)
         self.travelled_m = 0.0
@@ -405,6 +419,7 @@ class WorldModelAgent:
         if self.stats["steps"]:
             self.travelled_m += float(np.hypot(*(self.pose[:2] - prev)))  # odometry path length
         self.buffer.append(obs["rgb"], self.pose, obs.get("depth"))
+        self.obs = obs  # the goal check reads the current view
         self.stats["steps"] += 1
         rgb_small = self.buffer.newest()[0]
         guide_action = self.guide.act(obs) if self.guide is not None else None  # scores the view first
@@ -475,6 +490,9 @@ class WorldModelAgent:
                "goal_score": float(self.goal_score), "support": int(self.goal_support), "decision": decision,
                "z": None if view is None else float(view["z"]),
                "clip_score": None if view is None else float(view["score"])}
+        if self.last_check is not None:
+            rec["goal_check_p"] = float(self.last_check["p_success"])
+            rec["goal_check_visible"] = float(self.last_check["p_visible"])
         rec["travelled_m"] = float(self.travelled_m)
         if self.rollout is not None:  # how much the real view looks like the imagination
             sims = self.rollout["thumbs"] @ view_thumbnails(self.buffer.newest()[0])
@@ -483,7 +501,12 @@ class WorldModelAgent:
         self.stop_records.append(rec)
 
     def _confirmed(self) -> bool:
-        """The guide's check of a STOP at an imagined goal: the current view's CLIP z-score."""
+        """The check of a STOP at an imagined goal: the goal check's p(success here) when the agent has
+        one, else the guide's CLIP z-score of the current view."""
+        self.last_check = None
+        if self.goal_check is not None and self.obs is not None and self.obs.get("depth") is not None:
+            self.last_check = self.goal_check.check(self.obs["rgb"], self.obs["depth"], self.instruction)
+            return self.last_check["stop"]
         if self.guide is None or self.stop_confirm_z is None or self.guide.last_view is None:
             return True
         return bool(self.guide.last_view["z"] >= self.stop_confirm_z)

@@ -242,7 +242,7 @@ class FixedGuide:
     def act(self, obs):
         self.calls += 1
         self.navigator.observe(obs, self.last_action)
-        self.last_view = {"z": self.z}
+        self.last_view = {"z": self.z, "score": 0.0}
         return self.action
 
 
@@ -282,6 +282,36 @@ def test_imagined_goal_stop_needs_the_guides_confirmation():
     assert agent.stats["unconfirmed_goals"] >= 1 and len(agent.rejected) >= 1
     assert agent.goal is None or min(np.linalg.norm(agent.goal.xy - q) for q in agent.rejected) > agent.reject_m
     assert agent.stats["guide_steps"] >= 1
+
+
+class FixedGoalCheck:
+    """Stands in for planners.goal_check.GoalCheck: answers ``stop`` at every arrival, records what it saw."""
+
+    def __init__(self, stop: bool):
+        self.stop, self.seen = bool(stop), []
+
+    def check(self, rgb, depth, instruction):
+        self.seen.append((np.asarray(rgb).shape, np.asarray(depth).shape, instruction))
+        return {"p_success": 0.9 if self.stop else 0.1, "p_visible": 0.5, "stop": self.stop}
+
+
+@pytest.mark.parametrize("z, stop", [(3.0, False), (-1.0, True)])
+def test_goal_check_decides_the_stop_at_an_imagined_goal_not_the_z_score(z, stop):
+    world = ToyWorld(target=(2.6, -1.2))
+    agent = WorldModelAgent(pipeline=BoxOracleImagination(world), reimagine_every=4, seed=0, clip_guidance=False,
+                            context_mode="noncontiguous", trace=True)
+    agent.guide = FixedGuide(z=z)
+    agent.goal_check = FixedGoalCheck(stop)
+    actions = _walk_to_imagined_goal(agent, world)
+    assert agent.goal_check.seen, "the agent reached its imagined goal without asking the goal check"
+    shape_rgb, shape_depth, text = agent.goal_check.seen[0]
+    assert shape_rgb[-1] == 3 and shape_depth[:2] == shape_rgb[:2] and text == agent.instruction
+    checks = agent.episode_stats()["stop_checks"]
+    assert checks and all("goal_check_p" in c for c in checks)
+    if stop:
+        assert actions[-1] == Action.STOP and agent.stats["unconfirmed_goals"] == 0
+    else:
+        assert Action.STOP not in actions and agent.stats["unconfirmed_goals"] >= 1
 
 
 def test_guide_acts_without_a_goal_and_its_stop_is_honoured():
