@@ -108,12 +108,14 @@ class WorldModelAgent:
         frontier_min_size: smallest frontier cluster (cells) worth exploring.
         clip_guidance: act as the CLIP guide (``FrontierClipAgent``) whenever no confident
             imagined goal is held, and STOP when it does (module docstring).
-        stop_confirm_z: with a guide, STOP at an imagined goal only when the current view's CLIP
-            z-score (``FrontierClipAgent``) is at least this (None: the box alone decides).
-        goal_check: the learned STOP test (``planners.goal_check``): a directory, or "shipped" for
-            planners/weights/goal-check. With it, a STOP at an imagined goal needs its p(success here)
-            of the current RGB-D view and instruction at least ``goal_check_threshold`` (None: the
-            checkpoint's own), and the CLIP z-score no longer decides (None: the z-score decides).
+        stop_confirm_z: without a goal check, with a guide: STOP at an imagined goal only when the
+            current view's CLIP z-score (``FrontierClipAgent``) is at least this (None: the box alone
+            decides).
+        goal_check: the learned STOP test (``planners.goal_check``): "shipped" (default:
+            planners/weights/goal-check) or a directory. A STOP at an imagined goal then needs its
+            p(success here) of the current RGB-D view and instruction at least ``goal_check_threshold``
+            (None: the checkpoint's own, 0.5), and ``stop_confirm_z`` is not used. None: the guide's
+            CLIP z-score decides (``stop_confirm_z``), as before 2026-12-06.
         reject_m: imagined goals within this of an unconfirmed one are ignored (m).
         trust_support: None (default) or k: an imagined goal that k imaginations agree on needs no CLIP
             confirmation to STOP, and a location the guide did not confirm comes back as a goal when
@@ -154,7 +156,7 @@ class WorldModelAgent:
                  frontier_min_size: int = 5, clip_guidance: bool = True, stop_confirm_z: float | None = 0.6,
                  reject_m: float = 0.75, clip=None, guide: dict | None = None, ssg: str | None = None,
                  precision: str = "auto", device: str = "cpu", threads: int | str | None = 1,
-                 trace: bool = False, trust_support: int | None = None, goal_check: str | None = None,
+                 trace: bool = False, trust_support: int | None = None, goal_check: str | None = "shipped",
                  goal_check_threshold: float | None = None) -> None:
         if ablation not in ABLATIONS:
             raise ValueError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")

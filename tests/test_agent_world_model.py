@@ -182,7 +182,7 @@ def _tour(world, n=4):
 def test_goal_from_an_imagined_box_points_at_the_target_and_the_agent_gets_there():
     world = ToyWorld(target=(2.6, -1.2))
     agent = WorldModelAgent(pipeline=BoxOracleImagination(world), reimagine_every=4, seed=0, clip_guidance=False,
-                            context_mode="noncontiguous")
+                            context_mode="noncontiguous", goal_check=None)
     obs = world.obs()
     agent.reset(obs, {"episode_id": "toy"}, _tour(world))
     a = agent.act(obs)
@@ -207,7 +207,7 @@ def test_goal_from_an_imagined_box_points_at_the_target_and_the_agent_gets_there
 def test_noise_ablation_never_gets_a_goal_and_explores():
     world = ToyWorld(target=(2.6, -1.2))
     agent = WorldModelAgent(pipeline=BoxOracleImagination(world), ablation="noise", explore_reimagine_every=1,
-                            seed=0, clip_guidance=False, context_mode="noncontiguous")
+                            seed=0, clip_guidance=False, context_mode="noncontiguous", goal_check=None)
     obs = world.obs()
     agent.reset(obs, {"episode_id": "toy"}, _tour(world))
     actions = []
@@ -263,7 +263,7 @@ def test_imagined_goal_stop_needs_the_guides_confirmation():
     # The guide recognises the target in view (z 3 >= stop_confirm_z 1): the imagined goal's STOP stands.
     world = ToyWorld(target=(2.6, -1.2))
     agent = WorldModelAgent(pipeline=BoxOracleImagination(world), reimagine_every=4, seed=0, clip_guidance=False,
-                            context_mode="noncontiguous")
+                            context_mode="noncontiguous", goal_check=None)
     agent.guide = FixedGuide(z=3.0)
     actions = _walk_to_imagined_goal(agent, world)
     assert actions[-1] == Action.STOP and world.distance() < 1.0
@@ -275,7 +275,7 @@ def test_imagined_goal_stop_needs_the_guides_confirmation():
     # and the step goes to the guide.
     world = ToyWorld(target=(2.6, -1.2))
     agent = WorldModelAgent(pipeline=BoxOracleImagination(world), reimagine_every=4, seed=0, clip_guidance=False,
-                            context_mode="noncontiguous")
+                            context_mode="noncontiguous", goal_check=None)
     agent.guide = FixedGuide(z=-1.0)
     actions = _walk_to_imagined_goal(agent, world)
     assert Action.STOP not in actions
@@ -317,7 +317,7 @@ def test_goal_check_decides_the_stop_at_an_imagined_goal_not_the_z_score(z, stop
 def test_guide_acts_without_a_goal_and_its_stop_is_honoured():
     world = ToyWorld(target=(2.6, -1.2))
     agent = WorldModelAgent(pipeline=BoxOracleImagination(world), ablation="noise", seed=0, clip_guidance=False,
-                            context_mode="noncontiguous")
+                            context_mode="noncontiguous", goal_check=None)
     agent.guide = FixedGuide(z=0.0, action=Action.TURN_RIGHT)
     obs = world.obs()
     agent.reset(obs, {"episode_id": "toy"}, _tour(world))

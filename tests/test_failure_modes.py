@@ -203,7 +203,7 @@ def test_world_model_agent_trace_records_candidates_and_acts_the_same():
     def run(trace):
         world = ToyWorld(target=(2.6, -1.2))
         agent = WorldModelAgent(pipeline=BoxOracleImagination(world), reimagine_every=4, seed=0, clip_guidance=False,
-                                context_mode="noncontiguous", trace=trace)
+                                context_mode="noncontiguous", trace=trace, goal_check=None)
         obs = world.obs()
         agent.reset(obs, {"episode_id": "toy"}, _tour(world))
         actions = []
@@ -257,7 +257,7 @@ def test_trust_support_brings_back_a_vetoed_goal_imagined_again(trust):
     from planners.rollout_reader import GoalEstimate
 
     agent = WorldModelAgent(pipeline=BoxOracleImagination(ToyWorld()), seed=0, clip_guidance=False,
-                            context_mode="noncontiguous", trust_support=trust)
+                            context_mode="noncontiguous", trust_support=trust, goal_check=None)
     agent.guide = SimpleNamespace(last_view={"z": 0.0})  # a guide that never recognises the target
 
     def goal(x):
