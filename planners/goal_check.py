@@ -92,10 +92,8 @@ class GoalCheck(nn.Module):
             raise ValueError(f"depth must be (N, H, W) or (N, H, W, 1) metres, got shape {tuple(d.shape)}")
         far = d <= 0  # a miss reads 0: farther than the sensor's range
         d = torch.where(far, torch.full_like(d, self.max_depth_m), d).clamp(0, self.max_depth_m) / self.max_depth_m
-        if d.shape[-2:] != (DEPTH_SIZE, DEPTH_SIZE):
-            d = F.adaptive_avg_pool2d(d[:, None], DEPTH_SIZE)[:, 0] if d.shape[-1] % DEPTH_SIZE == 0 \
-                else F.interpolate(d[:, None], size=(DEPTH_SIZE, DEPTH_SIZE), mode="area")[:, 0]
-        return d[:, None]
+        d = d[:, None]
+        return d if d.shape[-2:] == (DEPTH_SIZE, DEPTH_SIZE) else F.interpolate(d, size=(DEPTH_SIZE,) * 2, mode="area")
 
     def pixel_values(self, rgb) -> torch.Tensor:
         """RGB (N, H, W, 3) uint8 -> the vision tower's normalised (N, 3, S, S) (area resize)."""

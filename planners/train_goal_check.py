@@ -22,7 +22,7 @@ left out. Half the instructions are reworded by ``envs.paraphrase`` (free wordin
 
 Training: binary cross-entropy on both logits (the ``visible`` one is an auxiliary target),
 AdamW, the CLIP towers at a tenth of the head's learning rate, a cosine schedule, random
-horizontal shifts of the images, under the project's training loop (``world_model.training``:
+shifts of the images (``world_model.ssg.train_clip._augment``), under the project's training loop (``world_model.training``:
 Accelerate, diffusers' cosine schedule, a checkpoint every ``--ckpt-every`` steps in ``--out/ckpt``
 that the next invocation resumes, the run's totals in ``--out/training.json``). Evaluation: ROC AUC
 and the acceptance rate of each kind of view on a held-out split (``--eval-only DIR``). On the
@@ -214,16 +214,10 @@ def evaluate(model: GoalCheck, data: dict) -> dict:
 
 
 # -- training -----------------------------------------------------------------------------------
-def _shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
-    if max_shift <= 0:
-        return x
-    dx = int(torch.randint(-max_shift, max_shift + 1, (1,), generator=gen))
-    return torch.roll(x, dx, dims=-1)
-
-
 def train(args) -> dict:
     """Train (or resume from ``args.out/ckpt``) and save ``args.out/final``; returns the run's totals."""
     from envs.atomic import write_text_atomic
+    from world_model.ssg.train_clip import _augment
     from world_model.training import (
         GeneratorState,
         RunClock,
@@ -276,7 +270,7 @@ def train(args) -> dict:
     model.train()
     while step < args.steps:
         idx = rng.choice(n, size=args.batch_size, replace=False)
-        pv = _shift(model.pixel_values(train_data["rgb"][idx]), 4, gen)
+        pv = _augment(model.pixel_values(train_data["rgb"][idx]), 4, gen)  # per-image shifts, as the CLIPs train
         dv = model.depth_values(train_data["depth"][idx].astype(np.float32))
         se = torch.stack([sent[str(t)] for t in train_data["instruction"][idx]])
         loss = F.binary_cross_entropy_with_logits(model(pv, dv, se), y_all[idx], pos_weight=pos_w, reduction="none")

@@ -23,19 +23,14 @@ from planners.goal_check import GoalCheck, load_goal_check
 from planners.train_goal_check import roc_auc
 
 
-def arrival_views(run_dir: str | Path) -> dict:
+def arrival_views(run_dir: str | Path, episodes: list[dict] | None = None) -> dict:
     """The world-model agent's recorded arrivals at imagined goals (``agent.trace=true`` run), each
     rendered again at its pose with the run's camera: rgb, depth, instruction, ``success`` (a STOP
     there succeeds), the CLIP ``z`` the agent saw, the decision it took."""
-    from agent.failure_modes import (
-        _replay_episodes,
-        _rows,
-        _start_to_world,
-        stop_checks,
-    )
+    from agent.failure_modes import _replay_episodes, _rows, _start_to_world, stop_checks
 
     run_dir = Path(run_dir)
-    eps = stop_checks(run_dir)
+    eps = stop_checks(run_dir) if episodes is None else episodes
     all_rows = _rows(run_dir)
     by_id = {str(e["row"]["episode_id"]): e for e in eps}
     out = {"rgb": [], "depth": [], "instruction": [], "success": [], "z": [], "decision": [], "episode_id": []}
@@ -53,8 +48,10 @@ def arrival_views(run_dir: str | Path) -> dict:
     return {k: np.asarray(v) for k, v in out.items()}
 
 
-def evaluate_arrivals(model: GoalCheck, run_dir: str | Path) -> dict:
-    a = arrival_views(run_dir)
+def evaluate_arrivals(model: GoalCheck, run_dir: str | Path, episodes: list[dict] | None = None) -> dict:
+    """ROC AUC of the goal check and of the CLIP z-score over a run's arrivals, and each arrival's
+    scores; ``episodes``: the run's ``stop_checks`` when the caller has them already."""
+    a = arrival_views(run_dir, episodes)
     p = model.probabilities(a["rgb"], a["depth"], list(a["instruction"]))[:, 0] if len(a["rgb"]) else np.zeros(0)
     y = a["success"].astype(bool)
     return {"run": str(run_dir), "arrivals": len(y), "at_target": int(y.sum()),
@@ -63,12 +60,12 @@ def evaluate_arrivals(model: GoalCheck, run_dir: str | Path) -> dict:
             "episode_id": a["episode_id"].tolist(), "decision": a["decision"].tolist()}
 
 
-def replay_table(model: GoalCheck, run_dir: str | Path, thresholds=(0.3, 0.4, 0.5, 0.6, 0.7)) -> str:
-    """Markdown: the run as it ran, and replayed under ``p >= t``."""
+def replay_table(model: GoalCheck, run_dir: str | Path, thresholds=(0.3, 0.4, 0.5, 0.6, 0.7)) -> tuple[str, dict]:
+    """Markdown (the run as it ran, and replayed under ``p >= t``) and ``evaluate_arrivals``' result."""
     from agent.failure_modes import stop_checks, stop_rule_outcomes
 
-    res = evaluate_arrivals(model, run_dir)
-    eps = stop_checks(run_dir)
+    eps = stop_checks(run_dir)  # one replay of the run's episodes serves both
+    res = evaluate_arrivals(model, run_dir, eps)
     k = 0
     for ep in eps:
         for c in ep["checks"]:
@@ -89,7 +86,7 @@ def replay_table(model: GoalCheck, run_dir: str | Path, thresholds=(0.3, 0.4, 0.
         sp = [x for x in r["spl"] if x is not None]
         lines.append(f"| p >= {t} | {len(s)} | {np.mean(s):.3f} | {np.mean(sp):.3f} | "
                      f"{r['stops_at_imagined_goals']} | {r['false_stops']} |")
-    return "\n".join(lines)
+    return "\n".join(lines), res
 
 
 def main(argv=None) -> None:
@@ -100,11 +97,11 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     model = load_goal_check(args.model)
     for run in args.runs:
+        table, res = replay_table(model, run)
         if args.out:
             Path(args.out).mkdir(parents=True, exist_ok=True)
-            (Path(args.out) / f"arrivals_{Path(run).name}.json").write_text(
-                json.dumps(evaluate_arrivals(model, run)) + "\n")
-        print(replay_table(model, run) + "\n")
+            (Path(args.out) / f"arrivals_{Path(run).name}.json").write_text(json.dumps(res) + "\n")
+        print(table + "\n")
 
 
 if __name__ == "__main__":
