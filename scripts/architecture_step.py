@@ -30,7 +30,7 @@ STEP: dict[str, list[str]] = {
                                    "WorldModelAgent._imagine_rollouts", "WorldModelAgent._update_goal",
                                    "WorldModelAgent._act_on_belief", "WorldModelAgent._act_on_goal"],
     "agent/context.py": ["ContextBuffer.append", "ContextBuffer.sample", "ContextSample"],
-    "agent/frontier_clip.py": ["FrontierClipAgent.act"],
+    "planners/value_map.py": ["ClipValueMap.observe", "ClipGuide.act"],
     "world_model/pipeline.py": ["Video4SpatialPipeline.imagine"],
     "planners/ranking.py": ["read_candidate", "rank_candidates", "Candidate"],
     "world_model/boxes.py": ["find_box_in_frames"],
@@ -43,6 +43,7 @@ STEP: dict[str, list[str]] = {
 CALLS: list[tuple[str, str, str]] = [
     ("agent/world_model_agent.py", "WorldModelAgent.act", "navigator.observe"),
     ("agent/world_model_agent.py", "WorldModelAgent.act", "buffer.append"),
+    ("agent/world_model_agent.py", "WorldModelAgent.act", "value_map.observe"),
     ("agent/world_model_agent.py", "WorldModelAgent.act", "guide.act"),
     ("agent/world_model_agent.py", "WorldModelAgent.act", "_should_imagine"),
     ("agent/world_model_agent.py", "WorldModelAgent.act", "imagine"),

@@ -20,6 +20,7 @@ import torch
 from agent.context import ContextBuffer
 from agent.world_model_agent import WorldModelAgent
 from envs.actions import Action
+from envs.geometry import wrap_angle
 from planners.ranking import Candidate, map_consistency, rank_candidates
 from planners.rollout_reader import GoalEstimate
 from world_model.boxes import draw_box
@@ -219,31 +220,52 @@ def test_noise_ablation_never_gets_a_goal_and_explores():
     assert Action.STOP not in actions and Action.MOVE_FORWARD in actions  # it explores frontiers
 
 
-class FixedGuide:
-    """Stands in for the CLIP guide: always proposes ``action``; its current view has CLIP z-score ``z``.
-    Like the real guide it keeps the map the agent plans on (the tour's depth, then each step's)."""
+class FixedValueMap:
+    """Stands in for planners.value_map.ClipValueMap: every view has CLIP z-score ``z``."""
 
-    use_tour = True
+    def __init__(self, z: float):
+        self.z, self.scores, self.last_view, self.map = z, [], None, None
 
-    def __init__(self, z: float, action: int = Action.TURN_LEFT):
-        self.z, self.action, self.calls, self.last_action = z, int(action), 0, None
-        self.last_view = None
+    def reset(self, instruction, obstacle_map):
+        self.scores, self.last_view, self.map = [], None, obstacle_map
 
-    def reset(self, obs, info=None, context=None):
-        from planners.mapping import ObstacleMap
-        from planners.path import Navigator
-
-        self.last_view = None
-        self.map = ObstacleMap()
-        self.navigator = Navigator(self.map)
+    def add_tour(self, context, update_map=True):
         for d, p in zip(context["depth"], context["poses"]):
-            self.map.update(d, np.asarray(p, np.float64))
+            if update_map:
+                self.map.update(d, np.asarray(p, np.float64))
+            self.scores.append(0.0)
 
-    def act(self, obs):
-        self.calls += 1
-        self.navigator.observe(obs, self.last_action)
+    def observe(self, rgb, depth, pose):
+        self.scores.append(0.0)
         self.last_view = {"z": self.z, "score": 0.0}
+        return self.last_view
+
+
+class FixedGuide:
+    """Stands in for planners.value_map.ClipGuide: always proposes ``action``; records what it was told."""
+
+    def __init__(self, value_map: FixedValueMap, action: int = Action.TURN_LEFT):
+        self.value_map, self.action, self.calls, self.actions_told, self.candidates = value_map, int(action), 0, [], 0
+
+    def reset(self, rng, look_around=0):
+        self.calls, self.actions_told = 0, []
+
+    def observe(self, obs, last_action, update_map=True):
+        assert not update_map, "the world-model agent keeps the map itself"
+        self.actions_told.append(last_action)
+        return np.zeros(3)
+
+    def act(self):
+        self.calls += 1
         return self.action
+
+
+def use_guide(agent, z: float, action: int = Action.TURN_LEFT) -> FixedGuide:
+    """Give ``agent`` a scripted CLIP guide: its value map says z-score ``z``, its policy proposes ``action``."""
+    agent.value_map = FixedValueMap(z)
+    agent.guide = FixedGuide(agent.value_map, action)
+    agent.guide_use_tour = True
+    return agent.guide
 
 
 def _walk_to_imagined_goal(agent, world, steps=40):
@@ -264,19 +286,19 @@ def test_imagined_goal_stop_needs_the_guides_confirmation():
     world = ToyWorld(target=(2.6, -1.2))
     agent = WorldModelAgent(pipeline=BoxOracleImagination(world), reimagine_every=4, seed=0, clip_guidance=False,
                             context_mode="noncontiguous", goal_check=None)
-    agent.guide = FixedGuide(z=3.0)
+    guide = use_guide(agent, z=3.0)
     actions = _walk_to_imagined_goal(agent, world)
     assert actions[-1] == Action.STOP and world.distance() < 1.0
-    assert agent.guide.calls == len(actions) and agent.stats["unconfirmed_goals"] == 0
-    assert agent.guide.last_action == Action.STOP  # the guide is told what was actually done
-    assert agent.map is agent.guide.map  # one map, kept by the guide, planned on by both
+    assert guide.calls == len(actions) and agent.stats["unconfirmed_goals"] == 0
+    assert guide.actions_told == [None] + actions[:-1]  # the guide is told what was actually done
+    assert agent.map is agent.value_map.map  # one map, kept by the agent, projected onto by the value map
 
     # The guide does not see it (z -1): no STOP; the goal is dropped, remembered, not re-adopted,
     # and the step goes to the guide.
     world = ToyWorld(target=(2.6, -1.2))
     agent = WorldModelAgent(pipeline=BoxOracleImagination(world), reimagine_every=4, seed=0, clip_guidance=False,
                             context_mode="noncontiguous", goal_check=None)
-    agent.guide = FixedGuide(z=-1.0)
+    use_guide(agent, z=-1.0)
     actions = _walk_to_imagined_goal(agent, world)
     assert Action.STOP not in actions
     assert agent.stats["unconfirmed_goals"] >= 1 and len(agent.rejected) >= 1
@@ -300,7 +322,7 @@ def test_goal_check_decides_the_stop_at_an_imagined_goal_not_the_z_score(z, stop
     world = ToyWorld(target=(2.6, -1.2))
     agent = WorldModelAgent(pipeline=BoxOracleImagination(world), reimagine_every=4, seed=0, clip_guidance=False,
                             context_mode="noncontiguous", trace=True)
-    agent.guide = FixedGuide(z=z)
+    use_guide(agent, z=z)
     agent.goal_check = FixedGoalCheck(stop)
     actions = _walk_to_imagined_goal(agent, world)
     assert agent.goal_check.seen, "the agent reached its imagined goal without asking the goal check"
@@ -314,11 +336,64 @@ def test_goal_check_decides_the_stop_at_an_imagined_goal_not_the_z_score(z, stop
         assert Action.STOP not in actions and agent.stats["unconfirmed_goals"] >= 1
 
 
+class CountingGoalCheck(FixedGoalCheck):
+    """Refuses the first ``refuse`` views it is shown, then accepts every one."""
+
+    def __init__(self, refuse: int):
+        super().__init__(stop=False)
+        self.refuse = int(refuse)
+
+    def check(self, rgb, depth, instruction):
+        super().check(rgb, depth, instruction)
+        ok = len(self.seen) > self.refuse
+        return {"p_success": 0.9 if ok else 0.1, "p_visible": 0.5, "stop": ok}
+
+
+@pytest.mark.parametrize("refuse", [3, 100])
+def test_refused_arrival_turns_in_place_and_checks_each_view(refuse):
+    # The goal check refuses the arrival view: the agent turns left on the spot, checking every new view;
+    # it STOPs at the first view accepted, or gives the goal up after scan_deg (330 = 11 turns of 30 deg).
+    world = ToyWorld(target=(2.6, -1.2))
+    agent = WorldModelAgent(pipeline=BoxOracleImagination(world), reimagine_every=4, seed=0, clip_guidance=False,
+                            context_mode="noncontiguous", trace=True, scan_deg=330.0)
+    use_guide(agent, z=0.0)
+    agent.goal_check = CountingGoalCheck(refuse)
+    actions = _walk_to_imagined_goal(agent, world, steps=60)
+    decisions = [c["decision"] for c in agent.episode_stats()["stop_checks"]]
+    if refuse == 3:
+        assert actions[-4:] == [Action.TURN_LEFT] * 3 + [Action.STOP]
+        assert decisions == ["scan"] * 3 + ["confirmed"]
+        assert agent.stats["scans"] == 1 and agent.stats["scan_stops"] == 1 and agent.stats["unconfirmed_goals"] == 0
+    else:
+        assert Action.STOP not in actions
+        first = decisions.index("vetoed")
+        assert decisions[:first] == ["scan"] * 11, decisions  # the arrival view + 10 turned views refused
+        poses = [c["pose"] for c in agent.episode_stats()["stop_checks"][:first + 1]]
+        assert all(np.allclose(p[:2], poses[0][:2]) for p in poses)  # turned in place
+        turned = sum(abs(math.degrees(wrap_angle(b[2] - a[2]))) for a, b in zip(poses, poses[1:]))
+        assert turned == pytest.approx(330.0)
+        assert agent.stats["unconfirmed_goals"] >= 1 and agent.rejected
+
+
+def test_scan_off_drops_a_refused_goal_at_once():
+    world = ToyWorld(target=(2.6, -1.2))
+    agent = WorldModelAgent(pipeline=BoxOracleImagination(world), reimagine_every=4, seed=0, clip_guidance=False,
+                            context_mode="noncontiguous", trace=True, scan_deg=0)
+    use_guide(agent, z=0.0)
+    agent.goal_check = FixedGoalCheck(False)
+    _walk_to_imagined_goal(agent, world)
+    decisions = [c["decision"] for c in agent.episode_stats()["stop_checks"]]
+    assert decisions and decisions[0] == "vetoed" and "scan" not in decisions and agent.stats["scans"] == 0
+    with pytest.raises(ValueError, match="scan_deg"):
+        WorldModelAgent(pipeline=BoxOracleImagination(world), clip_guidance=False, context_mode="noncontiguous",
+                        goal_check=None, scan_deg=-1)
+
+
 def test_guide_acts_without_a_goal_and_its_stop_is_honoured():
     world = ToyWorld(target=(2.6, -1.2))
     agent = WorldModelAgent(pipeline=BoxOracleImagination(world), ablation="noise", seed=0, clip_guidance=False,
                             context_mode="noncontiguous", goal_check=None)
-    agent.guide = FixedGuide(z=0.0, action=Action.TURN_RIGHT)
+    use_guide(agent, z=0.0, action=Action.TURN_RIGHT)
     obs = world.obs()
     agent.reset(obs, {"episode_id": "toy"}, _tour(world))
     assert [agent.act(obs) for _ in range(3)] == [Action.TURN_RIGHT] * 3  # noise: no goal, the guide drives

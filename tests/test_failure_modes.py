@@ -258,7 +258,7 @@ def test_trust_support_brings_back_a_vetoed_goal_imagined_again(trust):
 
     agent = WorldModelAgent(pipeline=BoxOracleImagination(ToyWorld()), seed=0, clip_guidance=False,
                             context_mode="noncontiguous", trust_support=trust, goal_check=None)
-    agent.guide = SimpleNamespace(last_view={"z": 0.0})  # a guide that never recognises the target
+    agent.value_map = SimpleNamespace(last_view={"z": 0.0})  # a CLIP that never recognises the target
 
     def goal(x):
         return GoalEstimate(xy=np.array([x, 0.0]), cov=np.eye(2) * 0.01, range_m=x, bearing=0.0, source="depth",

@@ -45,19 +45,21 @@ def test_value_map_and_frontiers_from_the_tour(nav_episodes, tiny_clip_dir):
     agent = FrontierClipAgent(env=SensorView(env), clip=str(tiny_clip_dir), seed=0)
     obs, info = env.reset(options={"episode_index": 0})
     agent.reset(obs, public_info(info), public_context(env.unwrapped.context_tour(n_frames=16)))
-    assert len(agent.scores) == 16 and "value" in agent.map.layers
+    vm = agent.value_map
+    assert len(vm.scores) == 16 and "value" in agent.map.layers and vm.map is agent.map
     for _ in range(4):
         a = agent.act(obs)
         assert env.action_space.contains(a)
         obs, *_ = env.step(a)
-    s, rel = agent.score_views(obs["rgb"][None])
+    assert len(vm.scores) == 16 + 4 and vm.last_view is not None
+    s, rel = vm.score_views(obs["rgb"][None])
     assert s.shape == (1,) and rel.shape == (1, 4, 4) and np.isfinite(rel).all()
     # relevance is each patch's share of the score: P * r averages back to about s
-    v = agent.pixel_values(float(s[0]), rel[0], (32, 32))
+    v = vm.pixel_values(float(s[0]), rel[0], (32, 32))
     assert v.shape == (32, 32) and np.isfinite(v).all()
     pts, sizes = frontier_points(agent.map, 5)
     assert pts.shape[1] == 2 and len(pts) == len(sizes)
-    vals = agent.frontier_values(pts)
+    vals = vm.frontier_values(pts, agent.policy.value_radius_m)
     assert vals.shape == (len(pts),)
     assert agent.debug_panels()["map"].ndim == 3
     env.close()
@@ -118,12 +120,12 @@ def test_recognise_approach_and_stop(tiny_clip_dir):
             rel[0, 2, col] = 1.0
         else:
             rel[0] = 1 / 16
-        return np.array([1.0 if seen else 0.1 + 0.01 * len(agent.scores) % 3]), rel
+        return np.array([1.0 if seen else 0.1 + 0.01 * len(agent.value_map.scores) % 3]), rel
 
-    agent.score_views = scripted
+    agent.value_map.score_views = scripted
     obs = world.obs()
     agent.reset(obs, {"episode_id": "toy"}, None)
-    assert agent.look_around == 11  # no tour: VLFM's initial spin
+    assert agent.policy.look_around == 11  # no tour: VLFM's initial spin
     a = None
     for _ in range(60):
         a = agent.act(obs)
@@ -133,7 +135,7 @@ def test_recognise_approach_and_stop(tiny_clip_dir):
     assert a == Action.STOP
     z, b = world.view()
     assert z < 1.3 and abs(b) < math.radians(25)
-    assert len(agent.recognised()) >= 1 and agent.goal is not None
+    assert len(agent.value_map.recognised()) >= 1 and agent.goal is not None
     assert np.linalg.norm(agent.goal - world.target) < 0.6  # the candidate is on the pillar
 
 

@@ -56,10 +56,12 @@ def test_frontier_agent_and_prompter_read_a_minilm_clip(tmp_path):
 
     build_minilm_clip().save_pretrained(tmp_path / "c")
     agent = FrontierClipAgent(clip=str(tmp_path / "c"), threads=1)
-    agent.text = agent.clip.encode_texts(["could you go to the blue couch?"])
+    from planners.mapping import ObstacleMap
+
+    agent.value_map.reset("could you go to the blue couch?", ObstacleMap())
     rgb = np.random.default_rng(2).integers(0, 255, (2, 128, 128, 3), dtype=np.uint8)
-    s, rel = agent.score_views(rgb)
-    g = agent.clip.grid_size
+    s, rel = agent.value_map.score_views(rgb)
+    g = agent.value_map.clip.grid_size
     assert s.shape == (2,) and rel.shape == (2, g, g) and np.isfinite(rel).all()
     # relevance is each patch's share of the cosine (docs/ssg.md): it sums to about the score
     assert np.allclose(rel.reshape(2, -1).sum(1), s, atol=0.15 * np.abs(s).max() + 0.05)

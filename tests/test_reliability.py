@@ -75,13 +75,13 @@ def test_a_bad_observation_leaves_the_world_model_agent_working(env_episode, tin
     agent.reset(obs, public_info(info), public_context(env.unwrapped.context_tour(n_frames=6)))
     agent.act(obs)
     for name, bad in _bad_observations(obs).items():
-        before = (len(agent.buffer), len(agent.guide.scores), agent.stats["steps"], agent.pose.copy(),
+        before = (len(agent.buffer), len(agent.value_map.scores), agent.stats["steps"], agent.pose.copy(),
                   agent.map.shape, agent.map.version)
         t0 = time.perf_counter()
         with pytest.raises(ValueError, match="observation"):
             agent.act(bad)
         assert time.perf_counter() - t0 < 2.0, name
-        after = (len(agent.buffer), len(agent.guide.scores), agent.stats["steps"], agent.pose.copy(),
+        after = (len(agent.buffer), len(agent.value_map.scores), agent.stats["steps"], agent.pose.copy(),
                  agent.map.shape, agent.map.version)
         assert after[:3] == before[:3] and np.array_equal(after[3], before[3]) and after[4:] == before[4:], name
         assert agent.act(obs) in (0, 1, 2, 3), name  # the next good observation works
