@@ -14,13 +14,14 @@ Receding horizon: the agent re-imagines every ``reimagine_every`` steps while it
 confident goal, every ``explore_reimagine_every`` steps while it does not, and at once
 when the real view has drifted away from every imagined frame (``view_similarity`` below
 ``divergence``) or when it reached the goal estimate without being allowed to stop.
-Without a confident imagined goal it hands the step to its **CLIP guide** (``clip_guidance``,
-on by default): a ``FrontierClipAgent`` fed the same observations, which explores frontiers
-ranked by a CLIP value map and approaches views CLIP recognises as the target. The guide's
-STOP (the target recognised, close and centred) is honoured even while an imagined goal is
-held, and a STOP at an imagined goal needs the guide's confirmation: the current view's CLIP
-z-score at least ``stop_confirm_z`` (an unconfirmed imagined goal is dropped, and later
-imagined goals within ``reject_m`` of it are ignored). So the agent = the Frontier+CLIP
+Without a confident imagined goal it takes the action its **CLIP guide** proposes
+(``clip_guidance``, on by default; ``planners.value_map``): a ``ClipValueMap`` scores every view
+and projects the score onto the agent's map, and a ``ClipGuide`` explores frontiers ranked by
+that value map and approaches views CLIP recognises as the target. The guide's STOP (the target
+recognised, close and centred) is honoured even while an imagined goal is held. A STOP at an
+imagined goal needs the goal check's leave (``goal_check``; without one, the current view's CLIP
+z-score at least ``stop_confirm_z``); an unconfirmed imagined goal is dropped, and later imagined
+goals within ``reject_m`` of it are ignored. So the agent = the Frontier+CLIP
 baseline + imagined goals with priority, and the noise ablation reduces it to that
 baseline: the gap is what imagination adds. With
 ``clip_guidance=False`` it explores the nearest frontier of its own map and keeps
@@ -102,18 +103,18 @@ class WorldModelAgent:
         min_confidence: a goal needs at least this candidate score to be acted on.
         min_match, depth_match: view-similarity thresholds to localise the imagined final view on a
             real frame, and to range its box with that frame's real depth.
-        use_tour_map: integrate the tour's depth into the obstacle map at reset (with a CLIP guide the
-            agent plans on the guide's map, which holds the tour's depth when the guide uses the tour).
+        use_tour_map: integrate the tour's depth into the obstacle map at reset (with a CLIP guide that
+            uses the tour, the value map integrates it while it projects the tour's scores).
         give_up_steps: STOP after this many steps with neither a goal nor a frontier.
         ablation: "none", "noise" or "no_ssg".
         hfov_deg, max_depth: camera (read from ``env`` when it has them).
         mapping, path, navigator, stop, box, goal: keyword blocks of ObstacleMap, PathPlanner,
             Navigator, StopPolicy, find_box_in_frames and box_to_goal (their defaults: those signatures).
         frontier_min_size: smallest frontier cluster (cells) worth exploring.
-        clip_guidance: act as the CLIP guide (``FrontierClipAgent``) whenever no confident
-            imagined goal is held, and STOP when it does (module docstring).
+        clip_guidance: keep a CLIP value map and take the CLIP guide's action (``planners.value_map``)
+            whenever no confident imagined goal is held, and its STOP always (module docstring).
         stop_confirm_z: without a goal check, with a guide: STOP at an imagined goal only when the
-            current view's CLIP z-score (``FrontierClipAgent``) is at least this (None: the box alone
+            current view's CLIP z-score (``ClipValueMap``) is at least this (None: the box alone
             decides).
         goal_check: the learned STOP test (``planners.goal_check``): "shipped" (default:
             planners/weights/goal-check) or a directory. A STOP at an imagined goal then needs its
@@ -131,8 +132,8 @@ class WorldModelAgent:
         trust_support: None (default) or k: an imagined goal that k imaginations agree on needs no CLIP
             confirmation to STOP, and a location the guide did not confirm comes back as a goal when
             imagination puts a goal there again (the k-th time counting the vetoed one).
-        clip, guide: the guide's CLIP (None: the shipped small CLIP) and its other keyword
-            arguments (configs/agent/frontier_clip.yaml).
+        clip, guide: the value map's CLIP (None: the shipped small CLIP; "minilm" the MiniLM-text one) and
+            the guide's other settings (``GUIDE_KEYS``: the keys of configs/agent/frontier_clip.yaml).
         ssg: load an SSG adapter into the pipeline: a checkpoint directory, or "shipped" for
             world_model/weights/v4s-small-ssg (None: the pipeline's own, if it was saved with one).
         precision: the world model's compute precision, "auto" (bf16 autocast where the device has

@@ -384,6 +384,8 @@ def test_scan_off_drops_a_refused_goal_at_once():
     _walk_to_imagined_goal(agent, world)
     decisions = [c["decision"] for c in agent.episode_stats()["stop_checks"]]
     assert decisions and decisions[0] == "vetoed" and "scan" not in decisions and agent.stats["scans"] == 0
+    with pytest.raises(ValueError, match=r"unknown guide setting\(s\) \['z_detec'\]"):
+        WorldModelAgent(pipeline=BoxOracleImagination(world), guide={"z_detec": 2.0}, goal_check=None)
     with pytest.raises(ValueError, match="scan_deg"):
         WorldModelAgent(pipeline=BoxOracleImagination(world), clip_guidance=False, context_mode="noncontiguous",
                         goal_check=None, scan_deg=-1)
