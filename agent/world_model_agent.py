@@ -63,9 +63,12 @@ from world_model.boxes import draw_box
 from world_model.loading import load_pipeline
 
 ABLATIONS = ("none", "noise", "no_ssg")
-# keys of the `guide` block: ClipValueMap's and ClipGuide's settings (configs/agent/frontier_clip.yaml)
-GUIDE_KEYS = ("use_tour", "relevance_weight", "z_detect", "min_views", "stop_range_m", "centre_fraction",
-              "value_radius_m", "distance_weight", "give_up_steps", "frontier_min_size")
+# keys of the `guide` block (configs/agent/frontier_clip.yaml's), read off the two components' signatures;
+# the camera, devices and planner blocks come from the agent's own arguments
+VALUE_MAP_KEYS = tuple(k for k in inspect.signature(ClipValueMap).parameters if k not in ("clip", "hfov_deg", "device"))
+GUIDE_POLICY_KEYS = tuple(k for k in inspect.signature(ClipGuide).parameters
+                          if k not in ("value_map", "hfov_deg", "path", "navigator"))
+GUIDE_KEYS = ("use_tour",) + VALUE_MAP_KEYS + GUIDE_POLICY_KEYS
 
 
 def load_inverse_dynamics(path: str | Path | None):
@@ -243,7 +246,7 @@ class WorldModelAgent:
                 raise ValueError(f"unknown guide setting(s) {unknown}; the guide takes {sorted(GUIDE_KEYS)} "
                                  "(configs/agent/frontier_clip.yaml)")
             self.guide_use_tour = bool(g.pop("use_tour", True))
-            vm = {k: g.pop(k) for k in ("relevance_weight", "z_detect", "min_views") if k in g}
+            vm = {k: g.pop(k) for k in VALUE_MAP_KEYS if k in g}
             self.value_map = ClipValueMap(clip, hfov_deg=self.hfov_deg, device=device, **vm)
             self.guide = ClipGuide(self.value_map, hfov_deg=self.hfov_deg, path=path, navigator=navigator,
                                    **{"frontier_min_size": frontier_min_size, **g})
