@@ -17,6 +17,7 @@ import numpy as np
 
 from agent.base import set_threads
 from agent.baselines import episode_rng
+from envs.instruction_reader import read_instruction as read_text
 from planners.camera import HFOV_DEG, check_observation
 from planners.mapping import ObstacleMap, far_free_point, frontier_points  # re-exported (moved to planners)
 from planners.value_map import ClipGuide, ClipValueMap, load_clip_checkpoint  # noqa: F401 (re-exported)
@@ -38,6 +39,9 @@ class FrontierClipAgent:
         hfov_deg, max_depth: camera (read from ``env`` when it has them).
         mapping, path, navigator: keyword blocks of ObstacleMap, PathPlanner and Navigator.
         frontier_min_size: smallest frontier cluster (cells).
+        read_instruction: score views against the instruction's template wording, read back from free
+            wording by ``envs.instruction_reader`` (the CLIP was trained on template captions); a template
+            instruction is used as is. False: score against the instruction as given.
         device, threads: torch device and CPU threads (None: leave as is; "auto": the free cores).
     """
 
@@ -50,13 +54,15 @@ class FrontierClipAgent:
                  stop_range_m: float = 0.9, centre_fraction: float = 0.5, value_radius_m: float = 1.0,
                  distance_weight: float = 0.05, give_up_steps: int = 24, hfov_deg: float = HFOV_DEG,
                  max_depth: float = 10.0, mapping: dict | None = None, path: dict | None = None,
-                 navigator: dict | None = None, frontier_min_size: int = 5, device: str = "cpu",
-                 threads: int | str | None = "auto") -> None:
+                 navigator: dict | None = None, frontier_min_size: int = 5, read_instruction: bool = True,
+                 device: str = "cpu", threads: int | str | None = "auto") -> None:
         self.threads = set_threads(threads)
         self.seed = seed
         self.hfov_deg = float(getattr(env, "hfov_deg", hfov_deg)) if env is not None else float(hfov_deg)
         self.max_depth = float(getattr(env, "max_depth", max_depth)) if env is not None else float(max_depth)
         self.use_tour = bool(use_tour)
+        self.read_instruction = bool(read_instruction)
+        self.instruction = ""
         self.map_kwargs = {"hfov_deg": self.hfov_deg, "max_depth": self.max_depth, **(mapping or {})}
         self.value_map = ClipValueMap(clip, relevance_weight=relevance_weight, z_detect=z_detect,
                                       min_views=min_views, hfov_deg=self.hfov_deg, device=device)
@@ -71,7 +77,9 @@ class FrontierClipAgent:
     # ------------------------------------------------------------------ episode
     def reset(self, obs: dict, info: dict | None = None, context: dict | None = None) -> None:
         self.map = ObstacleMap(**self.map_kwargs)
-        self.value_map.reset(str(obs["instruction"]), self.map)
+        text = str(obs["instruction"])
+        self.instruction = read_text(text).canonical if self.read_instruction else text
+        self.value_map.reset(self.instruction, self.map)
         tour = self.use_tour and context is not None and len(context.get("rgb", ()))
         self.policy.reset(episode_rng(self.seed, (info or {}).get("episode_id", "")),
                           look_around=0 if tour else 11)  # no tour: see all around before choosing a frontier
@@ -101,7 +109,7 @@ class FrontierClipAgent:
         return self.policy.goal
 
     def episode_stats(self) -> dict:
-        return dict(self.stats)
+        return {**self.stats, "instruction": self.instruction}
 
     def debug_panels(self) -> dict[str, np.ndarray]:
         """Video panel: the agent's map with the value layer, the current goal and path."""

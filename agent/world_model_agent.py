@@ -53,6 +53,7 @@ from agent.baselines import episode_rng
 from agent.context import ContextBuffer
 from envs.actions import Action
 from envs.geometry import wrap_angle
+from envs.instruction_reader import read_instruction as read_text
 from planners.camera import HFOV_DEG, check_observation
 from planners.mapping import ObstacleMap
 from planners.path import FrontierExplorer, Navigator, PathPlanner, StopPolicy, goal_in_view
@@ -131,6 +132,11 @@ class WorldModelAgent:
             drop the goal at the first refused view. On 60 val episodes 330 turned approached-not-stopped
             into false stops (success -0.017 [-0.167, +0.133]): the goal check is far less precise on
             turned views (docs/experiments/2026-12-06-arrival-scan.md).
+        read_instruction: read the instruction back into the grammar's spec (``envs.instruction_reader``)
+            and give the world model, the CLIP guide and the goal check its template wording, which is
+            what they were trained on ("Make for the gray bed, the one right beside the blue cupboard"
+            -> "go to the grey bed next to the blue cabinet"). A template instruction is passed on
+            unchanged, and so is one that names no known category. False: pass every instruction as is.
         reject_m: imagined goals within this of an unconfirmed one are ignored (m).
         trust_support: None (default) or k: an imagined goal that k imaginations agree on needs no CLIP
             confirmation to STOP, and a location the guide did not confirm comes back as a goal when
@@ -172,7 +178,8 @@ class WorldModelAgent:
                  reject_m: float = 0.75, clip=None, guide: dict | None = None, ssg: str | None = None,
                  precision: str = "auto", device: str = "cpu", threads: int | str | None = 1,
                  trace: bool = False, trust_support: int | None = None, goal_check: str | None = "shipped",
-                 goal_check_threshold: float | None = None, scan_deg: float = 0.0) -> None:
+                 goal_check_threshold: float | None = None, scan_deg: float = 0.0,
+                 read_instruction: bool = True) -> None:
         if ablation not in ABLATIONS:
             raise ValueError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
         if num_candidates < 1 or num_context < 1:
@@ -236,6 +243,7 @@ class WorldModelAgent:
         if scan_deg < 0:
             raise ValueError(f"scan_deg must be >= 0 (0 = no scan), got {scan_deg!r}")
         self.scan_deg = float(scan_deg)
+        self.read_instruction = bool(read_instruction)
         self.guide: ClipGuide | None = None  # the Frontier+CLIP policy, asked for an action every step
         self.value_map: ClipValueMap | None = None  # its perception: CLIP score of every view, value layer
         self.guide_use_tour = False
@@ -266,7 +274,8 @@ class WorldModelAgent:
         self.candidates: list[Candidate] = []
         self.best: Candidate | None = None
         self.pose = np.zeros(3)
-        self.instruction = ""
+        self.instruction = ""  # what the models are given (``read_instruction``)
+        self.raw_instruction = ""  # what the observation said
         self.last_action: int | None = None
         self.since_imagine = 0
         self.force_imagine = True
@@ -294,7 +303,9 @@ class WorldModelAgent:
         self._reset_state()
         episode_id = (info or {}).get("episode_id", "")
         self.rng = episode_rng(self.seed, episode_id)
-        self.instruction = str(obs["instruction"])
+        self.raw_instruction = str(obs["instruction"])
+        self.instruction = (read_text(self.raw_instruction).canonical if self.read_instruction
+                            else self.raw_instruction)
         has_tour = context is not None and len(context.get("rgb", ()))
         tour_mapped = False
         if self.guide is not None:
@@ -602,6 +613,7 @@ class WorldModelAgent:
         """Per-episode counters the runner adds to the episode's row."""
         s = dict(self.stats)
         s["goal_fraction"] = s["steps_with_goal"] / max(1, s["steps"])
+        s["instruction"] = self.instruction  # as the models read it (``read_instruction``)
         if self.trace:
             s["trace"] = list(self.trace_records)
             s["stop_checks"] = list(self.stop_records)
