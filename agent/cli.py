@@ -274,7 +274,8 @@ def adapter_env_kwargs(cfg) -> dict[str, Any]:
 
 def instruction_kwargs(cfg) -> dict[str, Any]:
     """The task's instruction wording (``task.paraphrase``, ``task.instructions``; configs/task/objectnav.yaml):
-    ``instructions=free`` is the shipped hand-written val set (envs/free_wording_val.json)."""
+    ``instructions=free`` is the split's shipped hand-written set (envs/free_wording_val.json: 110 val
+    episodes; envs/free_wording_test.json: 60 test episodes)."""
     task = cfg.task
     out: dict[str, Any] = {}
     if bool(task.get("paraphrase", False)):
@@ -282,9 +283,13 @@ def instruction_kwargs(cfg) -> dict[str, Any]:
     inst = task.get("instructions")
     if inst not in (None, "", "template", "null", "none"):
         if str(inst) == "free":
-            from envs.paraphrase import FREE_WORDING_VAL
+            from envs.paraphrase import FREE_WORDING
 
-            inst = FREE_WORDING_VAL
+            split = str(cfg.get("split", "val"))
+            if split not in FREE_WORDING:
+                raise ValueError(f"task.instructions=free: no hand-written set for split {split!r} (there are "
+                                 f"{', '.join(FREE_WORDING)}); give a file keyed by episode id instead")
+            inst = FREE_WORDING[split]
         out["instructions"] = str(inst)
     return out
 

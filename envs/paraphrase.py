@@ -263,7 +263,7 @@ def reword_episodes(episodes: Sequence, paraphrase_instructions: bool = False, s
             entry = table.get(str(ep.episode_id))
             if entry is None:
                 raise ValueError(f"episode {ep.episode_id} ({ep.scene_id}) has no entry in {instructions}; it "
-                                 f"covers {len(table)} episodes (generate_episodes('val', n<=100, seed=0))")
+                                 f"covers {len(table)} episodes: run at most that many (n_episodes)")
             if entry.get("template") not in (None, template):
                 raise ValueError(f"episode {ep.episode_id}: {instructions} was written for the template "
                                  f"{entry['template']!r}, but the episode says {template!r}")
@@ -276,6 +276,9 @@ def reword_episodes(episodes: Sequence, paraphrase_instructions: bool = False, s
 
 
 FREE_WORDING_VAL = Path(__file__).resolve().parent / "free_wording_val.json"
+# The hand-written sets by split: 110 val episodes, and 60 test episodes written later as a held-out check
+# of ``envs.instruction_reader`` (generate_episodes(split, n, seed=0), first episodes).
+FREE_WORDING = {"val": FREE_WORDING_VAL, "test": FREE_WORDING_VAL.with_name("free_wording_test.json")}
 
-__all__ = ["FREE_WORDING_VAL", "load_free_wording", "reword_episodes", "CATEGORY_SYNONYMS", "COLOR_SYNONYMS", "ROOM_SYNONYMS", "RELATION_PHRASES", "SENTENCE_FORMS",
+__all__ = ["FREE_WORDING", "FREE_WORDING_VAL", "load_free_wording", "reword_episodes", "CATEGORY_SYNONYMS", "COLOR_SYNONYMS", "ROOM_SYNONYMS", "RELATION_PHRASES", "SENTENCE_FORMS",
            "paraphrase", "mirror", "episode_seed"]

@@ -13,7 +13,7 @@ import pytest
 from envs.furniture import COLORS
 from envs.gym_env import INSTRUCTION_CHARSET, INSTRUCTION_MAX_LENGTH
 from envs.instructions import DIRECTIONAL, RELATIONS, InstructionSpec, ObjectRef
-from envs.paraphrase import (CATEGORY_SYNONYMS, COLOR_SYNONYMS, FREE_WORDING_VAL, RELATION_PHRASES, ROOM_SYNONYMS,
+from envs.paraphrase import (CATEGORY_SYNONYMS, COLOR_SYNONYMS, FREE_WORDING, FREE_WORDING_VAL, RELATION_PHRASES, ROOM_SYNONYMS,
                              SENTENCE_FORMS, load_free_wording, mirror, paraphrase, reword_episodes)
 from envs.scene import FURNITURE_CATEGORIES
 
@@ -160,14 +160,20 @@ def test_cli_task_options():
     assert env_kwargs(cfg)["paraphrase"] is True and wording_label(cfg) == "paraphrase(seed=0)"
     cfg.task.instructions = "free"
     assert env_kwargs(cfg)["instructions"] == str(FREE_WORDING_VAL) and wording_label(cfg).startswith("free(")
+    cfg.split = "test"  # the split's own hand-written set
+    assert env_kwargs(cfg)["instructions"] == str(FREE_WORDING["test"])
+    cfg.split = "train"
+    with pytest.raises(ValueError, match="no hand-written set for split 'train'"):
+        env_kwargs(cfg)
 
 
-def test_shipped_free_wording_set():
-    """>= 100 hand-written val instructions, each unlike any generator output for its episode."""
-    table = load_free_wording(FREE_WORDING_VAL)
-    assert len(table) >= 100
-    data = json.loads(FREE_WORDING_VAL.read_text())
-    assert data["split"] == "val" and int(data["episode_seed"]) == 0
+@pytest.mark.parametrize("split, at_least", [("val", 100), ("test", 60)])
+def test_shipped_free_wording_set(split, at_least):
+    """Hand-written instructions (110 val, 60 test), each unlike any generator output for its episode."""
+    table = load_free_wording(FREE_WORDING[split])
+    assert len(table) >= at_least
+    data = json.loads(FREE_WORDING[split].read_text())
+    assert data["split"] == split and int(data["episode_seed"]) == 0
     for k, v in table.items():
         free, tmpl = v["free"], v["template"]
         assert free.strip() and free != tmpl and set(free) <= set(INSTRUCTION_CHARSET), (k, free)
@@ -183,7 +189,8 @@ def test_shipped_free_wording_matches_the_nav_episodes():
     runs), so template and free wording run on the same episodes."""
     from envs.episodes import generate_episodes
 
-    eps = generate_episodes("val", 6, seed=0)
-    free = reword_episodes(eps, instructions=FREE_WORDING_VAL)
-    table = load_free_wording(FREE_WORDING_VAL)
-    assert [e.instruction for e in free] == [table[e.episode_id]["free"] for e in eps]
+    for split in ("val", "test"):
+        eps = generate_episodes(split, 6, seed=0)
+        free = reword_episodes(eps, instructions=FREE_WORDING[split])
+        table = load_free_wording(FREE_WORDING[split])
+        assert [e.instruction for e in free] == [table[e.episode_id]["free"] for e in eps]
