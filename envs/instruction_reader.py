@@ -386,4 +386,38 @@ def reading_accuracy(pairs: Sequence[tuple[str, InstructionSpec]]) -> dict[str, 
     return {k: v / n for k, v in hits.items()}
 
 
-__all__ = ["Reading", "read_instruction", "reading_accuracy", "same_spec", "CATEGORIES", "ROOMS", "COLOURS"]
+def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+    """``python -m envs.instruction_reader [FILE ...] [--show]``: how well the reader recovers the spec of
+    the shipped hand-written sets (or the given free-wording files) and of their template wordings."""
+    import argparse
+    from pathlib import Path
+
+    from envs.paraphrase import FREE_WORDING, load_free_wording
+
+    ap = argparse.ArgumentParser(prog="python -m envs.instruction_reader", description=main.__doc__)
+    ap.add_argument("files", nargs="*", help="free-wording files (default: the shipped val and test sets)")
+    ap.add_argument("--show", action="store_true", help="print each sentence read wrongly")
+    args = ap.parse_args(argv)
+    out: dict[str, dict[str, float]] = {}
+    for f in args.files or [str(p) for p in FREE_WORDING.values()]:
+        table = load_free_wording(f)
+        for wording in ("free", "template"):
+            pairs = [(v[wording], InstructionSpec.from_dict(v["spec"])) for v in table.values() if "spec" in v]
+            if not pairs:
+                raise ValueError(f"{f}: no entry carries its 'spec', so there is nothing to check the reading against")
+            acc = reading_accuracy(pairs)
+            out[f"{Path(f).name}:{wording}"] = acc
+            print(f"{Path(f).name} {wording:8s} n={len(pairs):3d} " + " ".join(f"{k} {v:.3f}" for k, v in acc.items()))
+            if args.show:
+                for text, truth in pairs:
+                    got = read_instruction(text).spec
+                    if not same_spec(got, truth):
+                        print(f"  {text!r}: read {got.to_text(0) if got else None!r}, means {truth.to_text(0)!r}")
+    return out
+
+
+__all__ = ["Reading", "main", "read_instruction", "reading_accuracy", "same_spec", "CATEGORIES", "ROOMS", "COLOURS"]
+
+
+if __name__ == "__main__":
+    main()

@@ -65,6 +65,19 @@ def test_hand_written_sets_read_back(path):
     assert acc["exact"] == 1.0, acc
 
 
+def test_the_accuracy_command_reports_each_set_and_wording(capsys, tmp_path):
+    from envs.instruction_reader import main
+
+    out = main([])
+    assert set(out) == {"free_wording_val.json:free", "free_wording_val.json:template",
+                        "free_wording_test.json:free", "free_wording_test.json:template"}
+    assert "free_wording_test.json free     n= 60 exact 1.000" in capsys.readouterr().out
+    bad = tmp_path / "no_spec.json"
+    bad.write_text(json.dumps({"instructions": {"e0": {"free": "go to the couch"}}}))
+    with pytest.raises(ValueError, match="nothing to check"):
+        main([str(bad)])
+
+
 @pytest.mark.parametrize("text, want", [
     # a verb that looks like a relation, and a colour after the noun
     ("I left my keys on the chair that is black. Can you head over there?", "go to the black chair"),
