@@ -2,8 +2,8 @@
 
     python scripts/pooled_compare.py runs/read/wm_val60_free:runs/gc/val60 runs/read/wm_test60_free:runs/agents100_gc/world_model
 
-Each argument is A:B, two eval output directories of the same episodes; the episodes all pairs share
-are pooled (episode ids differ between splits) and compared as `spatialnav compare` does (mean A - B,
+Each argument is A:B, two eval output directories of the same episodes; each pair's shared episodes
+are pooled (kept apart by pair, so two pairs may run the same episodes) and compared as `spatialnav compare` does (mean A - B,
 95% paired bootstrap over episodes, ``agent.comparison.paired_comparison``).
 """
 
@@ -20,13 +20,14 @@ def main(argv: list[str]) -> dict:
     if not argv or any(a.count(":") != 1 for a in argv):
         raise SystemExit(__doc__)
     rows_a, rows_b = [], []
-    for arg in argv:
+    for i, arg in enumerate(argv):
         a, b = arg.split(":")
         ra = read_episode_log(Path(a) / "episodes.jsonl")
         rb = {r["episode_id"]: r for r in read_episode_log(Path(b) / "episodes.jsonl")}
         shared = [r for r in ra if r["episode_id"] in rb]
-        rows_a += shared
-        rows_b += [rb[r["episode_id"]] for r in shared]
+        # keyed by (pair, episode): two pairs may hold the same episodes (two agents on one split)
+        rows_a += [{**r, "episode_id": f"{i}:{r['episode_id']}"} for r in shared]
+        rows_b += [{**rb[r["episode_id"]], "episode_id": f"{i}:{r['episode_id']}"} for r in shared]
     out = paired_comparison(rows_a, rows_b, keys=("success", "spl"))
     for k in ("success", "spl"):
         c = out[k]

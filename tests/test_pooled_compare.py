@@ -33,5 +33,8 @@ def test_pools_pairs_by_episode(tmp_path, capsys):
     assert out["success"]["n"] == 8 and out["success"]["diff"] == pytest.approx(2 / 8)
     assert out["spl"]["diff"] == pytest.approx(4 * 0.25 / 8)
     assert "success: A 0.500, B 0.250, A - B +0.250" in capsys.readouterr().out
+    # two pairs over the same episodes count twice
+    out = mod.main([f"{tmp_path / 'a1'}:{tmp_path / 'b1'}", f"{tmp_path / 'a1'}:{tmp_path / 'b1'}"])
+    assert out["success"]["n"] == 8 and out["success"]["diff"] == pytest.approx(0.5)
     with pytest.raises(SystemExit):
         mod.main(["no-colon"])
