@@ -1,5 +1,6 @@
 """The integration pages run as written: every ```python block of docs/run_anywhere.md,
-docs/own_agent.md and docs/world_model_in_your_agent.md is executed, then its results checked."""
+docs/own_agent.md, docs/world_model_in_your_agent.md and docs/planners.md is executed, then its
+results checked."""
 
 from __future__ import annotations
 
@@ -61,3 +62,18 @@ def test_world_model_page_runs(tmp_path, monkeypatch):
     assert r.frames.dtype == np.uint8 and r.frames.shape[1:] == size + (3,)
     assert len(r.bbox_frames) >= 1 and r.instruction == ns["obs"]["instruction"]
     assert list(ns["sample"].indices) == sorted(ns["sample"].indices) and len(ns["sample"].indices) == 8
+
+
+def test_planners_page_runs(tmp_path, monkeypatch):
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        ns = run_page("planners.md", tmp_path, monkeypatch)
+    finally:
+        torch.set_num_threads(threads)
+    ns["env"].close()
+    assert ns["action"] in (0, 1, 2, 3)
+    assert set(ns["view"]) >= {"score", "z", "xy", "offset"} and ns["m"].explored.any()
+    a = ns["answer"]
+    assert 0.0 <= a["p_success"] <= 1.0 and 0.0 <= a["p_visible"] <= 1.0 and a["stop"] == (a["p_success"] >= ns["check"].threshold)
