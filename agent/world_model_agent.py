@@ -275,7 +275,6 @@ class WorldModelAgent:
         self.best: Candidate | None = None
         self.pose = np.zeros(3)
         self.instruction = ""  # what the models are given (``read_instruction``)
-        self.raw_instruction = ""  # what the observation said
         self.last_action: int | None = None
         self.since_imagine = 0
         self.force_imagine = True
@@ -303,9 +302,8 @@ class WorldModelAgent:
         self._reset_state()
         episode_id = (info or {}).get("episode_id", "")
         self.rng = episode_rng(self.seed, episode_id)
-        self.raw_instruction = str(obs["instruction"])
-        self.instruction = (read_text(self.raw_instruction).canonical if self.read_instruction
-                            else self.raw_instruction)
+        text = str(obs["instruction"])
+        self.instruction = read_text(text).canonical if self.read_instruction else text
         has_tour = context is not None and len(context.get("rgb", ()))
         tour_mapped = False
         if self.guide is not None:

@@ -35,7 +35,7 @@ before.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 from envs.instructions import NUM_TEMPLATES, InstructionSpec, ObjectRef
@@ -96,8 +96,11 @@ def _lexicon(*tables: dict[str, tuple[str, ...]]) -> dict[tuple[str, ...], str]:
 
 
 CATEGORIES = _lexicon(CATEGORY_SYNONYMS, _EXTRA_CATEGORY_WORDS)
-ROOMS = _lexicon({k: v for k, v in ROOM_SYNONYMS.items()}, _EXTRA_ROOM_WORDS)
+ROOMS = _lexicon(ROOM_SYNONYMS, _EXTRA_ROOM_WORDS)
 COLOURS = _lexicon(COLOR_SYNONYMS, _EXTRA_COLOUR_WORDS)
+# matched in this order (rooms before categories: "bed room"; colours before categories: "light blue")
+_TABLES = tuple((kind, table, max(len(k) for k in table))
+                for kind, table in (("room", ROOMS), ("colour", COLOURS), ("category", CATEGORIES)))
 # "bath" names a room only after "in the"/"into the": alone it is too often the tub.
 _ROOM_NEEDS_IN = {("bath",), ("hall",), ("study",), ("entrance",), ("landing",), ("den",)}
 _CLAUSE_END = {".", ",", ";", ":", "!", "?", "(", ")", "-"}
@@ -123,14 +126,12 @@ class _Mention:
 class _Entity:
     category: str
     color: str | None
-    positions: list[int] = field(default_factory=list)  # token index of each mention's noun
     marked: bool = False  # singled out by a demonstrative: "that chair"
 
 
 @dataclass
 class _Cue:
     relation: str
-    position: int
     refs: list[int]  # entity indices
 
 
@@ -155,8 +156,7 @@ class Reading:
 def _find_mentions(toks: list[str]) -> list[_Mention]:
     found: list[_Mention] = []
     taken = [False] * len(toks)
-    for kind, table in (("room", ROOMS), ("colour", COLOURS), ("category", CATEGORIES)):
-        longest = max(len(k) for k in table)
+    for kind, table, longest in _TABLES:
         i = 0
         while i < len(toks):
             hit = None
@@ -200,9 +200,10 @@ def _colour_of(noun: _Mention, mentions: list[_Mention], toks: list[str]) -> str
     return None
 
 
-def _cues(toks: list[str], noun_ends: set[int]) -> list[tuple[str, int, str, int]]:
-    """(relation, token index, how the reference is found, search start): "after" (the next
-    entities), "possessive" (the entity before "'s": "the sofa's left", not "that's next to"), "pronoun" (its/their), "back" (between them)."""
+def _cues(toks: list[str], noun_ends: set[int]) -> list[tuple[str, int, str]]:
+    """(relation, token index, how the reference is found): "after" (the next entities),
+    "possessive" (the entity before "'s": "the sofa's left", not "that's next to"), "pronoun"
+    (its/their), "back" ("between them": the entities before)."""
     out = []
     n = len(toks)
 
@@ -241,14 +242,14 @@ def _cues(toks: list[str], noun_ends: set[int]) -> list[tuple[str, int, str, int
         # where the reference is
         if (at(i - 1) in ("'s", "'") and i - 2 in noun_ends) or (
                 at(i - 2) in ("'s", "'") and i - 3 in noun_ends and at(i - 1) in ("own", "left", "right")):
-            out.append((rel, i, "possessive", i))
+            out.append((rel, i, "possessive"))
         elif at(i - 1) in _POSSESSIVE_PRONOUNS or (at(i - 2) in _POSSESSIVE_PRONOUNS and at(i - 1) == "own"):
-            out.append((rel, i, "pronoun", i))
+            out.append((rel, i, "pronoun"))
         elif rel == "between" and at(i + 1) in ("them", "those", "these", "the", "two") and (
                 at(i + 1) != "the" or at(i + 2) == "two"):
-            out.append((rel, i, "back", i))
+            out.append((rel, i, "back"))
         else:
-            out.append((rel, i, "after", i + 1))
+            out.append((rel, i, "after"))
     return out
 
 
@@ -273,7 +274,6 @@ def read_instruction(text: str) -> Reading:
         else:
             entities.append(_Entity(m.value, colour))
             k = len(entities) - 1
-        entities[k].positions.append(m.start)
         noun_at[m.start] = k
         before = [w for w in toks[max(0, m.start - 3):m.start] if w not in _CLAUSE_END]
         if before and before[0] in _DEMONSTRATIVES or (before and before[-1] in _DEMONSTRATIVES):
@@ -299,14 +299,15 @@ def read_instruction(text: str) -> Reading:
     marked = {k for k, e in enumerate(entities) if e.marked}
     cues: list[_Cue] = []
     if len(entities) >= 2:
-        for rel, pos, how, start in _cues(toks, {m.end - 1 for m in nouns}):
+        for rel, pos, how in _cues(toks, {m.end - 1 for m in nouns}):
             need = 2 if rel == "between" else 1
             if how == "after":
+                start = pos + 1
                 refs = entities_after(start, need)
                 if rel != "between" and refs:
-                    # the reference is the first entity after the cue, within a few words
+                    # the reference is the first entity after the cue, within a few words of one clause
                     first = min(p for p in noun_at if p >= start and noun_at[p] == refs[0])
-                    if first - start > 8 or any(w in _CLAUSE_END for w in toks[start:first]) and rel != "between":
+                    if first - start > 8 or any(w in _CLAUSE_END for w in toks[start:first]):
                         refs = []
             elif how == "possessive":
                 k = entity_before(pos, set())
@@ -323,7 +324,7 @@ def read_instruction(text: str) -> Reading:
                 second = None if first is None else entity_before(pos, marked | {first})
                 refs = [r for r in (second, first) if r is not None]
             if len(refs) == need:
-                cues.append(_Cue(rel, pos, refs))
+                cues.append(_Cue(rel, refs))
 
     # the target, and the relation that singles it out
     chosen: _Cue | None = None
@@ -336,11 +337,8 @@ def read_instruction(text: str) -> Reading:
             continue
         chosen = cue
         break
-    if chosen is None:
+    if chosen is None:  # no usable relation: the marked entity, else the first mentioned
         target = min(marked) if marked else 0
-        if not marked and len(entities) > 1:
-            # no usable relation: the entity mentioned after a verb of motion, else the first
-            target = 0
         relation, refs = None, []
     else:
         free = [k for k in range(len(entities)) if k not in chosen.refs]

@@ -1,6 +1,6 @@
 """The integration pages run as written: every ```python block of docs/run_anywhere.md,
-docs/own_agent.md, docs/world_model_in_your_agent.md and docs/planners.md is executed, then its
-results checked."""
+docs/own_agent.md, docs/world_model_in_your_agent.md, docs/planners.md and docs/agents.md is
+executed, then its results checked."""
 
 from __future__ import annotations
 
@@ -14,23 +14,25 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def run_page(name: str, cwd: Path, monkeypatch) -> dict:
+    """Execute the page's python blocks in ``cwd``; torch's thread count (which agents built there
+    may set) is restored afterwards."""
+    import torch
+
     text = (DOCS / name).read_text()
     blocks = re.findall(r"^```python\n(.*?)^```$", text, flags=re.S | re.M)
     assert blocks, f"no python block in docs/{name}"
     monkeypatch.chdir(cwd)
     ns: dict = {"__name__": f"docs_{name.replace('.', '_')}"}
-    exec(compile("\n".join(blocks), str(DOCS / name), "exec"), ns)  # noqa: S102 (our own docs)
+    threads = torch.get_num_threads()
+    try:
+        exec(compile("\n".join(blocks), str(DOCS / name), "exec"), ns)  # noqa: S102 (our own docs)
+    finally:
+        torch.set_num_threads(threads)
     return ns
 
 
 def test_robot_loop_page_runs_and_its_frames_match_the_env(tmp_path, monkeypatch):
-    import torch
-
-    threads = torch.get_num_threads()
-    try:
-        ns = run_page("run_anywhere.md", tmp_path, monkeypatch)
-    finally:
-        torch.set_num_threads(threads)
+    ns = run_page("run_anywhere.md", tmp_path, monkeypatch)
     obs, bridge, info = ns["obs"], ns["bridge"], ns["info"]
     mine = bridge.observation()
     # the bridge's odometry -> start-frame conversion equals the env's own gps/compass
@@ -50,13 +52,7 @@ def test_own_agent_page_runs(tmp_path, monkeypatch):
 
 
 def test_world_model_page_runs(tmp_path, monkeypatch):
-    import torch
-
-    threads = torch.get_num_threads()
-    try:
-        ns = run_page("world_model_in_your_agent.md", tmp_path, monkeypatch)
-    finally:
-        torch.set_num_threads(threads)
+    ns = run_page("world_model_in_your_agent.md", tmp_path, monkeypatch)
     r = ns["rollout"]
     size = ns["size"]
     assert r.frames.dtype == np.uint8 and r.frames.shape[1:] == size + (3,)
@@ -65,15 +61,14 @@ def test_world_model_page_runs(tmp_path, monkeypatch):
 
 
 def test_planners_page_runs(tmp_path, monkeypatch):
-    import torch
-
-    threads = torch.get_num_threads()
-    try:
-        ns = run_page("planners.md", tmp_path, monkeypatch)
-    finally:
-        torch.set_num_threads(threads)
+    ns = run_page("planners.md", tmp_path, monkeypatch)
     ns["env"].close()
     assert ns["action"] in (0, 1, 2, 3)
     assert set(ns["view"]) >= {"score", "z", "xy", "offset"} and ns["m"].explored.any()
     a = ns["answer"]
     assert 0.0 <= a["p_success"] <= 1.0 and 0.0 <= a["p_visible"] <= 1.0 and a["stop"] == (a["p_success"] >= ns["check"].threshold)
+
+
+def test_agents_page_runs(tmp_path, monkeypatch):
+    ns = run_page("agents.md", tmp_path, monkeypatch)
+    assert ns["r"].canonical == "go to the orange plant left of the sofa"

@@ -168,15 +168,3 @@ def test_frontier_clip_scores_views_against_the_template_wording(nav_episodes, t
         assert np.allclose(agent.value_map.text.cpu().numpy(), want.detach().cpu().numpy(), atol=1e-6)
     env.close()
     assert texts == {True: ep.spec.to_text(0), False: text}
-
-
-def test_the_agents_page_example_runs():
-    import re
-    from pathlib import Path
-
-    text = (Path(__file__).resolve().parents[1] / "docs" / "agents.md").read_text()
-    blocks = re.findall(r"^```python\n(.*?)^```$", text, flags=re.S | re.M)
-    assert blocks, "no python block in docs/agents.md"
-    ns: dict = {}
-    exec(compile("\n".join(blocks), "docs/agents.md", "exec"), ns)  # noqa: S102 (our own docs)
-    assert ns["r"].canonical == "go to the orange plant left of the sofa"
