@@ -22,6 +22,7 @@ an optional pitch (radians, positive looks up).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -74,6 +75,25 @@ def camera_rotations(yaw: np.ndarray, pitch: np.ndarray | None = None) -> np.nda
     r[..., :, 1] = np.stack([-sp * cy, -sp * sy, cp], -1)  # up
     r[..., :, 2] = np.stack([cp * cy, cp * sy, sp], -1)  # forward
     return r
+
+
+def _pack_words(words: np.ndarray) -> np.ndarray:
+    """(P,) uint32 words whose memory bytes are (r, g, b, x) -> a fresh (P, 3) uint8 array of (r, g, b)."""
+    p = words.shape[0]
+    out = np.empty(3 * p + 1, np.uint8)
+    np.ndarray((p,), np.uint32, out.data, 0, (3,))[...] = words  # in order: word i+1 overwrites byte 3i+3
+    return out[: 3 * p].reshape(p, 3)
+
+
+@functools.lru_cache(maxsize=1)
+def _strided_words_ok() -> bool:
+    """Whether _pack_words is exact with this numpy (it relies on in-order element copies)."""
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (4099, 3), dtype=np.uint8)
+    rgb0 = np.zeros((len(rgb), 4), np.uint8)
+    rgb0[:, :3] = rgb
+    rgb0[:, 3] = 255  # a wrong order would leave these bytes in the result
+    return bool(np.array_equal(_pack_words(rgb0.view(np.uint32).reshape(-1)), rgb))
 
 
 class Renderer:
@@ -131,6 +151,11 @@ class Renderer:
         if (bg < 0).any() or (bg > 255).any():
             raise ValueError(f"background must be an RGB triple in 0..255, got {background}")
         self._color = np.vstack([scene.tri_color, bg.astype(np.uint8)[None]])
+        # The same colours as one 4-byte word per row (bytes r, g, b, 0 in memory): see _gather_rgb.
+        rgb0 = np.zeros((nf + 1, 4), np.uint8)
+        rgb0[:, :3] = self._color
+        self._color32 = rgb0.view(np.uint32).reshape(-1)
+        self._word_buf: np.ndarray | None = None  # reused gathered words of the last batch size
         self._instance = np.append(scene.tri_instance, np.int32(0)).astype(np.int32)
         self._semantic = np.append(scene.tri_semantic, np.int32(0)).astype(np.int32)
         self._buf: np.ndarray | None = None  # reused rays buffer for the last batch size (N > 1)
@@ -269,7 +294,7 @@ class Renderer:
             idx = self._idx
             np.copyto(idx, prim, casting="unsafe")
             if "rgb" in outputs:
-                res["rgb"] = np.take(self._color, idx, axis=0, mode="clip").reshape(n, h, w, 3)
+                res["rgb"] = self._gather_rgb(idx).reshape(n, h, w, 3)
             if "instance" in outputs:
                 res["instance"] = np.take(self._instance, idx, mode="clip").reshape(n, h, w)
             if "semantic" in outputs:
@@ -278,6 +303,26 @@ class Renderer:
         if count_instance is not None:
             out["instance_pixels"] = self._instance_pixels(prim.reshape(n, h * w), count_instance)
         return out
+
+    def _gather_rgb(self, idx: np.ndarray) -> np.ndarray:
+        """``self._color[idx]`` as a fresh (P, 3) uint8 array, at about half the cost of ``np.take``.
+
+        numpy has no fast path for 3-byte items (each pixel is a small memmove); 4-byte items
+        have one. So the colours are gathered as words (r, g, b, 0) and then written, in order,
+        into a fresh byte buffer through a uint32 view with a 3-byte stride: each word's zero
+        byte lands on the next pixel's red byte, which the next write then sets (the buffer has
+        one spare byte for the last word). This needs numpy to copy into such a view element by
+        element in increasing order, which ``_strided_words_ok`` checks once per process; where
+        it does not hold, the plain gather runs.
+        """
+        idx = idx.reshape(-1)
+        p = idx.shape[0]
+        if not _strided_words_ok():
+            return np.take(self._color, idx, axis=0, mode="clip")
+        if self._word_buf is None or self._word_buf.shape[0] != p:
+            self._word_buf = np.empty(p, np.uint32)
+        words = np.take(self._color32, idx, mode="clip", out=self._word_buf)
+        return _pack_words(words)
 
     def _instance_pixels(self, prim: np.ndarray, instance_id) -> np.ndarray:
         """Per row of ``prim`` (N, P) primitive ids, the number of hits on ``instance_id``'s triangles.

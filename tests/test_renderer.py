@@ -155,6 +155,28 @@ def test_count_instance_equals_the_instance_image():
     assert (inst == 1).any() and (inst == 2).any() and (inst == 0).any()
 
 
+def test_rgb_is_the_colour_table_at_each_hit(monkeypatch):
+    """The packed-word RGB gather (envs.renderer._gather_rgb) gives exactly the colour table's row of
+    every pixel's triangle (the background on misses), in a fresh array per call, and equals the
+    plain gather it replaces (forced here through its fallback)."""
+    import envs.renderer as rmod
+
+    r = Renderer(one_room_scene(), width=37, height=23, threads=1, background=(7, 8, 9))  # odd sizes
+    poses = np.array([[0.0, 0.0, 0.0], [0.5, 0.3, 2.0], [-1.0, 0.0, np.pi], [9.0, 0.0, 0.0]])  # the last: outside, facing away
+    assert rmod._strided_words_ok()  # the fast path is the one that runs (and is measured) here
+    rgb = r.render(poses, outputs=("rgb",))["rgb"]
+    prim = r.cast(r._rays(poses, None).copy())["primitive_ids"].reshape(-1).astype(np.int64)
+    want = r._color[np.minimum(prim, r._nf)].reshape(rgb.shape)
+    np.testing.assert_array_equal(rgb, want)
+    assert (rgb.reshape(-1, 3) == (7, 8, 9)).all(1).any() and rgb.flags.c_contiguous
+    one = r.render(poses[1], outputs=("rgb",))["rgb"]
+    again = r.render(poses[2], outputs=("rgb",))["rgb"]
+    assert not np.shares_memory(one, again)
+    np.testing.assert_array_equal(one[0], want[1])  # not overwritten by the next render
+    monkeypatch.setattr(rmod, "_strided_words_ok", lambda: False)
+    np.testing.assert_array_equal(r.render(poses, outputs=("rgb",))["rgb"], want)
+
+
 def test_only_requested_outputs_and_bad_input(renderer):
     assert set(renderer.render([0, 0, 0], outputs=("depth",))) == {"depth"}
     with pytest.raises(ValueError, match="unknown render outputs"):
