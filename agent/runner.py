@@ -12,8 +12,10 @@ several envs side by side for agents that allow it (``is_batchable``).
 from __future__ import annotations
 
 import inspect
+import itertools
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -104,70 +106,160 @@ def batchable_agents() -> list[str]:
     return out
 
 
-def run_parallel(pairs: Sequence[tuple[Any, Any]], indices: Sequence[int], seed: int | None = None,
-                 video: Iterable[int] = ()):
-    """Run the episodes ``indices`` over the (env, agent) ``pairs``; yields (row, frames) per episode
-    as it finishes (frames: the video frames for an index in ``video``, else None).
+@dataclass(frozen=True)
+class PairSpec:
+    """How a worker process builds its own (env, agent) pair: everything here must pickle (a
+    registered agent name or an importable class or function, an ``env_factory`` given as
+    ``"module:function"`` or an importable callable)."""
 
-    One pair runs them in order in this thread. Several pairs run in one worker thread each, every
-    worker taking the next index when its episode ends: the ray casts, numpy and torch release the
-    GIL, so the envs step side by side. Each episode is ``run_episode`` on one pair, as in a serial
-    run, so its row is the same (timings aside). An exception in a worker is raised here and the
-    other workers stop after their current episode.
+    agent: Any
+    agent_kwargs: dict
+    seed: int | None
+    env_factory: Any
+    env_kwargs: dict
+
+    def build(self):
+        env = _make_env(self.env_factory, **self.env_kwargs)
+        return env, build_agent(resolve_agent(self.agent), env, seed=self.seed, **self.agent_kwargs)[0]
+
+
+def _one_episode(env, agent, idx, seed, video):
+    frames: list[np.ndarray] | None = [] if idx in video else None
+    row = run_episode(env, agent, idx, seed=seed, frame_callback=None if frames is None else frames.append)
+    return row, frames
+
+
+def _serve(env, agent, todo, done, seed, video) -> None:
+    """Run the lists of episode indices from ``todo`` until it yields None; put ("row", (row, frames)) per
+    episode, ("error", text) on failure and ("exit", None) at the end, on ``done``."""
+    import traceback
+
+    try:
+        while (work := todo.get()) is not None:
+            for idx in work:
+                done.put(("row", _one_episode(env, agent, idx, seed, video)))
+    except BaseException as e:  # handed to the caller, which raises it
+        done.put(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
+    finally:
+        done.put(("exit", None))
+
+
+def _share_cores(num_envs: int) -> int | None:
+    """With ``num_envs`` envs side by side, torch in each process keeps at most cpu_count // num_envs
+    threads (oversubscribed cores make OpenMP spin). Returns torch's thread count before (None:
+    torch not loaded)."""
+    import sys
+
+    if "torch" not in sys.modules:
+        return None
+    import torch
+
+    before = torch.get_num_threads()
+    cap = max(1, (os.cpu_count() or 1) // max(1, num_envs))
+    if before > cap:
+        torch.set_num_threads(cap)
+    return before
+
+
+def _worker_process(spec: PairSpec, todo, done, seed, video, num_envs) -> None:
+    """A worker process's main: build the pair, serve episodes, close the env."""
+    env = None
+    try:
+        env, agent = spec.build()
+        _share_cores(num_envs)
+    except BaseException as e:
+        import traceback
+
+        done.put(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
+        done.put(("exit", None))
+        return
+    try:
+        _serve(env, agent, todo, done, seed, video)
+    finally:
+        env.close()
+
+
+def run_parallel(pair: tuple[Any, Any], indices: Sequence[int], seed: int | None = None,
+                 video: Iterable[int] = (), num_envs: int = 1, spec: PairSpec | None = None,
+                 groups: Sequence[Any] | None = None):
+    """Run the episodes ``indices``; yields (row, frames) per episode as it finishes (frames: the
+    video frames for an index in ``video``, else None).
+
+    With ``num_envs`` 1 the (env, agent) ``pair`` runs them in order in this thread. With more, the
+    pair serves episodes from a worker thread here and ``num_envs - 1`` worker processes (spawned;
+    each builds its own pair from ``spec``) serve the rest, each taking the next index when its
+    episode ends. Processes, not threads: open3d's ``cast_rays`` holds the GIL, so envs stepped from
+    threads of one process take turns (measured: two threads casting 0.94x the speed of one after
+    the other). Each episode is ``run_episode`` on one pair, as in a serial run, so its row is the
+    same (timings aside). ``groups`` (one key per index, e.g. its scene id): a worker takes each run
+    of consecutive indices with the same key as one piece of work, so it builds that scene once. An
+    error in a worker is raised here (as a RuntimeError carrying the worker's traceback) and the
+    other workers are stopped.
     """
-    import queue
+    video = set(video)
+    if num_envs <= 1 or len(indices) <= 1:
+        env, agent = pair
+        for idx in indices:
+            yield _one_episode(env, agent, idx, seed, video)
+        return
+    import multiprocessing as mp
+    import pickle
     import threading
 
-    video = set(video)
-
-    def one(env, agent, idx):
-        frames: list[np.ndarray] | None = [] if idx in video else None
-        row = run_episode(env, agent, idx, seed=seed, frame_callback=None if frames is None else frames.append)
-        return row, frames
-
-    if len(pairs) == 1:
-        env, agent = pairs[0]
-        for idx in indices:
-            yield one(env, agent, idx)
-        return
-    todo: queue.Queue = queue.Queue()
-    for idx in indices:
-        todo.put(idx)
-    done: queue.Queue = queue.Queue()
-    stop = threading.Event()
-
-    def worker(env, agent):
-        try:
-            while not stop.is_set():
-                try:
-                    idx = todo.get_nowait()
-                except queue.Empty:
-                    break
-                done.put(("row", one(env, agent, idx)))
-        except BaseException as e:  # handed to the caller, which raises it
-            stop.set()
-            done.put(("error", e))
-        finally:
-            done.put(("exit", None))
-
-    threads = [threading.Thread(target=worker, args=p, daemon=True, name=f"spatialnav-env-{i}")
-               for i, p in enumerate(pairs)]
-    for t in threads:
-        t.start()
-    running = len(threads)
+    if spec is None:
+        raise ValueError("run_parallel(num_envs > 1) needs spec, the PairSpec its worker processes build from")
+    try:
+        pickle.dumps(spec)
+    except Exception as e:
+        raise ValueError(f"num_envs > 1 runs envs in worker processes, which must rebuild the agent and env: "
+                         f"{e}. Pass a registered agent name or an importable (module-level) agent class, and "
+                         f"env_factory as 'module:function', or use num_envs=1") from None
+    ctx = mp.get_context("spawn")  # fork would copy OpenMP and Embree thread pools mid-use
+    n_proc = min(int(num_envs), len(set(groups if groups is not None else indices))) - 1
+    todo, done = ctx.Queue(), ctx.Queue()
+    keys = list(range(len(indices))) if groups is None else list(groups)
+    if len(keys) != len(indices):
+        raise ValueError(f"groups holds {len(keys)} keys for {len(indices)} indices")
+    for _, run in itertools.groupby(zip(keys, indices), key=lambda ki: ki[0]):
+        todo.put([int(i) for _, i in run])
+    for _ in range(n_proc + 1):
+        todo.put(None)
+    torch_threads = _share_cores(n_proc + 1)
+    procs = [ctx.Process(target=_worker_process, args=(spec, todo, done, seed, video, n_proc + 1), daemon=True,
+                         name=f"spatialnav-env-{i + 1}") for i in range(n_proc)]
+    for p in procs:
+        p.start()
+    local = threading.Thread(target=_serve, args=(*pair, todo, done, seed, video), daemon=True,
+                             name="spatialnav-env-0")
+    local.start()
+    running = n_proc + 1
     try:
         while running:
             kind, item = done.get()
             if kind == "exit":
                 running -= 1
             elif kind == "error":
-                raise item
+                raise RuntimeError(f"an env worker failed: {item}")
             else:
                 yield item
     finally:
-        # A consumer that stops early (an error, ^C) does not wait: the workers (daemon threads) end
-        # after their current episode, whose rows are dropped and rerun by a resume.
-        stop.set()
+        # Early stop (an error, ^C): the processes are killed and the thread ends after its current
+        # episode; unfinished episodes have no row, so a resume reruns them.
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(timeout=10)
+        while not todo.empty():  # let the local worker reach its end marker
+            try:
+                todo.get_nowait()
+            except Exception:
+                break
+        todo.put(None)
+        if torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(torch_threads)
 
 
 def check_eval_args(n_episodes, video, seed, out_dir, shard=None, num_envs=1) -> None:
@@ -215,8 +307,10 @@ def evaluate(
         shard: "i/n": evaluate episodes i, i+n, ...; merge the shards with ``merge``.
         video: False/0 = none, True = every episode, k = the first k of this shard (mp4).
         seed: agent seed (per episode it is combined with the episode id).
-        num_envs: run this many envs side by side, each with its own agent, in threads
-            (``run_parallel``); only agents whose class says ``batchable = True`` (``is_batchable``).
+        num_envs: run this many envs side by side, each with its own agent: this process and
+            num_envs - 1 worker processes (``run_parallel``); only agents whose class says
+            ``batchable = True`` (``is_batchable``), given by registered name or as an importable
+            class or function. With ``threads`` unset, each env casts with cpu_count // num_envs threads.
             The episodes' rows are those of a serial run (they are appended as episodes finish, so
             in another order); num_envs is not part of the run's fingerprint, so either may resume the other.
     Returns the summary dict (also written to out_dir/summary.json).
@@ -236,6 +330,9 @@ def evaluate(
     done_ids = {str(r["episode_id"]) for r in done_rows}
 
     env_factory = env_kwargs.pop("env_factory", None)
+    if num_envs > 1 and env_factory is None and env_kwargs.get("threads") is None:
+        # each env's ray casts get an equal share of the cores (None would give every env all of them)
+        env_kwargs["threads"] = max(1, (os.cpu_count() or 1) // num_envs)
     env = _make_env(env_factory, split=split, episodes=episodes, n_episodes=n_episodes, **env_kwargs)
     envs = [env]
     try:
@@ -255,17 +352,19 @@ def evaluate(
         bot, _ = build_agent(factory, env, seed=seed, **(agent_kwargs or {}))
         fingerprint = run_fingerprint(agent_name, factory, agent_kwargs, seed, split, episodes, env, bot)
         check_resume(out, fingerprint, n_done=len(done_rows))
-        pairs = [(env, bot)]
-        for _ in range(min(num_envs, len(todo)) - 1):
-            envs.append(_make_env(env_factory, split=split, episodes=episodes, n_episodes=n_episodes, **env_kwargs))
-            pairs.append((envs[-1], build_agent(factory, envs[-1], seed=seed, **(agent_kwargs or {}))[0]))
+        spec = None
+        if num_envs > 1 and len(todo) > 1:
+            spec = PairSpec(agent=agent, agent_kwargs=dict(agent_kwargs or {}), seed=seed, env_factory=env_factory,
+                            env_kwargs=dict(split=split, episodes=episodes, n_episodes=n_episodes, **env_kwargs))
 
         bar = _progress(todo, total=len(indices), initial=len(indices) - len(todo),
                         desc=f"{agent_name}/{split} {parse_shard(shard)[0]}/{parse_shard(shard)[1]}",
                         enable=progress)
         n_success = sum(float(r.get("success", 0)) for r in done_rows)
         with open(log_path, "a") as f:
-            for k, (row, frames) in enumerate(run_parallel(pairs, todo, seed=seed, video=video_set)):
+            for k, (row, frames) in enumerate(run_parallel((env, bot), todo, seed=seed, video=video_set,
+                                                                 num_envs=num_envs, spec=spec,
+                                                                 groups=[getattr(env.episodes[i], "scene_id", i) for i in todo])):
                 row["agent"] = agent_name
                 row["split"] = split
                 if frames is not None:

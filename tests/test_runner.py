@@ -205,18 +205,28 @@ def test_num_envs_refuses_agents_that_cannot_batch(tmp_path, nav_episode_file):
     assert is_batchable(bot)
 
 
-def test_num_envs_worker_error_is_raised(tmp_path, nav_episode_file):
-    """An agent failing in a worker thread (here: each copy on its second episode) fails evaluate()
-    with that error."""
+class FailsOnSecondEpisode(RandomAgent):
+    """Module level, so that a worker process can import it (test_num_envs_worker_error_is_raised)."""
 
-    class Fails(RandomAgent):
+    batchable = True
+
+    def reset(self, obs, info=None, context=None):
+        super().reset(obs, info, context)
+        self.calls = getattr(self, "calls", 0) + 1
+        if self.calls == 2:
+            raise RuntimeError("agent broke")
+
+
+def test_num_envs_worker_error_is_raised(tmp_path, nav_episode_file):
+    """An agent failing in a worker (each copy on its second episode; with 3 episodes over 2 envs
+    one copy runs two) fails evaluate() with that error; a class a worker process cannot import is
+    refused up front with what to do."""
+    with pytest.raises(RuntimeError, match="agent broke"):
+        evaluate(FailsOnSecondEpisode, n_episodes=3, out_dir=tmp_path / "a", episodes=nav_episode_file, num_envs=2,
+                 **FAST)
+
+    class Local(RandomAgent):
         batchable = True
 
-        def reset(self, obs, info=None, context=None):
-            super().reset(obs, info, context)
-            self.calls = getattr(self, "calls", 0) + 1
-            if self.calls == 2:
-                raise RuntimeError("agent broke")
-
-    with pytest.raises(RuntimeError, match="agent broke"):
-        evaluate(Fails, n_episodes=3, out_dir=tmp_path, episodes=nav_episode_file, num_envs=2, **FAST)
+    with pytest.raises(ValueError, match="worker processes, which must rebuild the agent.*use num_envs=1"):
+        evaluate(Local, n_episodes=3, out_dir=tmp_path / "b", episodes=nav_episode_file, num_envs=2, **FAST)
