@@ -22,7 +22,13 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from agent.base import AgentFactory, resolve_agent
-from agent.episode_log import EPISODES_FILE, check_episode_rows, read_episode_log, summarize_rows, write_summary
+from agent.episode_log import (
+    EPISODES_FILE,
+    check_episode_rows,
+    read_episode_log,
+    summarize_rows,
+    write_summary,
+)
 from agent.fair_play import agent_access, build_agent, public_context, public_info
 from agent.provenance import check_resume, provenance, run_fingerprint
 from agent.sharding import parse_shard, shard_indices
