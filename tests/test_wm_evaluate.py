@@ -192,6 +192,38 @@ def test_eval_wm_ablations_and_bad_input(tmp_path, tiny_pipeline_dir, nav_episod
         resolve_pipeline_path(tmp_path / "nowhere")
 
 
+def test_best_of_n_candidates_are_recorded_and_scored_offline(tmp_path, tiny_pipeline_dir, nav_episode_file):
+    """eval_wm.candidates=true records each of the N rollouts' grounding; the pipeline's pick is the
+    row's own rollout, and research.best_of_n scores verifiers on the run, paired with a 1-sample run."""
+    from agent.cli import main
+    from research import best_of_n
+
+    out, one = tmp_path / "bo3", tmp_path / "n1"
+    assert main(_eval_args(out, tiny_pipeline_dir, nav_episode_file, "none", "n=2", "eval_wm.num_samples=3",
+                           "eval_wm.candidates=true")) == 0
+    assert main(_eval_args(one, tiny_pipeline_dir, nav_episode_file, "none", "n=2")) == 0
+    rows = [r for r in best_of_n.read_rows(out) if r["status"] == "ok"]
+    assert rows
+    for r in rows:
+        assert len(r["candidates"]) == 3 and 0 <= r["best_index"] < 3
+        best = r["candidates"][r["best_index"]]
+        for k in ("if", "if_sd02", "sd", "p_hat", "box_confidence"):
+            assert best[k] == r[k], k  # the row's metrics are those of the rollout the pipeline picked
+    res = best_of_n.score(best_of_n.read_rows(out), best_of_n.read_rows(one), n_boot=200)
+    assert set(res) == {"pipeline", "first", "agreement", "medoid", "oracle"}
+    for k in best_of_n.METRICS:
+        assert res["pipeline"][k] == pytest.approx(np.mean([r[k] for r in rows]))
+        assert all(res["oracle"][k] >= res[v][k] for v in res)  # any-of-N bounds every verifier
+        assert res["first"]["vs_single"][k]["n"] == len(rows)
+    with pytest.raises(ValueError, match="candidates=true"):
+        best_of_n.score(best_of_n.read_rows(one))
+    # the verifiers themselves, on hand-made goals: three agree near the origin, one is far away
+    cands = [{"p_hat": [x, y, 0.0], "box_confidence": c} for x, y, c in
+             ((0.0, 0.0, 0.4), (0.5, 0.0, 0.3), (5.0, 5.0, 0.9), (0.2, 0.4, 0.5))]
+    assert best_of_n.pick_agreement(cands, radius=1.0) == 3  # 2 supporters each; the more confident
+    assert best_of_n.pick_medoid(cands) == 3  # summed distances 8.02, 7.73, 20.4, 7.60
+
+
 def test_ssg_oracle_control_feeds_true_target_masks_of_the_context(tmp_path, tiny_pipeline_dir, tiny_clip_dir,
                                                                    nav_episodes, nav_episode_file, monkeypatch):
     """research.ssg.controls control=oracle: eval-wm through its ssg_control hook."""

@@ -22,6 +22,9 @@ class EvalConfig:
         pipeline: pipeline dir (None: shipped weights, else runs/wm/pipeline).
         split, n, episodes, out_dir: episodes of ``split`` (or an episode file), how many, where.
         num_steps, guidance_scale, cfg_mode, num_samples, seed: sampling (``imagine``).
+        candidates: with num_samples > 1, also record each rollout's grounding (IF, SD, where its
+            final frame was localised, its box's confidence) in the row's ``candidates``, so that
+            verifiers other than the pipeline's can be scored offline (``research.best_of_n``).
         num_context: K context frames; context_mode: noncontiguous | contiguous (ablation).
         num_target, num_bbox: generated path / bbox frames (None: the pipeline's;
             num_bbox=0 = no bbox frames, IF from the final frame).
@@ -62,6 +65,7 @@ class EvalConfig:
     ssg_path: str | None = None
     precision: str = "auto"
     num_samples: int = 1
+    candidates: bool = False
     seed: int = 0
     clip: str | None = None
     render_scale: int = 2

@@ -46,7 +46,7 @@ def weights_fingerprint(path: str | os.PathLike) -> str:
 
 def _fingerprint(cfg: EvalConfig, pipe_path: str, weights: str, n_t: int, n_b: int) -> dict:
     keep = ("split", "episodes", "num_steps", "guidance_scale", "cfg_mode", "num_context", "context_mode", "subset",
-            "ssg", "ssg_path", "num_samples", "seed", "render_scale", "tour_frames", "agent_frames", "loc_spacing",
+            "ssg", "ssg_path", "num_samples", "candidates", "seed", "render_scale", "tour_frames", "agent_frames", "loc_spacing",
             "loc_headings", "loc_margin", "loc_size", "refine_top", "if_margin", "box_min_side", "box_min_confidence",
             "centre_deg",
             "min_match", "episode_seed", "clip")
@@ -95,6 +95,13 @@ def ssg_in_use(pipe, ssg: bool | None) -> bool:
     return loaded if ssg is None else bool(ssg) and loaded
 
 
+def _candidate(frames, bbox_frames, sample, state, cfg) -> dict:
+    """One best-of-N rollout's grounding, as a row's ``candidates`` entry (eval_wm.candidates)."""
+    g = grounding_metrics(frames, bbox_frames, sample, state, cfg)
+    keep = ("if", "if_sd02", "if_box", "if_final", "sd", "p_hat", "match", "box_found", "box_confidence")
+    return {k: g[k] for k in keep}
+
+
 def evaluate(cfg: EvalConfig, pipe=None, clip=None, ssg_control=None) -> dict:
     """Run the evaluation (resumable) and return the summary; see the module doc for the metrics.
 
@@ -130,6 +137,7 @@ def evaluate(cfg: EvalConfig, pipe=None, clip=None, ssg_control=None) -> dict:
     if cfg_path.exists():
         old = json.loads(cfg_path.read_text())
         old.setdefault("precision", "fp32")  # runs written before the option ran in fp32
+        old.setdefault("candidates", False)  # nor recorded candidates
         # runs written before the controls left the library name them by two flags
         legacy = "oracle" if old.pop("ssg_oracle", False) else "shuffle" if old.pop("ssg_shuffle", False) else None
         old.setdefault("ssg_control", legacy)
@@ -176,6 +184,10 @@ def evaluate(cfg: EvalConfig, pipe=None, clip=None, ssg_control=None) -> dict:
                                  seed=int(cfg.seed) + i, **kw)
                 t_img = time.perf_counter() - t1
                 row.update(grounding_metrics(r.frames, r.bbox_frames, sample, st, cfg))
+                if cfg.candidates and r.samples is not None:
+                    row["best_index"] = int(r.best_index)
+                    row["candidates"] = [_candidate(r.samples[k], r.sample_bbox_frames[k], sample, st, cfg)
+                                         for k in range(len(r.samples))]
                 if clip is not None:
                     row["clip_score"], row["clip_score_gt"] = clip_scores(clip, np.stack([r.frames[-1],
                                                                                           sample.target[-1]]),
