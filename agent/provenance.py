@@ -63,19 +63,31 @@ def module_fingerprint(module) -> str:
     return h.hexdigest()[:12]
 
 
+def _clip_of(agent):
+    """The CLIP an agent scores views with: its own, or its value map's (the world-model agent's
+    ``value_map``, Frontier+CLIP's; a guide that holds the value map)."""
+    for holder in (agent, getattr(agent, "value_map", None), getattr(agent, "guide", None),
+                   getattr(getattr(agent, "guide", None), "value_map", None)):
+        clip = getattr(holder, "clip", None) if holder is not None else None
+        if clip is not None:
+            return clip
+    return None
+
+
 def agent_weights(agent) -> dict[str, str]:
     """Hashes of the learned weights an agent acts with: world model (with any SSG adapter installed
-    in it), SSG prompter, instruction encoder, CLIP (its own or its guide's) and inverse dynamics."""
+    in it), SSG prompter, instruction encoder, CLIP (its own or its value map's), goal check and
+    inverse dynamics."""
     import torch
 
     found = {}
     pipe = getattr(agent, "pipeline", None)
-    guide = getattr(agent, "guide", None)
     candidates = {
         "world_model": getattr(pipe, "model", None),
         "ssg_prompter": getattr(pipe, "ssg_prompter", None),
         "text_encoder": getattr(pipe, "_text_encoder", None),
-        "clip": getattr(agent, "clip", None) if guide is None else getattr(guide, "clip", None),
+        "clip": _clip_of(agent),
+        "goal_check": getattr(agent, "goal_check", None),
         "inverse_dynamics": getattr(agent, "inverse_dynamics", None),
     }
     for k, m in candidates.items():

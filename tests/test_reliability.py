@@ -406,3 +406,25 @@ def test_auto_or_number_settings_take_a_number(capsys):
     capsys.readouterr()
     assert cli.main(["eval", "agent=world_model", "agent.threads=auto", "--cfg"]) == 2
     assert "agent.threads must be an integer" in _err(capsys)
+
+
+def test_agent_weights_finds_the_value_maps_clip_and_the_goal_check():
+    """The CLIP an agent scores views with sits in its value map (world-model agent, Frontier+CLIP) or
+    its guide's; it and the goal check are hashed into the run's provenance, and a change shows."""
+    import types
+
+    import torch
+
+    from agent.provenance import agent_weights
+
+    clip, check = torch.nn.Linear(3, 2), torch.nn.Linear(2, 2)
+    wm_like = types.SimpleNamespace(value_map=types.SimpleNamespace(clip=clip), goal_check=check,
+                                    guide=types.SimpleNamespace(value_map=types.SimpleNamespace(clip=clip)))
+    fc_like = types.SimpleNamespace(policy=None, value_map=types.SimpleNamespace(clip=clip))
+    guide_only = types.SimpleNamespace(guide=types.SimpleNamespace(value_map=types.SimpleNamespace(clip=clip)))
+    w = agent_weights(wm_like)
+    assert set(w) == {"clip", "goal_check"} and agent_weights(fc_like) == agent_weights(guide_only) == {"clip": w["clip"]}
+    with torch.no_grad():
+        check.weight.add_(1.0)
+    assert agent_weights(wm_like)["goal_check"] != w["goal_check"] and agent_weights(wm_like)["clip"] == w["clip"]
+    assert agent_weights(types.SimpleNamespace()) == {}
