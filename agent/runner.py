@@ -135,21 +135,6 @@ def _one_episode(env, agent, idx, seed, video):
     return row, frames
 
 
-def _serve(env, agent, todo, done, seed, video) -> None:
-    """Run the lists of episode indices from ``todo`` until it yields None; put ("row", (row, frames)) per
-    episode, ("error", text) on failure and ("exit", None) at the end, on ``done``."""
-    import traceback
-
-    try:
-        while (work := todo.get()) is not None:
-            for idx in work:
-                done.put(("row", _one_episode(env, agent, idx, seed, video)))
-    except BaseException as e:  # handed to the caller, which raises it
-        done.put(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
-    finally:
-        done.put(("exit", None))
-
-
 def _share_cores(num_envs: int) -> int | None:
     """With ``num_envs`` envs side by side, torch in each process keeps at most cpu_count // num_envs
     threads (oversubscribed cores make OpenMP spin). Returns torch's thread count before (None:
@@ -167,22 +152,27 @@ def _share_cores(num_envs: int) -> int | None:
     return before
 
 
-def _worker_process(spec: PairSpec, todo, done, seed, video, num_envs) -> None:
-    """A worker process's main: build the pair, serve episodes, close the env."""
+def _serve(get_pair, todo, done, seed, video, num_envs: int | None = None, close: bool = False) -> None:
+    """A worker's loop: get its (env, agent) pair, run the lists of episode indices from ``todo``
+    until it yields None, put ("row", (row, frames)) per episode, ("error", text) on failure and
+    ("exit", None) at the end on ``done``. A worker process builds its pair (``get_pair`` =
+    ``PairSpec.build``), shares the cores (``num_envs``) and closes its env (``close``)."""
+    import traceback
+
     env = None
     try:
-        env, agent = spec.build()
-        _share_cores(num_envs)
-    except BaseException as e:
-        import traceback
-
+        env, agent = get_pair()
+        if num_envs:
+            _share_cores(num_envs)
+        while (work := todo.get()) is not None:
+            for idx in work:
+                done.put(("row", _one_episode(env, agent, idx, seed, video)))
+    except BaseException as e:  # handed to the caller, which raises it
         done.put(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
-        done.put(("exit", None))
-        return
-    try:
-        _serve(env, agent, todo, done, seed, video)
     finally:
-        env.close()
+        if close and env is not None:
+            env.close()
+        done.put(("exit", None))
 
 
 def run_parallel(pair: tuple[Any, Any], indices: Sequence[int], seed: int | None = None,
@@ -220,22 +210,21 @@ def run_parallel(pair: tuple[Any, Any], indices: Sequence[int], seed: int | None
         raise ValueError(f"num_envs > 1 runs envs in worker processes, which must rebuild the agent and env: "
                          f"{e}. Pass a registered agent name or an importable (module-level) agent class, and "
                          f"env_factory as 'module:function', or use num_envs=1") from None
-    ctx = mp.get_context("spawn")  # fork would copy OpenMP and Embree thread pools mid-use
-    n_proc = min(int(num_envs), len(set(groups if groups is not None else indices))) - 1
-    todo, done = ctx.Queue(), ctx.Queue()
     keys = list(range(len(indices))) if groups is None else list(groups)
     if len(keys) != len(indices):
         raise ValueError(f"groups holds {len(keys)} keys for {len(indices)} indices")
-    for _, run in itertools.groupby(zip(keys, indices), key=lambda ki: ki[0]):
-        todo.put([int(i) for _, i in run])
-    for _ in range(n_proc + 1):
-        todo.put(None)
+    work = [[int(i) for _, i in run] for _, run in itertools.groupby(zip(keys, indices), key=lambda ki: ki[0])]
+    n_proc = min(int(num_envs), len(work)) - 1
+    ctx = mp.get_context("spawn")  # fork would copy OpenMP and Embree thread pools mid-use
+    todo, done = ctx.Queue(), ctx.Queue()
+    for item in work + [None] * (n_proc + 1):
+        todo.put(item)
     torch_threads = _share_cores(n_proc + 1)
-    procs = [ctx.Process(target=_worker_process, args=(spec, todo, done, seed, video, n_proc + 1), daemon=True,
+    procs = [ctx.Process(target=_serve, args=(spec.build, todo, done, seed, video, n_proc + 1, True), daemon=True,
                          name=f"spatialnav-env-{i + 1}") for i in range(n_proc)]
     for p in procs:
         p.start()
-    local = threading.Thread(target=_serve, args=(*pair, todo, done, seed, video), daemon=True,
+    local = threading.Thread(target=_serve, args=(lambda: pair, todo, done, seed, video), daemon=True,
                              name="spatialnav-env-0")
     local.start()
     running = n_proc + 1

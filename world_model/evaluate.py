@@ -95,11 +95,8 @@ def ssg_in_use(pipe, ssg: bool | None) -> bool:
     return loaded if ssg is None else bool(ssg) and loaded
 
 
-def _candidate(frames, bbox_frames, sample, state, cfg) -> dict:
-    """One best-of-N rollout's grounding, as a row's ``candidates`` entry (eval_wm.candidates)."""
-    g = grounding_metrics(frames, bbox_frames, sample, state, cfg)
-    keep = ("if", "if_sd02", "if_box", "if_final", "sd", "p_hat", "match", "box_found", "box_confidence")
-    return {k: g[k] for k in keep}
+# what a row's ``candidates`` entry keeps of each best-of-N rollout's grounding (eval_wm.candidates)
+CANDIDATE_KEYS = ("if", "if_sd02", "if_box", "if_final", "sd", "p_hat", "match", "box_found", "box_confidence")
 
 
 def evaluate(cfg: EvalConfig, pipe=None, clip=None, ssg_control=None) -> dict:
@@ -183,11 +180,12 @@ def evaluate(cfg: EvalConfig, pipe=None, clip=None, ssg_control=None) -> dict:
                 r = pipe.imagine(sample.context, sample.context_indices, ep.instruction,
                                  seed=int(cfg.seed) + i, **kw)
                 t_img = time.perf_counter() - t1
-                row.update(grounding_metrics(r.frames, r.bbox_frames, sample, st, cfg))
-                if cfg.candidates and r.samples is not None:
-                    row["best_index"] = int(r.best_index)
-                    row["candidates"] = [_candidate(r.samples[k], r.sample_bbox_frames[k], sample, st, cfg)
-                                         for k in range(len(r.samples))]
+                if cfg.candidates and r.samples is not None:  # every rollout's grounding; the row is the pick's
+                    gs = [grounding_metrics(f, b, sample, st, cfg) for f, b in zip(r.samples, r.sample_bbox_frames)]
+                    row.update(gs[int(r.best_index)], best_index=int(r.best_index),
+                               candidates=[{k: g[k] for k in CANDIDATE_KEYS} for g in gs])
+                else:
+                    row.update(grounding_metrics(r.frames, r.bbox_frames, sample, st, cfg))
                 if clip is not None:
                     row["clip_score"], row["clip_score_gt"] = clip_scores(clip, np.stack([r.frames[-1],
                                                                                           sample.target[-1]]),
