@@ -84,6 +84,25 @@ def load_inverse_dynamics(path: str | Path | None):
     return InverseDynamicsModel.from_pretrained(str(p)).eval()
 
 
+def close_in_count(depth, min_depth_m: float, max_steps: int, step_m: float = 0.25) -> int:
+    """Forward steps to take before a confirmed STOP: 0 when the median depth of the view's central patch
+    (the middle eighth of each side) is at most ``min_depth_m``, else one plus one per ``step_m`` beyond it,
+    at most ``max_steps``."""
+    d = np.asarray(depth, np.float64)
+    if d.ndim == 3:
+        d = d[..., 0]
+    h, w = d.shape
+    ph, pw = max(1, h // 16), max(1, w // 16)
+    patch = d[h // 2 - ph:h // 2 + ph, w // 2 - pw:w // 2 + pw]
+    patch = patch[np.isfinite(patch) & (patch > 0)]
+    if patch.size == 0 or max_steps <= 0:
+        return 0
+    c = float(np.median(patch))
+    if c <= min_depth_m:
+        return 0
+    return int(min(max_steps, math.floor((c - min_depth_m) / step_m) + 1))
+
+
 class WorldModelAgent:
     """Imagine-then-plan agent (module docstring).
 
@@ -179,6 +198,7 @@ class WorldModelAgent:
                  precision: str = "auto", device: str = "cpu", threads: int | str | None = 1,
                  trace: bool = False, trust_support: int | None = None, goal_check: str | None = "shipped",
                  goal_check_threshold: float | None = None, scan_deg: float = 0.0,
+                 close_in_steps: int = 0, close_in_depth_m: float = 1.0,
                  read_instruction: bool = True) -> None:
         if ablation not in ABLATIONS:
             raise ValueError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
@@ -243,6 +263,10 @@ class WorldModelAgent:
         if scan_deg < 0:
             raise ValueError(f"scan_deg must be >= 0 (0 = no scan), got {scan_deg!r}")
         self.scan_deg = float(scan_deg)
+        if int(close_in_steps) < 0 or not float(close_in_depth_m) > 0:
+            raise ValueError(f"close_in_steps must be >= 0 and close_in_depth_m > 0, got {close_in_steps!r}, "
+                             f"{close_in_depth_m!r}")
+        self.close_in_steps, self.close_in_depth_m = int(close_in_steps), float(close_in_depth_m)
         self.read_instruction = bool(read_instruction)
         self.guide: ClipGuide | None = None  # the Frontier+CLIP policy, asked for an action every step
         self.value_map: ClipValueMap | None = None  # its perception: CLIP score of every view, value layer
@@ -285,9 +309,10 @@ class WorldModelAgent:
                                          frontier_min_size=self.frontier_min_size)
         self.stats = {"imaginations": 0, "imagine_seconds": 0.0, "steps_with_goal": 0, "steps": 0,
                       "guide_steps": 0, "guide_stops": 0, "unconfirmed_goals": 0, "trusted_stops": 0,
-                      "scans": 0, "scan_steps": 0, "scan_stops": 0}
+                      "scans": 0, "scan_steps": 0, "scan_stops": 0, "close_in_steps": 0}
         self.scan_turned: float | None = None  # degrees turned in the current arrival scan (None: not scanning)
         self.scan_yaw = 0.0
+        self.closing: int | None = None  # forward steps left before the STOP a confirmed arrival earned (close_in_steps)
         self.obs: dict | None = None
         self.last_check: dict | None = None  # the goal check's answer at the last arrival
         self.trace_records: list[dict] = []
@@ -471,7 +496,7 @@ class WorldModelAgent:
         if self.guide is not None:  # score the view, then ask the guide what it would do
             self.value_map.observe(obs["rgb"], obs["depth"], self.guide.observe(obs, self.last_action, update_map=False))
             guide_action = self.guide.act()
-        if self.scan_turned is None and self._should_imagine(rgb_small):  # no imagining mid-scan
+        if self.scan_turned is None and self.closing is None and self._should_imagine(rgb_small):  # not mid-scan
             self.imagine()
         self.since_imagine += 1
         action = self._act_on_belief(guide_action)
@@ -479,6 +504,8 @@ class WorldModelAgent:
         return int(action)
 
     def _act_on_belief(self, guide_action: int | None = None) -> int:
+        if self.closing is not None:  # a confirmed arrival: the last steps towards the target, then STOP
+            return self._close_in_step()
         if self.goal is None:
             self.scan_turned = None
         if guide_action == Action.STOP:  # CLIP recognises the target, close and centred
@@ -505,7 +532,7 @@ class WorldModelAgent:
         if self.stop_policy.should_stop(self.pose, g.xy, g.confidence, g.radius_m):
             if self._confirmed():
                 self._trace_stop_check(g, "confirmed")
-                return int(Action.STOP)
+                return self._confirmed_stop()
             if self.trust_support is not None and self.goal_support >= self.trust_support:
                 self.stats["trusted_stops"] += 1  # imagination agreed with itself: STOP without CLIP
                 self._trace_stop_check(g, "trusted")
@@ -539,7 +566,7 @@ class WorldModelAgent:
             self.stats["scan_stops"] += 1
             self._trace_stop_check(g, "confirmed")
             self.scan_turned = None
-            return int(Action.STOP)
+            return self._confirmed_stop()
         # the scan ends at scan_deg, or when a turn did not turn the agent (by its own compass)
         if self.scan_turned >= self.scan_deg - 1e-6 or turn < 1e-3:
             self.scan_turned = None
@@ -547,6 +574,26 @@ class WorldModelAgent:
             return None
         self._trace_stop_check(g, "scan")
         return self._scan_turn()
+
+    def _confirmed_stop(self) -> int:
+        """The stop check accepted the view: STOP, or first walk up to ``close_in_steps`` forward steps (0.25 m
+        each) while the centre of the view is farther than ``close_in_depth_m``: one step, plus one per 0.25 m
+        beyond, decided once from this view. An arrival is declared up to the stop radius from the goal
+        estimate, and the success region ends 1 m from the target: stepping in turns stops just outside it into
+        successes (docs/experiments/2026-12-07-close-in.md)."""
+        k = 0
+        if self.close_in_steps > 0 and self.obs is not None and self.obs.get("depth") is not None:
+            k = close_in_count(self.obs["depth"], self.close_in_depth_m, self.close_in_steps)
+        self.closing = k
+        return self._close_in_step()
+
+    def _close_in_step(self) -> int:
+        if self.closing:
+            self.closing -= 1
+            self.stats["close_in_steps"] += 1
+            return int(Action.MOVE_FORWARD)
+        self.closing = None
+        return int(Action.STOP)
 
     def _scan_turn(self) -> int:
         self.stats["scan_steps"] += 1

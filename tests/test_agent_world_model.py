@@ -391,6 +391,58 @@ def test_scan_off_drops_a_refused_goal_at_once():
                         goal_check=None, scan_deg=-1)
 
 
+class TargetDepthWorld(ToyWorld):
+    """ToyWorld whose depth shows the target: the central patch reads its distance when it is ahead (+-30 deg)."""
+
+    def obs(self):
+        o = super().obs()
+        d = self.target - self.pose[:2]
+        if abs(wrap_angle(math.atan2(d[1], d[0]) - self.pose[2])) < math.radians(30):
+            c = self.size // 2
+            o["depth"][c - 2:c + 2, c - 2:c + 2] = float(np.hypot(*d))
+        return o
+
+
+def test_close_in_count_reads_the_centre_of_the_view():
+    from agent.world_model_agent import close_in_count
+
+    depth = np.zeros((128, 128, 1), np.float32)
+    depth[56:72, 56:72] = 1.3
+    assert close_in_count(depth, 1.0, 2) == 2  # 1.3 m: one step past 1.0 m, one more per 0.25 m beyond
+    assert close_in_count(depth, 1.0, 1) == 1
+    assert close_in_count(depth, 1.2, 2) == 1
+    assert close_in_count(depth, 1.3, 2) == 0
+    assert close_in_count(depth, 1.0, 0) == 0
+    depth[56:72, 56:72] = np.nan  # nothing measured in the centre: no step
+    assert close_in_count(depth[..., 0], 0.5, 2) == 0
+
+
+@pytest.mark.parametrize("close_in_steps", [0, 2])
+def test_confirmed_arrival_closes_in_before_it_stops(close_in_steps):
+    # The goal check accepts the arrival view; with close_in_steps the agent first steps towards what it
+    # looks at while the centre of the view is farther than close_in_depth_m, then STOPs.
+    world = TargetDepthWorld(target=(2.6, -1.2))
+    agent = WorldModelAgent(pipeline=BoxOracleImagination(world), reimagine_every=4, seed=0, clip_guidance=False,
+                            context_mode="noncontiguous", trace=True, close_in_steps=close_in_steps,
+                            close_in_depth_m=0.3)
+    use_guide(agent, z=0.0)
+    agent.goal_check = FixedGoalCheck(True)
+    actions = _walk_to_imagined_goal(agent, world, steps=60)
+    assert actions[-1] == Action.STOP
+    decisions = [c["decision"] for c in agent.episode_stats()["stop_checks"]]
+    assert decisions == ["confirmed"] and len(agent.goal_check.seen) == 1  # checked once, not at each step in
+    checked_at = agent.episode_stats()["stop_checks"][0]["pose"]
+    moved = float(np.hypot(*(world.pose[:2] - np.asarray(checked_at[:2]))))
+    if close_in_steps:
+        assert actions[-3:] == [Action.MOVE_FORWARD] * 2 + [Action.STOP]
+        assert agent.stats["close_in_steps"] == 2 and moved == pytest.approx(0.5)
+    else:
+        assert agent.stats["close_in_steps"] == 0 and moved == pytest.approx(0.0, abs=1e-6)  # STOP where checked
+    with pytest.raises(ValueError, match="close_in_steps"):
+        WorldModelAgent(pipeline=BoxOracleImagination(world), clip_guidance=False, context_mode="noncontiguous",
+                        goal_check=None, close_in_steps=-1)
+
+
 def test_guide_acts_without_a_goal_and_its_stop_is_honoured():
     world = ToyWorld(target=(2.6, -1.2))
     agent = WorldModelAgent(pipeline=BoxOracleImagination(world), ablation="noise", seed=0, clip_guidance=False,

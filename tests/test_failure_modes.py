@@ -356,3 +356,58 @@ def test_stop_checks_join_arrivals_with_the_view_points(tmp_path, nav_episode_fi
     path.write_text(json.dumps({k: v for k, v in row.items() if k != "agent_stop_checks"}) + "\n")
     with pytest.raises(ValueError, match="agent.trace=true"):
         stop_checks(tmp_path)
+
+
+def test_close_in_replay_walks_from_the_accepted_arrival(tmp_path, nav_episode_file):
+    # research.close_in: an episode that STOPped at an accepted arrival 0.5 m behind the edge of the success
+    # region, facing into it; two steps in make the STOP a success, and SPL counts the 0.5 m walked.
+    from agent.runner import evaluate
+    from envs.gym_env import ObjectNavEnv
+    from research.close_in import accepted_stops, replay, table
+
+    evaluate("random", n_episodes=1, out_dir=tmp_path, episodes=nav_episode_file, width=32, height=32,
+             max_episode_steps=3, progress=False, print_summary=False)
+    env = ObjectNavEnv(episodes=nav_episode_file, width=32, height=32)
+    env.reset(options={"episode_index": 0})
+    ep, s = env.episode, env.start_pose.copy()
+    vp = np.asarray(ep.view_points, np.float64)
+    tc = np.asarray(ep.target_center, np.float64)[:2]
+    found = None
+    for v in vp[np.argsort(-np.linalg.norm(vp[:, :2] - tc, axis=1))]:  # the region's far edge first
+        yaw = math.atan2(tc[1] - v[1], tc[0] - v[0])
+        back = v[:2] - 0.5 * np.array([math.cos(yaw), math.sin(yaw)])
+        xy, walked = back.copy(), []
+        for _ in range(2):
+            xy, _ = env.grid.try_move(xy, yaw, 0.25)
+            walked.append(np.asarray(xy, np.float64))
+        if (env.grid.field_distance(env._goal_field, back) > 0.2 and np.allclose(walked[-1], v[:2], atol=1e-6)
+                and env.grid.field_distance(env._goal_field, walked[-1]) <= env.success_distance):
+            found = (back, yaw)
+            break
+    env.close()
+    assert found is not None, "the test scene has no view point with free floor 0.5 m behind it"
+    back, yaw = found
+    d = back - s[:2]  # the arrival in the episode-start frame
+    pose = [d[0] * math.cos(s[2]) + d[1] * math.sin(s[2]), -d[0] * math.sin(s[2]) + d[1] * math.cos(s[2]),
+            yaw - s[2]]
+    path = tmp_path / "episodes.jsonl"
+    row = json.loads(path.read_text().splitlines()[0])
+    row.update(success=0.0, spl=0.0, called_stop=True, path_length=2.0,
+               agent_stop_checks=[{"step": 3, "pose": pose, "z": 0.0, "decision": "confirmed", "travelled_m": 2.0}])
+    path.write_text(json.dumps(row) + "\n")
+    (rec,) = accepted_stops(tmp_path, max_steps=2)
+    assert rec["walk"][0][0] > 0.2 and rec["walk"][2][0] <= 0.1 and rec["walk"][2][1] == pytest.approx(0.5)
+    d0 = rec["d0"]
+    still = replay([rec], 0, 1.0)
+    assert still["success"].tolist() == [0.0] and still["stepped"] == 0
+    rec["depth"] = np.full((32, 32), 1.3, np.float32)  # what the view's centre reads: 1.3 m -> two steps
+    two = replay([rec], 2, 1.0)
+    assert two["success"].tolist() == [1.0] and two["stepped"] == 1
+    assert two["spl"][0] == pytest.approx(d0 / max(d0, 2.5))
+    assert replay([rec], 1, 1.0)["success"].tolist() == [0.0]  # one step is not enough here
+    assert "| 2 steps, depth > 1 m | 1.000 |" in table({"run": [rec]}, steps=(2,), depths=(1.0,), n_boot=100)
+    run = json.loads((tmp_path / "run.json").read_text())
+    run.setdefault("agent_settings", {})["close_in_steps"] = 2
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    with pytest.raises(ValueError, match="close_in_steps=0"):
+        accepted_stops(tmp_path)
