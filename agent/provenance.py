@@ -192,13 +192,16 @@ def check_resume(out: Path, fingerprint: dict, n_done: int) -> None:
     write_json_atomic(path, fingerprint)
 
 
-def provenance(fingerprint: dict | None = None) -> dict:
+def provenance(fingerprint: dict | None = None, git: dict | None = None) -> dict:
     """Where a summary's numbers come from: git commit (and uncommitted changes), the code version,
-    the weights' hashes and the command that ran."""
+    the weights' hashes and the command that ran. ``git``: the checkout's state when the run started
+    (``git_state()`` then); the code version is the fingerprint's, taken when the agent was built. Both
+    are read at the start because a long run may outlive a commit: read when the summary is written
+    they would name code that did not run."""
     import sys
 
-    out = git_state()
-    out["code_version"] = code_version()
+    out = dict(git) if git is not None else git_state()
+    out["code_version"] = (fingerprint or {}).get("code_version") or code_version()
     out["command"] = " ".join([Path(sys.argv[0]).name] + sys.argv[1:]) if sys.argv else ""
     if fingerprint is not None:
         out["weights"] = fingerprint.get("weights", {})

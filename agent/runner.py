@@ -30,7 +30,7 @@ from agent.episode_log import (
     write_summary,
 )
 from agent.fair_play import agent_access, build_agent, public_context, public_info
-from agent.provenance import check_resume, provenance, run_fingerprint
+from agent.provenance import check_resume, git_state, provenance, run_fingerprint
 from agent.sharding import parse_shard, shard_indices
 from agent.tables import print_table
 from envs.logs import append_jsonl
@@ -346,6 +346,7 @@ def evaluate(
         # Only a privileged agent class (the Oracle) gets the env itself; the rest get its sensor settings.
         bot, _ = build_agent(factory, env, seed=seed, **(agent_kwargs or {}))
         fingerprint = run_fingerprint(agent_name, factory, agent_kwargs, seed, split, episodes, env, bot)
+        started_git = git_state()  # the summary's provenance names the code that ran, not a later commit
         check_resume(out, fingerprint, n_done=len(done_rows))
         spec = None
         if num_envs > 1 and len(todo) > 1:
@@ -381,7 +382,7 @@ def evaluate(
     rows = [r for r in read_episode_log(log_path) if str(r["episode_id"]) in wanted_ids]
     summary = summarize_rows(rows, agent=agent_name, split=split)
     summary["shard"] = "/".join(map(str, parse_shard(shard)))
-    summary["provenance"] = provenance(fingerprint)
+    summary["provenance"] = provenance(fingerprint, git=started_git)
     write_summary(out, summary)
     if print_summary:
         print_table(summary)

@@ -428,3 +428,21 @@ def test_agent_weights_finds_the_value_maps_clip_and_the_goal_check():
         check.weight.add_(1.0)
     assert agent_weights(wm_like)["goal_check"] != w["goal_check"] and agent_weights(wm_like)["clip"] == w["clip"]
     assert agent_weights(types.SimpleNamespace()) == {}
+
+
+def test_provenance_names_the_code_that_ran_not_a_later_commit(tmp_path, nav_episode_file, monkeypatch):
+    # A run that outlives a commit: git and the code version are read when it starts, not when its summary
+    # is written.
+    import agent.provenance as prov_mod
+    import agent.runner as runner_mod
+
+    states = iter([{"git_commit": "a" * 40, "git_dirty": False}, {"git_commit": "b" * 40, "git_dirty": True}])
+    monkeypatch.setattr(runner_mod, "git_state", lambda: next(states))
+    monkeypatch.setattr(prov_mod, "git_state", lambda: next(states))
+    s = evaluate("random", n_episodes=1, out_dir=tmp_path, episodes=nav_episode_file, **FAST)
+    run = json.loads((tmp_path / RUN_FILE).read_text())
+    assert s["provenance"]["git_commit"] == "a" * 40 and s["provenance"]["git_dirty"] is False
+    assert s["provenance"]["code_version"] == run["code_version"]
+    monkeypatch.setattr(prov_mod, "code_version", lambda: "changed")
+    assert prov_mod.provenance(run)["code_version"] == run["code_version"]
+    assert prov_mod.provenance(None, git={"git_commit": None, "git_dirty": None})["code_version"] == "changed"
