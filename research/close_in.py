@@ -49,9 +49,10 @@ def accepted_stops(run_dir: str | Path, max_steps: int = 3) -> list[dict]:
         if checks and checks[-1]["decision"] == "confirmed" and r.get("called_stop"):
             pose = _start_to_world(checks[-1]["pose"], env.start_pose)
             rec["depth"] = np.asarray(env.renderer.render(pose, outputs=("depth",))["depth"][0], np.float32)
+            field = env.grid.geodesic_field(np.asarray(env.episode.view_points, np.float64).reshape(-1, 3)[:, :2])
             xy, moved, walk = pose[:2].copy(), 0.0, []
-            for k in range(max_steps + 1):
-                walk.append((float(env.grid.field_distance(env._goal_field, xy)), moved))
+            for k in range(max_steps + 1):  # the env's geodesic distance to the nearest view point
+                walk.append((float(env.grid.field_distance(field, xy)), moved))
                 new, _ = env.grid.try_move(xy, pose[2], FORWARD_M)
                 moved += float(np.hypot(*(np.asarray(new) - xy)))
                 xy = np.asarray(new, np.float64)
