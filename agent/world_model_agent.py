@@ -51,7 +51,7 @@ import numpy as np
 from agent.base import set_threads
 from agent.baselines import episode_rng
 from agent.context import ContextBuffer
-from envs.actions import Action
+from envs.actions import FORWARD_STEP_M, Action
 from envs.geometry import wrap_angle
 from envs.instruction_reader import read_instruction as read_text
 from planners.camera import HFOV_DEG, check_observation
@@ -84,7 +84,7 @@ def load_inverse_dynamics(path: str | Path | None):
     return InverseDynamicsModel.from_pretrained(str(p)).eval()
 
 
-def close_in_count(depth, min_depth_m: float, max_steps: int, step_m: float = 0.25) -> int:
+def close_in_count(depth, min_depth_m: float, max_steps: int, step_m: float = FORWARD_STEP_M) -> int:
     """Forward steps to take before a confirmed STOP: 0 when the median depth of the view's central patch
     (the middle eighth of each side) is at most ``min_depth_m``, else one plus one per ``step_m`` beyond it,
     at most ``max_steps``."""
@@ -582,11 +582,8 @@ class WorldModelAgent:
         return self._scan_turn()
 
     def _confirmed_stop(self) -> int:
-        """The stop check accepted the view: STOP, or first walk up to ``close_in_steps`` forward steps (0.25 m
-        each) while the centre of the view is farther than ``close_in_depth_m``: one step, plus one per 0.25 m
-        beyond, decided once from this view. An arrival is declared up to the stop radius from the goal
-        estimate, and the success region ends 1 m from the target: stepping in turns stops just outside it into
-        successes (docs/experiments/2026-12-07-close-in.md)."""
+        """The stop check accepted the view: STOP, after the forward steps ``close_in_count`` reads off this
+        view (``close_in_steps``; docs/experiments/2026-12-07-close-in.md)."""
         k = 0
         if self.close_in_steps > 0 and self.obs is not None and self.obs.get("depth") is not None:
             k = close_in_count(self.obs["depth"], self.close_in_depth_m, self.close_in_steps)

@@ -25,27 +25,30 @@ from pathlib import Path
 
 import numpy as np
 
-FORWARD_M = 0.25
+from envs.actions import FORWARD_STEP_M
 
 
 def accepted_stops(run_dir: str | Path, max_steps: int = 3) -> list[dict]:
     """Per episode of a traced run: the row, d0, and for an episode that ended by STOP at an accepted
     arrival, the rendered depth there and the distance to the nearest view point (and the distance moved)
     after 0..``max_steps`` forward steps."""
-    from agent.failure_modes import _replay_episodes, _rows, _start_to_world, stop_checks
+    from agent.failure_modes import _replay_episodes, _rows, _start_to_world
 
     run_dir = Path(run_dir)
     settings = json.loads((run_dir / "run.json").read_text()).get("agent_settings", {})
     if int(settings.get("close_in_steps", 0) or 0) > 0:
         raise ValueError(f"{run_dir} ran with close_in_steps={settings['close_in_steps']}: the replay needs a run "
                          "that STOPped where its stop check accepted (close_in_steps=0)")
-    eps = stop_checks(run_dir)
-    by_id = {str(e["row"]["episode_id"]): e for e in eps}
+    all_rows = _rows(run_dir)
+    rows = [r for r in all_rows if "agent_stop_checks" in r]
+    if not rows:
+        raise ValueError(f"{run_dir}: no episode row holds agent_stop_checks; run the eval with "
+                         "agent=world_model agent.trace=true")
     out = []
-    for r, env in _replay_episodes(run_dir, [e["row"] for e in eps], _rows(run_dir)):
-        e = by_id[str(r["episode_id"])]
-        rec = {"row": r, "d0": e["d0"], "success_distance": e["success_distance"], "walk": None, "depth": None}
-        checks = e["checks"]
+    for r, env in _replay_episodes(run_dir, rows, all_rows):
+        rec = {"row": r, "d0": float(env.episode.geodesic_distance), "success_distance": float(env.success_distance),
+               "walk": None, "depth": None}
+        checks = r["agent_stop_checks"]
         if checks and checks[-1]["decision"] == "confirmed" and r.get("called_stop"):
             pose = _start_to_world(checks[-1]["pose"], env.start_pose)
             rec["depth"] = np.asarray(env.renderer.render(pose, outputs=("depth",))["depth"][0], np.float32)
@@ -53,7 +56,7 @@ def accepted_stops(run_dir: str | Path, max_steps: int = 3) -> list[dict]:
             xy, moved, walk = pose[:2].copy(), 0.0, []
             for k in range(max_steps + 1):  # the env's geodesic distance to the nearest view point
                 walk.append((float(env.grid.field_distance(field, xy)), moved))
-                new, _ = env.grid.try_move(xy, pose[2], FORWARD_M)
+                new, _ = env.grid.try_move(xy, pose[2], FORWARD_STEP_M)
                 moved += float(np.hypot(*(np.asarray(new) - xy)))
                 xy = np.asarray(new, np.float64)
             rec["walk"] = walk
